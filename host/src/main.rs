@@ -1,0 +1,5 @@
+//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]`.
+
+fn main() {
+    println!("rangecache");
+}

@@ -1,0 +1,1 @@
+//! rangecache-wasm: the core's decisions exported to JavaScript.

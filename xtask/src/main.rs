@@ -1,0 +1,141 @@
+//! `cargo xtask test|wasm|bench|fuzz|sim`: rangecache's multi-step tasks.
+//!
+//! Every step prints what it runs and how long it took, checks before it installs, and stops at
+//! the first failure.
+
+mod fuzz;
+mod s3;
+mod tools;
+mod wasm;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let started = Instant::now();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    match task {
+        "test" => test()?,
+        "wasm" => wasm::build_package()?,
+        "fuzz" => fuzz::run(&args[1..])?,
+        "bench" => bench(&args[1..])?,
+        "sim" => sim()?,
+        "s3-server" => s3::serve_foreground()?,
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 test       install what is missing, then run every suite (what CI runs)\n\
+                 wasm       build the npm package into wasm/pkg\n\
+                 bench      run the criterion benches (extra arguments go to cargo bench)\n\
+                 fuzz       run the parser fuzzers (RANGECACHE_FUZZ_SECS per target, default 60)\n\
+                 sim        run the core simulation as long as RANGECACHE_SIM_STEPS asks\n\
+                 s3-server  install and run the S3-compatible test server in the foreground"
+            );
+            if task != "help" {
+                bail!("unknown task {task:?}");
+            }
+            return Ok(());
+        }
+    }
+    eprintln!("xtask {task}: done in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+/// What CI runs: every check and every suite, one build reused across them.
+fn test() -> Result<()> {
+    tools::ensure_rust_components()?;
+    tools::ensure_apt_packages()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "rangecache-core",
+        "-p",
+        "rangecache-wasm",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["build", "-p", "rangecache-core", "--target", "wasm32-unknown-unknown"]))?;
+    let s3 = s3::Server::start()?;
+    run(cargo()
+        .args(["test", "--workspace", "--all-targets"])
+        .envs(s3.env())
+        .env("RANGECACHE_BIN", bin_path("rangecache")))?;
+    drop(s3);
+    // Doc tests are not part of --all-targets.
+    run(cargo().args(["test", "--workspace", "--doc"]))?;
+    wasm::build_package()?;
+    wasm::test_package()?;
+    Ok(())
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    run(cargo().args(["bench", "--package", "rangecache-benches"]).args(extra))
+}
+
+fn sim() -> Result<()> {
+    run(cargo()
+        .args(["test", "--release", "-p", "rangecache-core", "--test", "sim", "--", "--nocapture"])
+        .env("RANGECACHE_SIM_LONG", "1"))
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Where cargo puts the workspace's debug binaries.
+pub fn bin_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    target.join("debug").join(name)
+}
+
+/// A `cargo` command run from the workspace root.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd`, printing it and how long it took; fails if it exits non-zero.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = show(cmd);
+    eprintln!("==> {shown}");
+    let started = Instant::now();
+    let status = cmd.status().with_context(|| format!("could not start {shown}"))?;
+    eprintln!("<== {shown}: {status} in {:.1?}", started.elapsed());
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+/// True if `cmd` runs and exits zero, with its output discarded; used by the install checks.
+pub fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn show(cmd: &Command) -> String {
+    let mut shown = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        shown.push(' ');
+        shown.push_str(&arg.to_string_lossy());
+    }
+    shown
+}
