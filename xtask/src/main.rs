@@ -64,12 +64,14 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     run(cargo().args(["build", "-p", "rangecache-core", "--target", "wasm32-unknown-unknown"]))?;
-    let s3 = s3::Server::start()?;
-    run(cargo()
-        .args(["test", "--workspace", "--all-targets"])
-        .envs(s3.env())
-        .env("RANGECACHE_BIN", bin_path("rangecache")))?;
-    drop(s3);
+    {
+        // The S3-compatible server lives exactly as long as the suites that talk to it.
+        let s3 = s3::Server::start()?;
+        run(cargo()
+            .args(["test", "--workspace", "--all-targets"])
+            .envs(s3.env())
+            .env("RANGECACHE_BIN", bin_path("rangecache")))?;
+    }
     // Doc tests are not part of --all-targets.
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     wasm::build_package()?;
