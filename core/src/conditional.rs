@@ -1,9 +1,17 @@
 //! Conditional requests (RFC 9110 §13) evaluated in the order of §13.2.2, then ranges (§14),
 //! producing one [`ResponsePlan`] that every host renders.
 
-use http::{HeaderName, Method, StatusCode};
+use http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use sha2::{Digest, Sha256};
 
-use crate::range::Window;
+use crate::object::ObjectMeta;
+use crate::range::{
+    RangeLimits, Resolved, Window, content_range, parse_range, resolve, unsatisfied_content_range,
+};
+use crate::validators::{EntityTag, EtagList, format_http_date, parse_http_date};
 
 /// The request fields a plan depends on, as raw field values (joined with `, ` when a field
 /// repeats, RFC 9110 §5.3); the core does all the parsing.
@@ -65,4 +73,305 @@ pub struct Part {
     pub head: String,
     /// The window of the object this part carries.
     pub window: Window,
+}
+
+/// The outcome of evaluating a request's preconditions against one revision (RFC 9110 §13.2.2).
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Every condition holds (or none was sent): go on to Range and the body.
+    Proceed,
+    /// `If-None-Match` matched or `If-Modified-Since` found no change, on a GET or HEAD: 304.
+    NotModified,
+    /// `If-Match` or `If-Unmodified-Since` failed, or `If-None-Match` matched on another
+    /// method: 412.
+    Failed,
+}
+
+impl<'a> RequestHeaders<'a> {
+    /// A request with `method` and none of the fields set.
+    pub fn new(method: &'a Method) -> RequestHeaders<'a> {
+        RequestHeaders {
+            method,
+            if_match: None,
+            if_none_match: None,
+            if_modified_since: None,
+            if_unmodified_since: None,
+            range: None,
+            if_range: None,
+        }
+    }
+}
+
+impl ResponsePlan {
+    /// The value of the first planned header called `name`, if any.
+    pub fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Body {
+    /// Number of bytes this body sends, for an object of `object_size` bytes (what
+    /// Content-Length announces for a GET).
+    pub fn len(&self, object_size: u64) -> u64 {
+        match self {
+            Body::None => 0,
+            Body::Full => object_size,
+            Body::Window(window) => window.len(),
+            Body::Multipart { parts, closing, .. } => {
+                parts.iter().map(|p| p.head.len() as u64 + p.window.len()).sum::<u64>()
+                    + closing.len() as u64
+            }
+        }
+    }
+
+    /// True if nothing at all is sent.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Body::None)
+    }
+}
+
+/// Status, headers and body for a request for `meta` (RFC 9110 §13.2.2, §14, §15).
+///
+/// Preconditions first ([`evaluate_preconditions`]): 412 carries only `Content-Length: 0`;
+/// 304 carries ETag, Last-Modified and the stored Cache-Control and Expires (§15.4.5), no
+/// body. Then, for GET only, the Range, honoured when `If-Range` is absent or
+/// [`if_range_holds`]; an invalid Range, a failed If-Range or too many ranges give the full
+/// object. Every 200, 206 and 416 carries `Accept-Ranges: bytes`; 200 and 206 carry
+/// Content-Length, ETag, Last-Modified and the stored headers, except that a 206 answering a
+/// holding If-Range sends of the stored headers only Cache-Control and Expires (§15.3.7: the
+/// client already has the others). A 416 carries `Content-Range: bytes */SIZE` and no body.
+///
+/// HEAD plans exactly as GET without the Range and without a body. Other methods plan as HEAD
+/// (their preconditions are what matters; `If-None-Match` then fails with 412).
+///
+/// Several windows are sent as `multipart/byteranges` (§14.6) whose boundary is derived from
+/// the validators ([`multipart_boundary`]), so the same request for the same revision always
+/// gets the same bytes; each part carries the stored Content-Type, if any, and its
+/// Content-Range.
+pub fn plan_response(
+    req: &RequestHeaders<'_>,
+    meta: &ObjectMeta,
+    limits: &RangeLimits,
+) -> ResponsePlan {
+    match evaluate_preconditions(req, meta) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => return not_modified(meta),
+        Precondition::Failed => return precondition_failed(),
+    }
+    let is_get = req.method == Method::GET;
+    let range = if is_get { req.range.and_then(parse_range) } else { None };
+    let Some(specs) = range else {
+        return full(meta, is_get);
+    };
+    // RFC 9110 §13.1.5: If-Range only matters with a Range; when it does not hold, the Range
+    // is ignored and the full current representation is sent.
+    let if_range_held = match req.if_range {
+        None => false,
+        Some(value) if if_range_holds(value, meta) => true,
+        Some(_) => return full(meta, is_get),
+    };
+    match resolve(&specs, meta.size, limits) {
+        Resolved::Full => full(meta, is_get),
+        Resolved::Unsatisfiable => unsatisfiable(meta),
+        Resolved::Partial(windows) => partial(meta, &windows, if_range_held),
+    }
+}
+
+/// Evaluates `If-Match`, `If-Unmodified-Since`, `If-None-Match` and `If-Modified-Since`
+/// against `meta` in the order of RFC 9110 §13.2.2.
+///
+/// * An If-Match that does not parse holds for no representation (§13.1.1 step 3): 412.
+/// * An If-None-Match that does not parse matches nothing and is otherwise ignored, though
+///   its presence still turns off If-Modified-Since (§13.1.3).
+/// * A date field that is not one valid HTTP-date (a list of dates included) is ignored
+///   (§13.1.3, §13.1.4). Dates compare at one-second resolution.
+/// * If-Modified-Since counts only for GET and HEAD.
+pub fn evaluate_preconditions(req: &RequestHeaders<'_>, meta: &ObjectMeta) -> Precondition {
+    let is_get_or_head = req.method == Method::GET || req.method == Method::HEAD;
+    // Steps 1 and 2: If-Unmodified-Since is only looked at when If-Match is absent.
+    if let Some(value) = req.if_match {
+        if !EtagList::parse(value).is_some_and(|list| list.matches_strong(&meta.etag)) {
+            return Precondition::Failed;
+        }
+    } else if let Some(date) = req.if_unmodified_since.and_then(parse_http_date)
+        && meta.last_modified.as_secs() > date.as_secs()
+    {
+        return Precondition::Failed;
+    }
+    // Steps 3 and 4: a present If-None-Match makes If-Modified-Since irrelevant.
+    if let Some(value) = req.if_none_match {
+        if EtagList::parse(value).is_some_and(|list| list.matches_weak(&meta.etag)) {
+            return if is_get_or_head { Precondition::NotModified } else { Precondition::Failed };
+        }
+    } else if is_get_or_head
+        && let Some(date) = req.if_modified_since.and_then(parse_http_date)
+        && meta.last_modified.as_secs() <= date.as_secs()
+    {
+        return Precondition::NotModified;
+    }
+    Precondition::Proceed
+}
+
+/// True if an `If-Range` value holds for `meta`, so the Range may be honoured (RFC 9110
+/// §13.1.5): an entity-tag must match by strong comparison (a weak one never does); a date
+/// must equal Last-Modified exactly and Last-Modified must be strong
+/// ([`ObjectMeta::is_last_modified_strong`]); anything else does not hold.
+pub fn if_range_holds(if_range: &str, meta: &ObjectMeta) -> bool {
+    let value = if_range.trim_matches([' ', '\t']);
+    if value.starts_with('"') || value.starts_with("W/") {
+        return EntityTag::parse(value).is_some_and(|tag| tag.strong_eq(&meta.etag));
+    }
+    parse_http_date(value).is_some_and(|date| {
+        meta.is_last_modified_strong() && date.as_secs() == meta.last_modified.as_secs()
+    })
+}
+
+/// True if a write carrying these `If-Match` and `If-None-Match` values may replace `current`,
+/// the live (unexpired) revision or `None` (SPEC §3, RFC 9110 §13.1.1–13.1.2); false means 412
+/// and nothing stored.
+///
+/// `If-None-Match: *` allows the write only when there is no live revision; a list of tags
+/// refuses it when one matches the live revision weakly. `If-Match` allows it only when a live
+/// revision exists and matches strongly (`*`: any live revision); one that does not parse
+/// never allows it. When both are present both must hold.
+pub fn is_write_allowed(
+    if_match: Option<&str>,
+    if_none_match: Option<&str>,
+    current: Option<&ObjectMeta>,
+) -> bool {
+    let if_match_holds = if_match.is_none_or(|value| {
+        current.is_some_and(|meta| {
+            EtagList::parse(value).is_some_and(|list| list.matches_strong(&meta.etag))
+        })
+    });
+    let if_none_match_holds = if_none_match.is_none_or(|value| {
+        current.is_none_or(|meta| {
+            !EtagList::parse(value).is_some_and(|list| list.matches_weak(&meta.etag))
+        })
+    });
+    if_match_holds && if_none_match_holds
+}
+
+/// The `multipart/byteranges` boundary for a revision: `rangecache-` and 32 hex digits of the
+/// SHA-256 of its ETag, Last-Modified and size.
+///
+/// The core has no randomness, and a boundary that depends only on the revision keeps plans
+/// reproducible (the same request always gets the same bytes, which also lets caches in front
+/// compare them). A hash of the validators is vanishingly unlikely to occur in the object's
+/// bytes unless the writer chose those bytes to contain it, which only spoils the writer's own
+/// multipart answers.
+pub fn multipart_boundary(meta: &ObjectMeta) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(meta.etag.to_string().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(meta.last_modified.as_millis().to_be_bytes());
+    hasher.update(meta.size.to_be_bytes());
+    let digest = hasher.finalize();
+    format!("rangecache-{}", hex::encode(&digest[..16]))
+}
+
+// Fields the core writes itself; a stored header with one of these names is never emitted.
+const GENERATED: &[HeaderName] =
+    &[ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED];
+
+// Stored fields a 304 still sends (RFC 9110 §15.4.5) and a 206 answering an If-Range still
+// sends (§15.3.7); the others describe the representation the client already has.
+const CACHE_UPDATE: &[&str] = &["cache-control", "content-location", "expires", "vary"];
+
+fn validators(meta: &ObjectMeta) -> [(HeaderName, String); 2] {
+    [(ETAG, meta.etag.to_string()), (LAST_MODIFIED, format_http_date(meta.last_modified))]
+}
+
+/// Stored headers that pass `keep`, skipping generated names and anything that is not a valid
+/// field name and value (a corrupt store must not reach the wire).
+fn stored(
+    meta: &ObjectMeta,
+    keep: impl Fn(&str) -> bool,
+) -> impl Iterator<Item = (HeaderName, String)> {
+    meta.headers.iter().filter(move |(name, _)| keep(name)).filter_map(|(name, value)| {
+        let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        HeaderValue::from_str(value).ok()?;
+        (!GENERATED.contains(&name)).then(|| (name, value.clone()))
+    })
+}
+
+fn full(meta: &ObjectMeta, with_body: bool) -> ResponsePlan {
+    let mut headers =
+        vec![(ACCEPT_RANGES, "bytes".to_owned()), (CONTENT_LENGTH, meta.size.to_string())];
+    headers.extend(validators(meta));
+    headers.extend(stored(meta, |_| true));
+    let body = if with_body { Body::Full } else { Body::None };
+    ResponsePlan { status: StatusCode::OK, headers, body }
+}
+
+fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> ResponsePlan {
+    let keep_stored = |name: &str| !if_range_held || CACHE_UPDATE.contains(&name);
+    if let [window] = windows {
+        let mut headers = vec![
+            (ACCEPT_RANGES, "bytes".to_owned()),
+            (CONTENT_LENGTH, window.len().to_string()),
+            (CONTENT_RANGE, content_range(*window, meta.size)),
+        ];
+        headers.extend(validators(meta));
+        headers.extend(stored(meta, keep_stored));
+        return ResponsePlan {
+            status: StatusCode::PARTIAL_CONTENT,
+            headers,
+            body: Body::Window(*window),
+        };
+    }
+    let boundary = multipart_boundary(meta);
+    let part_type = stored(meta, |name| name == "content-type")
+        .next()
+        .map(|(_, value)| format!("Content-Type: {value}\r\n"))
+        .unwrap_or_default();
+    let parts: Vec<Part> = windows
+        .iter()
+        .enumerate()
+        .map(|(i, window)| {
+            // RFC 2046 §5.1.1: the CRLF before a delimiter belongs to it; the first delimiter
+            // opens the body and needs none.
+            let crlf = if i == 0 { "" } else { "\r\n" };
+            let range = content_range(*window, meta.size);
+            let head = format!("{crlf}--{boundary}\r\n{part_type}Content-Range: {range}\r\n\r\n");
+            Part { head, window: *window }
+        })
+        .collect();
+    let closing = format!("\r\n--{boundary}--\r\n");
+    let body = Body::Multipart { boundary: boundary.clone(), parts, closing };
+    let mut headers = vec![
+        (ACCEPT_RANGES, "bytes".to_owned()),
+        (CONTENT_LENGTH, body.len(meta.size).to_string()),
+        (CONTENT_TYPE, format!("multipart/byteranges; boundary={boundary}")),
+    ];
+    headers.extend(validators(meta));
+    // The stored Content-Type moved into the parts (RFC 9110 §14.6).
+    headers.extend(stored(meta, |name| name != "content-type" && keep_stored(name)));
+    ResponsePlan { status: StatusCode::PARTIAL_CONTENT, headers, body }
+}
+
+fn unsatisfiable(meta: &ObjectMeta) -> ResponsePlan {
+    let headers = vec![
+        (ACCEPT_RANGES, "bytes".to_owned()),
+        (CONTENT_LENGTH, "0".to_owned()),
+        (CONTENT_RANGE, unsatisfied_content_range(meta.size)),
+    ];
+    ResponsePlan { status: StatusCode::RANGE_NOT_SATISFIABLE, headers, body: Body::None }
+}
+
+fn not_modified(meta: &ObjectMeta) -> ResponsePlan {
+    // RFC 9110 §15.4.5: the validators and the cache-update fields, nothing describing a body
+    // (no Content-Length: a 304 answers a conditional request whose client has the content).
+    let mut headers: Vec<(HeaderName, String)> = validators(meta).into();
+    headers.extend(stored(meta, |name| CACHE_UPDATE.contains(&name)));
+    ResponsePlan { status: StatusCode::NOT_MODIFIED, headers, body: Body::None }
+}
+
+fn precondition_failed() -> ResponsePlan {
+    ResponsePlan {
+        status: StatusCode::PRECONDITION_FAILED,
+        headers: vec![(CONTENT_LENGTH, "0".to_owned())],
+        body: Body::None,
+    }
 }
