@@ -1,5 +1,154 @@
 //! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]`.
+//!
+//! Start-up reads the configuration (an error is one line naming the field, exit 2), opens the
+//! tiers, binds, and prints `rangecache listening on http://ADDR` on stdout once it accepts
+//! connections. SIGINT or SIGTERM stops accepting, ends in-flight work, drains the copies into
+//! tier 0, closes the tiers and exits 0.
 
-fn main() {
-    println!("rangecache");
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use rangecache::config::{Config, ConfigError};
+use rangecache::http::{AppState, routes};
+use rangecache::metrics::Metrics;
+use rangecache::tiered::Tiered;
+
+/// How long in-flight requests may take to finish after a shutdown signal before their
+/// connections are dropped; a slow download must not hold the process hostage.
+const GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Parser)]
+#[command(name = "rangecache", version, about = "A tiered, range-aware object cache")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve /api/v1 over the configured tiers.
+    Serve {
+        /// TOML configuration file; without it, memory + disk under ./rangecache-data.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on, overriding the file (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("RANGECACHE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Serve { config, listen } = cli.command;
+    let config = match config {
+        Some(path) => Config::load(&path, listen),
+        None => Config::default_with(listen),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rangecache: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("rangecache: configuration error: {e}");
+    ExitCode::from(2)
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let metrics = Arc::new(Metrics::default());
+    let slots = match rangecache::build_tiers(&config).await {
+        Ok(slots) => slots,
+        Err(e) => return config_failure(&e),
+    };
+    let tiered = Arc::new(Tiered::new(slots, metrics.clone()));
+    let state = Arc::new(AppState {
+        tiered: tiered.clone(),
+        metrics,
+        auth: config.auth.clone(),
+        max_object_size: config.max_object_size,
+    });
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            return config_failure(&ConfigError {
+                field: "listen".into(),
+                message: format!("cannot listen on {}: {e}", config.listen),
+            });
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(async {
+            let _ = stop_rx.await;
+        })
+        .run();
+    let mut server = tokio::spawn(server);
+    tracing::info!(%addr, tiers = ?tiered.names(), "serving");
+    println!("rangecache listening on http://{addr}");
+
+    let signal = tokio::select! {
+        signal = shutdown_signal() => signal,
+        result = &mut server => {
+            tracing::error!(?result, "server stopped on its own");
+            "server exit"
+        }
+    };
+    tracing::info!(signal, "shutting down: no new connections");
+    let _ = stop_tx.send(());
+    // Copies and uploads observe the driver's shutdown at once; downloads get a short grace.
+    tiered.begin_shutdown();
+    if tokio::time::timeout(GRACE, &mut server).await.is_err() {
+        tracing::warn!("connections still open after {GRACE:?}; dropping them");
+        server.abort();
+    }
+    tiered.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }

@@ -1,0 +1,468 @@
+//! Configuration (SPEC §5): a TOML file read through serde with unknown keys refused, the
+//! command line through clap, and the defaults used when no file is given.
+//!
+//! Every error names the offending field in one line, so that `main` can print it and exit 2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Listen address used when neither the file nor the command line names one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Largest object accepted when the file does not say (8 GiB).
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 * 1024 * 1024 * 1024;
+/// Size of the default memory tier (256 MiB).
+pub const DEFAULT_MEMORY_SIZE: u64 = 256 * 1024 * 1024;
+/// Size of the default disk tier (10 GiB).
+pub const DEFAULT_DISK_SIZE: u64 = 10 * 1024 * 1024 * 1024;
+/// Directory of the default disk tier.
+pub const DEFAULT_DISK_PATH: &str = "./rangecache-data";
+
+/// A configuration that was read and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest object a write may store, in bytes.
+    pub max_object_size: u64,
+    /// Bearer tokens; `None` leaves the server open.
+    pub auth: Option<Auth>,
+    /// Tiers, nearest first; the last is authoritative.
+    pub tiers: Vec<TierConfig>,
+}
+
+/// Bearer tokens (SPEC §5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Auth {
+    /// Token for GET and HEAD (the write token is accepted too); `None` leaves reads open.
+    pub read_token: Option<String>,
+    /// Token for PUT, POST, DELETE and invalidate.
+    pub write_token: String,
+}
+
+/// One tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierConfig {
+    /// Name used in Cache-Status, metrics and stats.
+    pub name: String,
+    /// Capacity in bytes, for the tiers that bound it.
+    pub max_size: Option<u64>,
+    /// Longest time an object may live in this tier; a write's Time-To-Live is capped by it.
+    pub max_ttl: Option<Duration>,
+    /// What backs the tier.
+    pub kind: TierKind,
+}
+
+/// What backs a tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TierKind {
+    /// A size-bounded LRU in memory.
+    Memory,
+    /// A directory.
+    Disk {
+        /// The directory (created if missing).
+        path: PathBuf,
+    },
+    /// An S3-compatible bucket; credentials come from the AWS_* environment variables.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Endpoint URL; `None` for AWS.
+        endpoint: Option<String>,
+        /// Region.
+        region: String,
+        /// Prefix of every object key.
+        prefix: String,
+    },
+    /// Another rangecache or cachew server over `/api/v1`.
+    Remote {
+        /// Base URL, e.g. `http://127.0.0.1:8081`.
+        url: String,
+        /// Bearer token sent with every request.
+        token: Option<String>,
+    },
+}
+
+/// A configuration error: the field it concerns and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The offending field, e.g. `tier[1].max_size`.
+    pub field: String,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+impl Config {
+    /// The configuration used when no file is given: memory + disk under `./rangecache-data`.
+    pub fn default_with(listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
+        let config = Config {
+            listen: listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address")),
+            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            auth: None,
+            tiers: vec![
+                TierConfig {
+                    name: "memory".into(),
+                    max_size: Some(DEFAULT_MEMORY_SIZE),
+                    max_ttl: None,
+                    kind: TierKind::Memory,
+                },
+                TierConfig {
+                    name: "disk".into(),
+                    max_size: Some(DEFAULT_DISK_SIZE),
+                    max_ttl: None,
+                    kind: TierKind::Disk { path: DEFAULT_DISK_PATH.into() },
+                },
+            ],
+        };
+        check_directory("tier[1].path", Path::new(DEFAULT_DISK_PATH))?;
+        Ok(config)
+    }
+
+    /// Reads and checks a TOML file; `listen` overrides the file's address.
+    pub fn load(path: &Path, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            field: "--config".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Config::parse(&text, listen)
+    }
+
+    /// Parses and checks the text of a TOML file.
+    pub fn parse(text: &str, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        file.check(listen)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    max_object_size: Option<String>,
+    auth: Option<FileAuth>,
+    #[serde(default)]
+    tier: Vec<FileTier>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    read_token: Option<String>,
+    write_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTier {
+    name: Option<String>,
+    kind: Option<String>,
+    max_size: Option<String>,
+    max_ttl: Option<String>,
+    path: Option<String>,
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    prefix: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+}
+
+impl FileConfig {
+    fn check(self, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
+        let listen = match (listen, &self.listen) {
+            (Some(addr), _) => addr,
+            (None, Some(text)) => text.parse().map_err(|e| {
+                err("listen", format!("{text:?} is not an address like 127.0.0.1:8080 ({e})"))
+            })?,
+            (None, None) => DEFAULT_LISTEN.parse().expect("a valid address"),
+        };
+        let max_object_size = match &self.max_object_size {
+            Some(text) => parse_size("max_object_size", text)?,
+            None => DEFAULT_MAX_OBJECT_SIZE,
+        };
+        let auth = match self.auth {
+            None => None,
+            Some(auth) => {
+                let write_token = auth
+                    .write_token
+                    .ok_or_else(|| err("auth.write_token", "required when [auth] is present"))?;
+                check_token("auth.write_token", &write_token)?;
+                if let Some(read) = &auth.read_token {
+                    check_token("auth.read_token", read)?;
+                }
+                Some(Auth { read_token: auth.read_token, write_token })
+            }
+        };
+        if self.tier.is_empty() {
+            return Err(err("tier", "at least one [[tier]] is required"));
+        }
+        let mut tiers: Vec<TierConfig> = Vec::with_capacity(self.tier.len());
+        for (idx, tier) in self.tier.into_iter().enumerate() {
+            let tier = tier.check(idx)?;
+            if tiers.iter().any(|t| t.name == tier.name) {
+                return Err(err(
+                    format!("tier[{idx}].name"),
+                    format!("{:?} is used by another tier", tier.name),
+                ));
+            }
+            tiers.push(tier);
+        }
+        Ok(Config { listen, max_object_size, auth, tiers })
+    }
+}
+
+impl FileTier {
+    fn check(self, idx: usize) -> Result<TierConfig, ConfigError> {
+        let field = |name: &str| format!("tier[{idx}].{name}");
+        let name = self.name.ok_or_else(|| err(field("name"), "required"))?;
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(err(field("name"), format!("{name:?}: use letters, digits, '_' or '-'")));
+        }
+        let kind =
+            self.kind.ok_or_else(|| err(field("kind"), "required (memory, disk, s3 or remote)"))?;
+        let max_size = self.max_size.map(|s| parse_size(&field("max_size"), &s)).transpose()?;
+        let max_ttl = self.max_ttl.map(|s| parse_duration(&field("max_ttl"), &s)).transpose()?;
+        // Each kind takes only its own keys, so a misplaced key is reported, not ignored.
+        let unused = |present: &[(&str, bool)]| -> Result<(), ConfigError> {
+            match present.iter().find(|(_, is_set)| *is_set) {
+                Some((key, _)) => Err(err(field(key), format!("not used by a {kind} tier"))),
+                None => Ok(()),
+            }
+        };
+        let kind = match kind.as_str() {
+            "memory" => {
+                unused(&[
+                    ("path", self.path.is_some()),
+                    ("bucket", self.bucket.is_some()),
+                    ("endpoint", self.endpoint.is_some()),
+                    ("region", self.region.is_some()),
+                    ("prefix", self.prefix.is_some()),
+                    ("url", self.url.is_some()),
+                    ("token", self.token.is_some()),
+                ])?;
+                if max_size.is_none() {
+                    return Err(err(field("max_size"), "required for a memory tier"));
+                }
+                TierKind::Memory
+            }
+            "disk" => {
+                unused(&[
+                    ("bucket", self.bucket.is_some()),
+                    ("endpoint", self.endpoint.is_some()),
+                    ("region", self.region.is_some()),
+                    ("prefix", self.prefix.is_some()),
+                    ("url", self.url.is_some()),
+                    ("token", self.token.is_some()),
+                ])?;
+                let path = PathBuf::from(
+                    self.path.ok_or_else(|| err(field("path"), "required for a disk tier"))?,
+                );
+                check_directory(&field("path"), &path)?;
+                TierKind::Disk { path }
+            }
+            "s3" => {
+                unused(&[
+                    ("path", self.path.is_some()),
+                    ("url", self.url.is_some()),
+                    ("token", self.token.is_some()),
+                ])?;
+                let bucket =
+                    self.bucket.ok_or_else(|| err(field("bucket"), "required for an s3 tier"))?;
+                if let Some(endpoint) = &self.endpoint {
+                    check_url(&field("endpoint"), endpoint)?;
+                }
+                TierKind::S3 {
+                    bucket,
+                    endpoint: self.endpoint,
+                    region: self.region.unwrap_or_else(|| "us-east-1".into()),
+                    prefix: self.prefix.unwrap_or_default(),
+                }
+            }
+            "remote" => {
+                unused(&[
+                    ("path", self.path.is_some()),
+                    ("bucket", self.bucket.is_some()),
+                    ("endpoint", self.endpoint.is_some()),
+                    ("region", self.region.is_some()),
+                    ("prefix", self.prefix.is_some()),
+                ])?;
+                let url =
+                    self.url.ok_or_else(|| err(field("url"), "required for a remote tier"))?;
+                check_url(&field("url"), &url)?;
+                if let Some(token) = &self.token {
+                    check_token(&field("token"), token)?;
+                }
+                TierKind::Remote { url: url.trim_end_matches('/').to_owned(), token: self.token }
+            }
+            other => {
+                return Err(err(
+                    field("kind"),
+                    format!("{other:?} is not one of memory, disk, s3, remote"),
+                ));
+            }
+        };
+        Ok(TierConfig { name, max_size, max_ttl, kind })
+    }
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), message: message.into() }
+}
+
+fn parse_size(field: &str, text: &str) -> Result<u64, ConfigError> {
+    let size: bytesize::ByteSize = text
+        .trim()
+        .parse()
+        .map_err(|e| err(field, format!("{text:?} is not a size like \"256MiB\" ({e})")))?;
+    if size.as_u64() == 0 {
+        return Err(err(field, "must be more than zero bytes"));
+    }
+    Ok(size.as_u64())
+}
+
+fn parse_duration(field: &str, text: &str) -> Result<Duration, ConfigError> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| err(field, format!("{text:?} is not a duration like \"8h\" ({e})")))?;
+    if duration.is_zero() {
+        return Err(err(field, "must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+fn check_token(field: &str, token: &str) -> Result<(), ConfigError> {
+    // A token travels in an Authorization header, so it must be a valid header value.
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err(field, "must be non-empty printable ASCII without spaces"));
+    }
+    Ok(())
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
+        Ok(_) => Err(err(field, format!("{url:?} is not an http(s) URL"))),
+        Err(e) => Err(err(field, format!("{url:?} is not a URL ({e})"))),
+    }
+}
+
+fn check_directory(field: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| err(field, format!("cannot create directory {}: {e}", path.display())))?;
+    let probe = path.join(".rangecache-probe");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| err(field, format!("directory {} is not writable: {e}", path.display())))
+}
+
+/// Turns a TOML error into one line naming the key and the line of the file.
+fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
+    let line = error.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+    let message = error.message().replace('\n', " ");
+    let field = match line {
+        Some(line) => {
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            let key = source.split('=').next().unwrap_or("").trim();
+            if key.is_empty() || key.starts_with('[') {
+                format!("line {line}")
+            } else {
+                format!("{key} (line {line})")
+            }
+        }
+        None => "config".into(),
+    };
+    ConfigError { field, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_error(text: &str, expect_field: &str) {
+        let got = Config::parse(text, None).expect_err("the configuration is wrong");
+        assert_eq!(got.field, expect_field, "error was: {got}");
+        assert!(!got.to_string().contains('\n'), "one line: {got}");
+    }
+
+    #[test]
+    fn the_example_of_the_spec_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+listen = "127.0.0.1:8080"
+max_object_size = "8GiB"
+[auth]
+read_token = "r-secret"
+write_token = "w-secret"
+[[tier]]
+name = "memory"
+kind = "memory"
+max_size = "256MiB"
+[[tier]]
+name = "disk"
+kind = "disk"
+path = "{}"
+max_size = "10GiB"
+max_ttl = "8h"
+[[tier]]
+name = "shared"
+kind = "s3"
+bucket = "cache"
+endpoint = "http://127.0.0.1:9000"
+region = "us-east-1"
+prefix = "rangecache/"
+"#,
+            dir.path().display()
+        );
+        let config = Config::parse(&text, None).unwrap();
+        assert_eq!(config.max_object_size, 8 << 30);
+        assert_eq!(config.tiers.len(), 3);
+        assert_eq!(config.tiers[0].max_size, Some(256 << 20));
+        assert_eq!(config.tiers[1].max_ttl, Some(Duration::from_secs(8 * 3600)));
+        assert_eq!(
+            config.auth,
+            Some(Auth { read_token: Some("r-secret".into()), write_token: "w-secret".into() })
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        check_error(
+            "bogus = 1\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",
+            "bogus (line 1)",
+        );
+        check_error("", "tier");
+        check_error("[[tier]]\nname='m'\nkind='memory'\nmax_size='lots'", "tier[0].max_size");
+        check_error(
+            "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\nmax_ttl='soon'",
+            "tier[0].max_ttl",
+        );
+        check_error("[[tier]]\nname='m'\nkind='tape'", "tier[0].kind");
+        check_error(
+            "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\npath='/x'",
+            "tier[0].path",
+        );
+        check_error("[[tier]]\nname='r'\nkind='remote'\nurl='ftp://x'", "tier[0].url");
+        check_error(
+            "listen='nowhere'\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",
+            "listen",
+        );
+        check_error(
+            "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",
+            "tier[1].name",
+        );
+        check_error(
+            "[auth]\nread_token='r'\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",
+            "auth.write_token",
+        );
+        check_error(
+            "[[tier]]\nname='d'\nkind='disk'\npath='/proc/rangecache-cannot-be-here'",
+            "tier[0].path",
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Host errors and the one function that maps them to HTTP statuses.
+//!
+//! Client mistakes are 4xx with a one-line reason; tier failures are 502/503/507; nothing a
+//! client sends can reach a 500.
+
+use http::StatusCode;
+
+use super::render::Reply;
+use crate::storage::TierError;
+
+/// Why a request was not served as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No route for this path.
+    #[error("no such route")]
+    NotFound,
+    /// The object does not exist (DELETE).
+    #[error("object not found")]
+    ObjectNotFound,
+    /// The route exists, the method does not.
+    #[error("method not allowed; use {0}")]
+    MethodNotAllowed(&'static str),
+    /// A missing or wrong bearer token.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// A malformed request: bad namespace, bad header value.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than `max_object_size` (or than a tier can hold).
+    #[error("object larger than the {0} bytes allowed")]
+    TooLarge(u64),
+    /// A conditional write whose condition did not hold; nothing was stored.
+    #[error("write precondition failed")]
+    WritePreconditionFailed,
+    /// The client sent fewer or more bytes than it announced, or went away mid-upload.
+    #[error("incomplete upload: {0}")]
+    IncompleteUpload(String),
+    /// The server is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// A tier failed.
+    #[error(transparent)]
+    Tier(#[from] TierError),
+}
+
+impl ApiError {
+    /// The status answering this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound | ApiError::ObjectNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadRequest(_) | ApiError::IncompleteUpload(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::WritePreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Tier(TierError::PreconditionFailed { .. }) => StatusCode::PRECONDITION_FAILED,
+            ApiError::Tier(TierError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Tier(TierError::SizeMismatch { .. }) => StatusCode::BAD_REQUEST,
+            ApiError::Tier(TierError::Io { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Tier(TierError::Backend { .. }) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The error as a plain-text reply.
+    pub fn into_response(self) -> Reply {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let mut reply = Reply::text(status, format!("{self}\n"));
+        match self {
+            ApiError::Unauthorized => reply.header(http::header::WWW_AUTHENTICATE, "Bearer"),
+            ApiError::MethodNotAllowed(allow) => reply.header(http::header::ALLOW, allow),
+            _ => {}
+        }
+        reply
+    }
+}

@@ -1,0 +1,192 @@
+//! The object routes: read (GET, HEAD), write (PUT, POST), delete and invalidate.
+//!
+//! Reads hand the request's raw fields to the tiered driver, which drives the core and returns
+//! the plan to render with its body. Writes turn headers into a `NewObject` (the host supplies
+//! what the core cannot: a fresh entity-tag and the time) and stream the body into every tier.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use http::StatusCode;
+use http::header::{self, HeaderMap};
+
+use rangecache_core::object::{parse_ttl, select_stored_headers};
+use rangecache_core::validators::{EntityTag, format_http_date, parse_http_date};
+use rangecache_core::{Key, Namespace, ObjectKey, Timestamp};
+
+use super::render::Reply;
+use super::{ApiError, AppState, Request, RequestBody};
+use crate::storage::WriteCondition;
+use crate::tiered::{ReadRequest, WriteRequest};
+
+/// The object address of a path, or 400.
+pub fn parse_key(namespace: &str, key: &str) -> Result<ObjectKey, ApiError> {
+    let namespace = Namespace::parse(namespace).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if key.is_empty() {
+        return Err(ApiError::BadRequest("key is empty".into()));
+    }
+    Ok(ObjectKey { namespace, key: Key::from_segment(key) })
+}
+
+/// GET or HEAD.
+pub async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Reply, ApiError> {
+    let field = |name: header::HeaderName| joined(&req.headers, name);
+    let read = ReadRequest {
+        method: req.method.clone(),
+        if_match: field(header::IF_MATCH)?,
+        if_none_match: field(header::IF_NONE_MATCH)?,
+        if_modified_since: field(header::IF_MODIFIED_SINCE)?,
+        if_unmodified_since: field(header::IF_UNMODIFIED_SINCE)?,
+        range: field(header::RANGE)?,
+        if_range: field(header::IF_RANGE)?,
+        now: now(),
+    };
+    let served = state.tiered.read(&key, &read).await?;
+    Ok(Reply::plan(served.plan, served.body, served.cache_status))
+}
+
+/// PUT or POST: store the body in every tier.
+pub async fn write(
+    state: &AppState,
+    req: &Request,
+    key: ObjectKey,
+    body: RequestBody,
+) -> Result<Reply, ApiError> {
+    let headers = &req.headers;
+    let content_length = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::BadRequest("Content-Length is not a number".into()))?,
+        ),
+    };
+    // Refuse before reading a byte when the client announces too much.
+    if let Some(length) = content_length
+        && length > state.max_object_size
+    {
+        return Err(ApiError::TooLarge(state.max_object_size));
+    }
+    let etag = match headers.get(header::ETAG) {
+        None => generate_etag(),
+        Some(value) => {
+            let tag =
+                value.to_str().ok().and_then(EntityTag::parse).ok_or_else(|| {
+                    ApiError::BadRequest("ETag must be one quoted entity-tag".into())
+                })?;
+            if !tag.is_strong() {
+                return Err(ApiError::BadRequest("ETag must be strong, not W/\"...\"".into()));
+            }
+            tag
+        }
+    };
+    let now = now();
+    let last_modified = match headers.get(header::LAST_MODIFIED) {
+        None => now,
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(parse_http_date)
+            .ok_or_else(|| ApiError::BadRequest("Last-Modified is not an HTTP date".into()))?,
+    };
+    let ttl = match headers.get("time-to-live") {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().map_err(|_| {
+                ApiError::BadRequest("Time-To-Live is not a duration like 90s, 30m or 1h".into())
+            })?;
+            Some(parse_ttl(text).map_err(|e| ApiError::BadRequest(e.to_string()))?)
+        }
+    };
+    let condition = write_condition(headers)?;
+    let stored = stored_headers(headers);
+    let write = WriteRequest {
+        etag,
+        last_modified,
+        ttl_millis: ttl,
+        headers: stored,
+        condition,
+        content_length,
+        max_size: state.max_object_size,
+        now,
+    };
+    let meta = state.tiered.write(&key, write, body.boxed()).await?;
+    let mut reply = Reply::empty(StatusCode::OK);
+    reply.header_string(header::ETAG, meta.etag.to_string());
+    reply.header_string(header::LAST_MODIFIED, format_http_date(meta.last_modified));
+    Ok(reply)
+}
+
+/// DELETE: remove the object from every tier.
+pub async fn delete(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
+    if state.tiered.delete(&key).await? {
+        Ok(Reply::empty(StatusCode::OK))
+    } else {
+        Err(ApiError::ObjectNotFound)
+    }
+}
+
+/// POST …/invalidate: drop the copies of the non-authoritative tiers.
+pub async fn invalidate(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
+    state.tiered.invalidate(&key).await?;
+    Ok(Reply::empty(StatusCode::OK))
+}
+
+/// The host's clock, read once per request.
+pub fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    Timestamp::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A fresh strong entity-tag: 128 random bits, so two writes never share one.
+fn generate_etag() -> EntityTag {
+    let opaque = format!("{:032x}", fastrand::u128(..));
+    EntityTag::strong(opaque).expect("hex digits are entity-tag characters")
+}
+
+/// All values of a field joined with ", " (RFC 9110 §5.3), or 400 if one is not text.
+fn joined(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(&name).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let mut out = String::new();
+    for value in values {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::BadRequest(format!("{name} is not visible ASCII")))?;
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(text);
+    }
+    Ok(Some(out))
+}
+
+fn write_condition(headers: &HeaderMap) -> Result<WriteCondition, ApiError> {
+    let if_none_match = joined(headers, header::IF_NONE_MATCH)?;
+    let if_match = joined(headers, header::IF_MATCH)?;
+    match (if_none_match, if_match) {
+        (None, None) => Ok(WriteCondition::None),
+        (Some(value), None) if value.trim() == "*" => Ok(WriteCondition::IfAbsent),
+        (Some(_), None) => {
+            Err(ApiError::BadRequest("on a write, If-None-Match supports only \"*\"".into()))
+        }
+        (None, Some(value)) => Ok(WriteCondition::IfMatch(value)),
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "If-Match and If-None-Match cannot be combined on a write".into(),
+        )),
+    }
+}
+
+/// End-to-end headers stored with the object and returned on reads (SPEC §3), as the core
+/// selects them.
+fn stored_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    select_stored_headers(
+        headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+    )
+}

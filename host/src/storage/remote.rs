@@ -1,0 +1,445 @@
+//! The remote tier: another rangecache (or cachew) server reached over its `/api/v1`.
+//!
+//! Reads send the span as a `Range` header and the preconditions as they are, and map the
+//! answer back: 200/206 to [`Opened::Body`], 304, 404, 412 and 416 to the other [`Opened`]
+//! variants. Writes stream the body through a bounded channel into one PUT, so nothing is
+//! visible upstream until the whole body arrived and the upstream server committed it.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use tokio::sync::mpsc;
+
+use rangecache_core::object::STORED_HEADERS;
+use rangecache_core::range::{OpenWindow, Span, Window};
+use rangecache_core::validators::{format_http_date, parse_http_date};
+use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
+
+use crate::storage::{
+    ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
+    WriteCondition,
+};
+
+/// Chunks buffered between a writer and its upload; 8 chunks of the usual 64 KiB keep the
+/// socket busy without holding more than half a megabyte per upload.
+const UPLOAD_CHANNEL_CHUNKS: usize = 8;
+/// A tier backed by another server's `/api/v1`.
+pub struct RemoteTier {
+    name: String,
+    base: String,
+    token: Option<String>,
+    client: reqwest::Client,
+}
+
+impl RemoteTier {
+    /// A tier named `name` talking to the server at `base` (e.g. `http://127.0.0.1:8081`).
+    pub fn new(name: &str, base: &str, token: Option<String>) -> Result<RemoteTier, TierError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .map_err(|e| backend(name, format!("cannot build an HTTP client: {e}")))?;
+        Ok(RemoteTier {
+            name: name.to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            client,
+        })
+    }
+
+    fn object_url(&self, key: &ObjectKey) -> String {
+        format!("{}/api/v1/object/{}/{}", self.base, key.namespace, key.key)
+    }
+
+    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, url);
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    fn send_error(&self, e: reqwest::Error) -> TierError {
+        backend(&self.name, format!("request failed: {e}"))
+    }
+
+    fn unexpected(&self, status: StatusCode) -> TierError {
+        backend(&self.name, format!("unexpected status {status}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Tier for RemoteTier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+        let mut builder = self.request(reqwest::Method::GET, self.object_url(key));
+        let range = range_header(req.span);
+        if let Some(range) = &range {
+            builder = builder.header(header::RANGE, range);
+        }
+        let conditions = [
+            (header::IF_MATCH, &req.conditions.if_match),
+            (header::IF_NONE_MATCH, &req.conditions.if_none_match),
+            (header::IF_MODIFIED_SINCE, &req.conditions.if_modified_since),
+            (header::IF_UNMODIFIED_SINCE, &req.conditions.if_unmodified_since),
+        ];
+        for (name, value) in conditions {
+            if let Some(value) = value {
+                builder = builder.header(name, value);
+            }
+        }
+        let response = builder.send().await.map_err(|e| self.send_error(e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        match status {
+            StatusCode::NOT_FOUND => Ok(Opened::NotFound),
+            StatusCode::NOT_MODIFIED => Ok(Opened::NotModified {
+                meta: self.meta(&headers, size_of_unsatisfied(&headers))?,
+            }),
+            StatusCode::PRECONDITION_FAILED => Ok(Opened::PreconditionFailed {
+                meta: self.meta(&headers, size_of_unsatisfied(&headers))?,
+            }),
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let size = size_of_unsatisfied(&headers).ok_or_else(|| {
+                    backend(&self.name, "416 without Content-Range: bytes */SIZE")
+                })?;
+                Ok(Opened::NotSatisfiable { meta: self.meta(&headers, Some(size))? })
+            }
+            StatusCode::OK => {
+                if range.is_some() {
+                    // Every /api/v1 server honours a single range; a 200 here would carry the
+                    // whole object where a window was asked for.
+                    return Err(backend(&self.name, "upstream ignored the Range header"));
+                }
+                let length = content_length(&headers)
+                    .ok_or_else(|| backend(&self.name, "200 without Content-Length"))?;
+                let meta = self.meta(&headers, Some(length))?;
+                Ok(Opened::Body { meta, window: OpenWindow::Whole, body: body_stream(response) })
+            }
+            StatusCode::PARTIAL_CONTENT => {
+                let (window, size) = headers
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range)
+                    .ok_or_else(|| backend(&self.name, "206 without a single Content-Range"))?;
+                let meta = self.meta(&headers, Some(size))?;
+                Ok(Opened::Body {
+                    meta,
+                    window: OpenWindow::Part(window),
+                    body: body_stream(response),
+                })
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn stat(
+        &self,
+        key: &ObjectKey,
+        _now: Timestamp,
+    ) -> Result<Option<ObjectMeta>, TierError> {
+        let response = self
+            .request(reqwest::Method::HEAD, self.object_url(key))
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let length = content_length(response.headers())
+                    .ok_or_else(|| backend(&self.name, "HEAD without Content-Length"))?;
+                Ok(Some(self.meta(response.headers(), Some(length))?))
+            }
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        new: NewObject,
+    ) -> Result<Box<dyn TierWriter>, TierError> {
+        let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(UPLOAD_CHANNEL_CHUNKS);
+        let body = reqwest::Body::wrap_stream(tokio_stream_from(receiver));
+        let mut builder = self
+            .request(reqwest::Method::PUT, self.object_url(key))
+            .header(header::ETAG, new.etag.to_string())
+            .header(header::LAST_MODIFIED, format_http_date(new.last_modified));
+        if let Some(expires) = new.expires {
+            // The upstream caps the TTL by its own tiers' maxima; a whole second at least, so an
+            // object about to expire is not stored forever.
+            let now = Timestamp::from_millis(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            );
+            let secs = expires.as_millis().saturating_sub(now.as_millis()).div_ceil(1000).max(1);
+            builder = builder.header("time-to-live", format!("{secs}s"));
+        }
+        if let Some(size) = new.expected_size {
+            builder = builder.header(header::CONTENT_LENGTH, size);
+        }
+        match &new.condition {
+            WriteCondition::None => {}
+            WriteCondition::IfAbsent => builder = builder.header(header::IF_NONE_MATCH, "*"),
+            WriteCondition::IfMatch(tags) => builder = builder.header(header::IF_MATCH, tags),
+        }
+        for (name, value) in &new.headers {
+            if let (Ok(name), Ok(value)) =
+                (header::HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str()))
+            {
+                builder = builder.header(name, value);
+            }
+        }
+        let upload = tokio::spawn(builder.body(body).send());
+        Ok(Box::new(RemoteWriter {
+            tier: self.name.clone(),
+            sender: Some(sender),
+            upload,
+            new,
+            written: 0,
+        }))
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
+        let response = self
+            .request(reqwest::Method::DELETE, self.object_url(key))
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            status if status.is_success() => Ok(true),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    async fn stats(&self, _now: Timestamp) -> Result<TierStats, TierError> {
+        let response = self
+            .request(reqwest::Method::GET, format!("{}/api/v1/stats", self.base))
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+        if !response.status().is_success() {
+            return Err(self.unexpected(response.status()));
+        }
+        let body = response.bytes().await.map_err(|e| self.send_error(e))?;
+        let stats: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| backend(&self.name, format!("stats are not JSON: {e}")))?;
+        let number = |name: &str| stats.get(name).and_then(serde_json::Value::as_u64);
+        Ok(TierStats {
+            objects: number("objects").unwrap_or(0),
+            bytes: number("size").or_else(|| number("bytes")).unwrap_or(0),
+            capacity: number("capacity").filter(|c| *c > 0),
+        })
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        let response = self
+            .request(reqwest::Method::GET, format!("{}/api/v1/namespaces", self.base))
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+        if !response.status().is_success() {
+            return Err(self.unexpected(response.status()));
+        }
+        let body = response.bytes().await.map_err(|e| self.send_error(e))?;
+        let mut names: Vec<String> = serde_json::from_slice::<Option<Vec<String>>>(&body)
+            .map_err(|e| backend(&self.name, format!("namespaces are not a JSON array: {e}")))?
+            .unwrap_or_default();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn close(&self) -> Result<(), TierError> {
+        Ok(())
+    }
+}
+
+impl RemoteTier {
+    /// Metadata from a response's headers; `size` from Content-Length or Content-Range.
+    fn meta(&self, headers: &HeaderMap, size: Option<u64>) -> Result<ObjectMeta, TierError> {
+        let etag = headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_strong_etag)
+            .ok_or_else(|| backend(&self.name, "answer without a strong ETag"))?;
+        let last_modified = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date)
+            .unwrap_or(Timestamp::from_secs(0));
+        let stored = STORED_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = headers.get(*name)?.to_str().ok()?;
+                Some(((*name).to_owned(), value.to_owned()))
+            })
+            .collect();
+        Ok(ObjectMeta {
+            size: size.unwrap_or(0),
+            etag,
+            last_modified,
+            headers: stored,
+            expires: None,
+        })
+    }
+}
+
+struct RemoteWriter {
+    tier: String,
+    sender: Option<mpsc::Sender<io::Result<Bytes>>>,
+    upload: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    new: NewObject,
+    written: u64,
+}
+
+#[async_trait::async_trait]
+impl TierWriter for RemoteWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
+        let len = chunk.len() as u64;
+        let sender = self.sender.as_ref().expect("a writer is not used after commit or abort");
+        if sender.send(Ok(chunk)).await.is_err() {
+            return Err(backend(&self.tier, "upload ended early"));
+        }
+        self.written += len;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ObjectMeta, TierError> {
+        if let Some(expected) = self.new.expected_size
+            && expected != self.written
+        {
+            self.abort_upload().await;
+            return Err(TierError::SizeMismatch {
+                tier: self.tier.clone(),
+                expected,
+                received: self.written,
+            });
+        }
+        drop(self.sender.take());
+        let response = (&mut self.upload)
+            .await
+            .map_err(|e| backend(&self.tier, format!("upload task failed: {e}")))?
+            .map_err(|e| backend(&self.tier, format!("upload failed: {e}")))?;
+        match response.status() {
+            status if status.is_success() => Ok(ObjectMeta {
+                size: self.written,
+                etag: self.new.etag.clone(),
+                last_modified: self.new.last_modified.truncated_to_secs(),
+                headers: self.new.headers.clone(),
+                expires: self.new.expires,
+            }),
+            StatusCode::PRECONDITION_FAILED => {
+                Err(TierError::PreconditionFailed { tier: self.tier.clone() })
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => Err(TierError::TooLarge {
+                tier: self.tier.clone(),
+                size: self.written,
+                capacity: 0,
+            }),
+            other => Err(backend(&self.tier, format!("upload answered {other}"))),
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.abort_upload().await;
+    }
+}
+
+impl RemoteWriter {
+    /// Ends the upload with an error so the upstream server discards what it received.
+    async fn abort_upload(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(Err(io::Error::other("upload aborted"))).await;
+        }
+        self.upload.abort();
+        let _ = (&mut self.upload).await;
+    }
+}
+
+fn backend(tier: &str, message: impl Into<String>) -> TierError {
+    TierError::Backend { tier: tier.to_owned(), message: message.into() }
+}
+
+fn body_stream(response: reqwest::Response) -> ByteStream {
+    Box::pin(response.bytes_stream().map(|item| item.map_err(io::Error::other)))
+}
+
+fn tokio_stream_from(
+    mut receiver: mpsc::Receiver<io::Result<Bytes>>,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + Sync + 'static {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+/// The `Range` header asking for `span`; `None` for the whole object.
+fn range_header(span: Span) -> Option<String> {
+    match span {
+        Span::From { start: 0, end: None } => None,
+        Span::From { start, end: None } => Some(format!("bytes={start}-")),
+        // An empty span cannot be asked for on the wire; ask for its first byte so the
+        // upstream answers 416 or a window the core then judges.
+        Span::From { start, end: Some(end) } => {
+            Some(format!("bytes={start}-{}", end.max(start + 1) - 1))
+        }
+        Span::Last(n) => Some(format!("bytes=-{n}")),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// `bytes */SIZE` of a 416 (or of a 304/412 that carries it).
+fn size_of_unsatisfied(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    value.trim().strip_prefix("bytes */")?.parse().ok()
+}
+
+/// `bytes S-E/SIZE` → the half-open window `[S, E + 1)` and SIZE.
+fn parse_content_range(value: &str) -> Option<(Window, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, size) = rest.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let first: u64 = first.trim().parse().ok()?;
+    let last: u64 = last.trim().parse().ok()?;
+    let size: u64 = size.trim().parse().ok()?;
+    let window = Window::new(first, last.checked_add(1)?)?;
+    (window.end() <= size).then_some((window, size))
+}
+
+fn parse_strong_etag(value: &str) -> Option<EntityTag> {
+    EntityTag::parse(value).filter(EntityTag::is_strong)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_become_range_headers() {
+        assert_eq!(range_header(Span::WHOLE), None);
+        assert_eq!(range_header(Span::From { start: 5, end: None }).as_deref(), Some("bytes=5-"));
+        assert_eq!(
+            range_header(Span::From { start: 5, end: Some(10) }).as_deref(),
+            Some("bytes=5-9")
+        );
+        assert_eq!(range_header(Span::Last(7)).as_deref(), Some("bytes=-7"));
+    }
+
+    #[test]
+    fn content_range_is_read_back_as_a_window() {
+        assert_eq!(parse_content_range("bytes 5-9/100"), Some((Window::new(5, 10).unwrap(), 100)));
+        assert_eq!(parse_content_range("bytes 5-200/100"), None);
+        assert_eq!(parse_content_range("bytes */100"), None);
+    }
+}

@@ -1,0 +1,948 @@
+//! The tiered driver: feeds what the tiers answered into the core's read and backfill machines
+//! and carries out what they ask for on tokio.
+//!
+//! The backfill manager has one owner: a `std::sync::Mutex` held only while one input is
+//! handled and the outputs are drained, never across an `.await`. Every copy into tier 0 (a
+//! tee of a full read, or a background full copy for a ranged read) runs as a task in one
+//! `JoinSet` with its own `CancellationToken`; shutdown cancels them all and drains the set
+//! before any tier is closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use rangecache_core::backfill::{self, CopyId, DiscardReason, Mode, MutationKind, Refusal};
+use rangecache_core::object::expires_at;
+use rangecache_core::range::Span;
+use rangecache_core::read::{self, TierIdx};
+use rangecache_core::{Body, RangeLimits};
+use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
+
+use crate::http::ApiError;
+use crate::metrics::Metrics;
+use crate::storage::{
+    ByteStream, Conditions, NewObject, OpenRequest, Opened, Tier, TierStats, TierWriter,
+    WriteCondition,
+};
+
+/// How long shutdown waits for cancelled copies to end before giving up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One configured tier with the limits the host applies to writes into it.
+pub struct TierSlot {
+    /// The tier.
+    pub tier: Arc<dyn Tier>,
+    /// Longest time-to-live of an object in this tier.
+    pub max_ttl: Option<Duration>,
+}
+
+/// A read, as raw request fields and the host's clock; the core parses them.
+pub type ReadRequest = read::Request;
+
+/// A read's answer: the plan to render and exactly the bytes its body describes.
+pub struct Served {
+    /// Status and headers.
+    pub plan: rangecache_core::ResponsePlan,
+    /// The body, `None` when the plan has none.
+    pub body: Option<ByteStream>,
+    /// The `Cache-Status` field value.
+    pub cache_status: String,
+}
+
+/// A write, with everything the host supplied (entity-tag, time) already decided.
+#[derive(Clone, Debug)]
+pub struct WriteRequest {
+    /// The entity-tag to store.
+    pub etag: EntityTag,
+    /// Last-Modified.
+    pub last_modified: Timestamp,
+    /// The requested time-to-live in milliseconds, capped per tier.
+    pub ttl_millis: Option<u64>,
+    /// End-to-end headers to store.
+    pub headers: Vec<(String, String)>,
+    /// The write's precondition.
+    pub condition: WriteCondition,
+    /// Content-Length, when announced.
+    pub content_length: Option<u64>,
+    /// Largest object accepted.
+    pub max_size: u64,
+    /// The host's clock.
+    pub now: Timestamp,
+}
+
+/// The body of a write.
+pub type WriteBody = Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
+
+/// Sizes of every tier, for `/api/v1/stats`.
+#[derive(Debug, serde::Serialize)]
+pub struct Stats {
+    /// Objects in the authoritative tier (cachew's field).
+    pub objects: u64,
+    /// Bytes in the authoritative tier (cachew's field).
+    pub size: u64,
+    /// Capacity of the authoritative tier, 0 when unbounded (cachew's field).
+    pub capacity: u64,
+    /// Every tier, nearest first.
+    pub tiers: Vec<TierStatsEntry>,
+}
+
+/// One tier's line in [`Stats`].
+#[derive(Debug, serde::Serialize)]
+pub struct TierStatsEntry {
+    /// The tier's name.
+    pub name: String,
+    /// Live objects.
+    pub objects: u64,
+    /// Bytes of live objects.
+    pub bytes: u64,
+    /// Capacity in bytes; absent when unbounded.
+    pub capacity: Option<u64>,
+    /// Why the figures are missing, if the tier failed to answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The tiers and the machines that drive them.
+pub struct Tiered {
+    slots: Vec<TierSlot>,
+    metrics: Arc<Metrics>,
+    backfills: Mutex<Backfills>,
+    tasks: Mutex<JoinSet<()>>,
+    shutdown: CancellationToken,
+    drained: Notify,
+}
+
+impl Tiered {
+    /// A driver over `slots`, nearest first.
+    pub fn new(slots: Vec<TierSlot>, metrics: Arc<Metrics>) -> Tiered {
+        assert!(!slots.is_empty(), "configuration guarantees at least one tier");
+        // Every event is exported from the start, so a scrape sees zeros rather than nothing.
+        for event in ["started", "deduped", "committed", "discarded", "cancelled", "skipped"] {
+            metrics.backfills_by(event, 0);
+        }
+        Tiered {
+            slots,
+            metrics,
+            backfills: Mutex::new(Backfills {
+                manager: backfill::Manager::new(backfill::Config::default()),
+                copies: HashMap::new(),
+                pending_tees: HashMap::new(),
+                mutations: HashMap::new(),
+                exported: backfill::Counters::default(),
+            }),
+            tasks: Mutex::new(JoinSet::new()),
+            shutdown: CancellationToken::new(),
+            drained: Notify::new(),
+        }
+    }
+
+    /// Names of the tiers, nearest first.
+    pub fn names(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.tier.name().to_owned()).collect()
+    }
+
+    /// Stores `body` in every tier; visible only once every tier committed.
+    ///
+    /// Tiers commit deepest first, so the authoritative tier checks the write's condition
+    /// before any nearer copy exists; if a tier fails, the tiers that already committed are
+    /// cleaned up and the rest abort.
+    pub async fn write(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        write: WriteRequest,
+        mut body: WriteBody,
+    ) -> Result<ObjectMeta, ApiError> {
+        if self.shutdown.is_cancelled() {
+            return Err(ApiError::ShuttingDown);
+        }
+        // A write cancels any copy of the key under way and waits for a commit in progress.
+        let _mutation = self.start_mutation(key, MutationKind::Write).await?;
+        let last = self.slots.len() - 1;
+        let mut writers: Vec<Box<dyn TierWriter>> = Vec::with_capacity(self.slots.len());
+        for (idx, slot) in self.slots.iter().enumerate() {
+            let new = NewObject {
+                etag: write.etag.clone(),
+                last_modified: write.last_modified,
+                headers: write.headers.clone(),
+                expires: expires_at(write.now, write.ttl_millis, millis(slot.max_ttl)),
+                // Only the authoritative tier judges the condition; nearer tiers follow it.
+                condition: if idx == last { write.condition.clone() } else { WriteCondition::None },
+                expected_size: write.content_length,
+            };
+            match slot.tier.create(key, new).await {
+                Ok(writer) => writers.push(writer),
+                Err(e) => {
+                    abort_all(writers).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let mut received: u64 = 0;
+        loop {
+            let chunk = tokio::select! {
+                chunk = body.next() => chunk,
+                () = self.shutdown.cancelled() => {
+                    abort_all(writers).await;
+                    return Err(ApiError::ShuttingDown);
+                }
+            };
+            let chunk = match chunk {
+                None => break,
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    abort_all(writers).await;
+                    return Err(ApiError::IncompleteUpload(e.to_string()));
+                }
+            };
+            received += chunk.len() as u64;
+            self.metrics.request_bytes.inc_by(chunk.len() as u64);
+            if received > write.max_size {
+                abort_all(writers).await;
+                return Err(ApiError::TooLarge(write.max_size));
+            }
+            if let Some(expected) = write.content_length
+                && received > expected
+            {
+                abort_all(writers).await;
+                return Err(ApiError::IncompleteUpload(format!(
+                    "received more than the {expected} bytes announced"
+                )));
+            }
+            let results =
+                futures::future::join_all(writers.iter_mut().map(|w| w.write(chunk.clone()))).await;
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                abort_all(writers).await;
+                return Err(e.into());
+            }
+        }
+        if let Some(expected) = write.content_length
+            && received != expected
+        {
+            abort_all(writers).await;
+            return Err(ApiError::IncompleteUpload(format!(
+                "received {received} of the {expected} bytes announced"
+            )));
+        }
+        // Deepest first, tier 0 last; the mutation holds off any copy of the key meanwhile.
+        let mut committed: Vec<usize> = Vec::new();
+        let mut meta = None;
+        while let Some(writer) = writers.pop() {
+            let idx = writers.len();
+            match writer.commit().await {
+                Ok(m) => {
+                    self.metrics.tier_write(self.slots[idx].tier.name(), "committed");
+                    committed.push(idx);
+                    meta.get_or_insert(m);
+                }
+                Err(e) => {
+                    self.metrics.tier_write(self.slots[idx].tier.name(), "error");
+                    abort_all(writers).await;
+                    for idx in committed {
+                        if let Err(cleanup) = self.slots[idx].tier.delete(key).await {
+                            tracing::warn!(%key, error = %cleanup, "cleanup after a failed write");
+                        }
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(meta.expect("at least one tier committed"))
+    }
+
+    /// Removes the object from every tier; true if any tier held it.
+    pub async fn delete(self: &Arc<Self>, key: &ObjectKey) -> Result<bool, ApiError> {
+        let _mutation = self.start_mutation(key, MutationKind::Delete).await?;
+        let mut existed = false;
+        // Nearest first: once the authoritative copy is gone nothing can bring it back, and a
+        // nearer copy that outlived it would be served.
+        for slot in &self.slots {
+            existed |= slot.tier.delete(key).await?;
+        }
+        Ok(existed)
+    }
+
+    /// Drops the copies held by the non-authoritative tiers.
+    pub async fn invalidate(self: &Arc<Self>, key: &ObjectKey) -> Result<(), ApiError> {
+        let _mutation = self.start_mutation(key, MutationKind::Invalidate).await?;
+        for slot in &self.slots[..self.slots.len() - 1] {
+            slot.tier.delete(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Sizes of every tier.
+    pub async fn stats(&self) -> Stats {
+        let now = crate::http::now();
+        let mut tiers = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let name = slot.tier.name().to_owned();
+            tiers.push(match slot.tier.stats(now).await {
+                Ok(TierStats { objects, bytes, capacity }) => {
+                    TierStatsEntry { name, objects, bytes, capacity, error: None }
+                }
+                Err(e) => TierStatsEntry {
+                    name,
+                    objects: 0,
+                    bytes: 0,
+                    capacity: None,
+                    error: Some(e.to_string()),
+                },
+            });
+        }
+        let last = tiers.last().expect("at least one tier");
+        Stats {
+            objects: last.objects,
+            size: last.bytes,
+            capacity: last.capacity.unwrap_or(0),
+            tiers,
+        }
+    }
+
+    /// Namespaces of the authoritative tier, sorted.
+    pub async fn namespaces(&self) -> Result<Vec<String>, ApiError> {
+        let last = self.slots.last().expect("at least one tier");
+        Ok(last.tier.namespaces().await?)
+    }
+
+    /// Stops every copy, waits for them, then closes the tiers (SPEC §4: nothing is written to
+    /// a closed tier).
+    pub async fn shutdown(self: &Arc<Self>) {
+        let drained = self.drained.notified();
+        self.begin_shutdown();
+        let stopped =
+            self.backfills.lock().unwrap_or_else(PoisonError::into_inner).manager.is_stopped();
+        if !stopped && tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
+            tracing::warn!("the backfill manager did not report its drain in {DRAIN_TIMEOUT:?}");
+        }
+        let mut tasks =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("copies still running after {DRAIN_TIMEOUT:?}; aborting them");
+            tasks.shutdown().await;
+        }
+        for slot in &self.slots {
+            if let Err(e) = slot.tier.close().await {
+                tracing::warn!(tier = slot.tier.name(), error = %e, "closing a tier");
+            }
+        }
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Reap finished copies so the set holds only live ones.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+}
+
+fn millis(duration: Option<Duration>) -> Option<u64> {
+    duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn abort_all(writers: Vec<Box<dyn TierWriter>>) {
+    futures::future::join_all(writers.into_iter().map(|w| w.abort())).await;
+}
+
+/// The backfill manager and what the host keeps beside it for each copy it started.
+struct Backfills {
+    manager: backfill::Manager,
+    /// Commands to the task of each live copy, and its cancellation token.
+    copies: HashMap<CopyId, CopyHandle>,
+    /// Tee copies started and not yet attached to their read's body.
+    pending_tees: HashMap<CopyId, CopyJob>,
+    /// Mutations waiting for `ProceedWithMutation`, per key, in arrival order.
+    mutations: HashMap<ObjectKey, VecDeque<oneshot::Sender<()>>>,
+    /// Counters already exported, so each turn exports only what changed.
+    exported: backfill::Counters,
+}
+
+struct CopyHandle {
+    token: CancellationToken,
+    commands: mpsc::UnboundedSender<CopyCommand>,
+}
+
+/// What a copy's task is told to do by the manager's outputs.
+#[derive(Debug)]
+enum CopyCommand {
+    Commit,
+    Discard,
+}
+
+/// What one turn of the manager asked of the caller itself (the rest is carried out).
+#[derive(Default)]
+struct Turn {
+    /// `StartCopy` outputs, for the caller to run (a tee) or that were spawned (background).
+    started: Vec<(CopyId, ObjectKey, Mode)>,
+    /// `Refuse` outputs.
+    refused: Vec<(ObjectKey, Refusal)>,
+    /// Copies discarded this turn.
+    discarded: Vec<CopyId>,
+}
+
+impl Tiered {
+    /// Refuses new work and cancels every copy; [`Tiered::shutdown`] then waits for them.
+    pub fn begin_shutdown(self: &Arc<Self>) {
+        self.shutdown.cancel();
+        self.handle(backfill::Input::ShutdownRequested);
+    }
+
+    /// Hands one input to the manager and carries out every output. The lock is held only for
+    /// the input and the drain; spawning and signalling tasks never awaits.
+    fn handle(self: &Arc<Self>, input: backfill::Input) -> Turn {
+        let mut turn = Turn::default();
+        let mut backfills = self.backfills.lock().unwrap_or_else(PoisonError::into_inner);
+        backfills.manager.handle_input(input);
+        while let Some(output) = backfills.manager.poll_output() {
+            match output {
+                backfill::Output::StartCopy { copy, key, from, meta, mode } => {
+                    let token = self.shutdown.child_token();
+                    let (commands, receiver) = mpsc::unbounded_channel();
+                    backfills.copies.insert(copy, CopyHandle { token: token.clone(), commands });
+                    turn.started.push((copy, key.clone(), mode));
+                    let job = CopyJob { copy, key, from, meta, token, commands: receiver };
+                    match mode {
+                        Mode::Background => {
+                            let this = self.clone();
+                            self.spawn(async move { this.run_background_copy(job).await });
+                        }
+                        Mode::Tee => {
+                            backfills.pending_tees.insert(copy, job);
+                        }
+                    }
+                }
+                backfill::Output::Refuse { key, why } => turn.refused.push((key, why)),
+                backfill::Output::Cancel { copy } => {
+                    if let Some(handle) = backfills.copies.get(&copy) {
+                        handle.token.cancel();
+                    }
+                }
+                backfill::Output::Commit { copy } => {
+                    if let Some(handle) = backfills.copies.get(&copy) {
+                        let _ = handle.commands.send(CopyCommand::Commit);
+                    }
+                }
+                backfill::Output::Discard { copy, why } => {
+                    if let Some(handle) = backfills.copies.remove(&copy) {
+                        let _ = handle.commands.send(CopyCommand::Discard);
+                        handle.token.cancel();
+                    }
+                    backfills.pending_tees.remove(&copy);
+                    if why != DiscardReason::Stale {
+                        tracing::debug!(%copy, why = why.as_str(), "copy discarded");
+                    }
+                    turn.discarded.push(copy);
+                }
+                backfill::Output::ProceedWithMutation { key } => {
+                    if let Some(waiters) = backfills.mutations.get_mut(&key) {
+                        if let Some(waiter) = waiters.pop_front() {
+                            let _ = waiter.send(());
+                        }
+                        if waiters.is_empty() {
+                            backfills.mutations.remove(&key);
+                        }
+                    }
+                }
+                backfill::Output::ShutdownComplete => self.drained.notify_waiters(),
+            }
+        }
+        self.export_counters(&mut backfills);
+        turn
+    }
+
+    fn export_counters(&self, backfills: &mut Backfills) {
+        let now = backfills.manager.counters().clone();
+        let before = &backfills.exported;
+        let m = &self.metrics;
+        m.backfills_by("started", now.started - before.started);
+        m.backfills_by("deduped", now.deduped - before.deduped);
+        m.backfills_by("committed", now.committed - before.committed);
+        m.backfills_by("cancelled", now.cancelled - before.cancelled);
+        m.backfills_by("skipped", now.skipped - before.skipped);
+        m.backfills_by("discarded", now.discarded_total() - before.discarded_total());
+        m.backfills_in_flight.set(backfills.manager.n_in_flight() as i64);
+        backfills.exported = now;
+    }
+
+    /// Reports a mutation of `key` and waits until the manager lets it touch the tiers; the
+    /// guard reports its end when dropped, whatever the outcome.
+    async fn start_mutation(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        kind: MutationKind,
+    ) -> Result<MutationGuard, ApiError> {
+        let (sender, receiver) = oneshot::channel();
+        self.backfills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .mutations
+            .entry(key.clone())
+            .or_default()
+            .push_back(sender);
+        let guard = MutationGuard { tiered: self.clone(), key: key.clone(), kind };
+        self.handle(backfill::Input::MutationStarted { key: key.clone(), kind });
+        tokio::select! {
+            proceed = receiver => proceed.map_err(|_| ApiError::ShuttingDown)?,
+            () = self.shutdown.cancelled() => return Err(ApiError::ShuttingDown),
+        }
+        Ok(guard)
+    }
+}
+
+/// Reports `MutationEnded` when the mutation is over, however it ended.
+struct MutationGuard {
+    tiered: Arc<Tiered>,
+    key: ObjectKey,
+    kind: MutationKind,
+}
+
+impl Drop for MutationGuard {
+    fn drop(&mut self) {
+        let key = self.key.clone();
+        self.tiered.handle(backfill::Input::MutationEnded { key, kind: self.kind });
+    }
+}
+
+/// Everything a copy's task needs.
+struct CopyJob {
+    copy: CopyId,
+    key: ObjectKey,
+    from: TierIdx,
+    meta: ObjectMeta,
+    token: CancellationToken,
+    commands: mpsc::UnboundedReceiver<CopyCommand>,
+}
+
+impl Tiered {
+    /// A background full copy (ranged reads): read the whole revision from `from`, pinned to
+    /// its entity-tag, and write it into tier 0.
+    async fn run_background_copy(self: Arc<Self>, job: CopyJob) {
+        let request = OpenRequest {
+            span: Span::WHOLE,
+            conditions: Conditions {
+                if_match: Some(job.meta.etag.to_string()),
+                ..Conditions::default()
+            },
+            now: crate::http::now(),
+        };
+        let source = tokio::select! {
+            opened = self.slots[job.from.get()].tier.open(&job.key, &request) => opened,
+            () = job.token.cancelled() => {
+                self.handle(backfill::Input::CopyStopped { copy: job.copy });
+                return;
+            }
+        };
+        match source {
+            Ok(Opened::Body { meta, body, .. }) if meta.etag == job.meta.etag => {
+                self.run_copy(job, body, true).await;
+            }
+            Ok(_) | Err(_) => {
+                self.handle(backfill::Input::SourceFailed { copy: job.copy });
+            }
+        }
+    }
+
+    /// Writes a copy's bytes into tier 0 and carries out the manager's decision about it.
+    /// `reports_source`: the task itself reads the source (background) rather than a tee.
+    async fn run_copy(
+        self: &Arc<Self>,
+        mut job: CopyJob,
+        mut source: impl Stream<Item = io::Result<Bytes>> + Unpin,
+        reports_source: bool,
+    ) {
+        let copy = job.copy;
+        let tier0 = &self.slots[0];
+        let now = crate::http::now();
+        let remaining = job.meta.expires.map(|at| at.as_millis().saturating_sub(now.as_millis()));
+        let new = NewObject {
+            etag: job.meta.etag.clone(),
+            last_modified: job.meta.last_modified,
+            headers: job.meta.headers.clone(),
+            expires: expires_at(now, remaining, millis(tier0.max_ttl)),
+            condition: WriteCondition::None,
+            expected_size: Some(job.meta.size),
+        };
+        let mut writer = match tier0.tier.create(&job.key, new).await {
+            Ok(writer) => writer,
+            Err(e) => {
+                tracing::debug!(%copy, error = %e, "tier 0 refused a copy");
+                self.metrics.tier_write(tier0.tier.name(), "error");
+                self.handle(backfill::Input::WriterFailed { copy });
+                return;
+            }
+        };
+        let mut source_done = false;
+        loop {
+            tokio::select! {
+                biased;
+                command = job.commands.recv() => {
+                    match command {
+                        Some(CopyCommand::Commit) => {
+                            let committed = writer.commit().await.is_ok();
+                            let result = if committed { "committed" } else { "error" };
+                            self.metrics.tier_write(tier0.tier.name(), result);
+                            if committed {
+                                self.metrics.backfill_bytes.inc_by(job.meta.size);
+                            }
+                            self.handle(backfill::Input::CommitFinished { copy, committed });
+                        }
+                        Some(CopyCommand::Discard) | None => {
+                            writer.abort().await;
+                            self.metrics.tier_write(tier0.tier.name(), "aborted");
+                        }
+                    }
+                    return;
+                }
+                () = job.token.cancelled() => {
+                    writer.abort().await;
+                    self.metrics.tier_write(tier0.tier.name(), "aborted");
+                    self.handle(backfill::Input::CopyStopped { copy });
+                    return;
+                }
+                item = source.next(), if !source_done => match item {
+                    Some(Ok(chunk)) => {
+                        let bytes = chunk.len() as u64;
+                        if reports_source {
+                            self.handle(backfill::Input::SourceRead { copy, bytes });
+                        }
+                        match writer.write(chunk).await {
+                            Ok(()) => {
+                                self.handle(backfill::Input::ChunkWritten { copy, bytes });
+                            }
+                            Err(_) => {
+                                self.handle(backfill::Input::WriterFailed { copy });
+                            }
+                        }
+                    }
+                    Some(Err(_)) => {
+                        source_done = true;
+                        if reports_source {
+                            self.handle(backfill::Input::SourceFailed { copy });
+                        }
+                    }
+                    None => {
+                        source_done = true;
+                        if reports_source {
+                            self.handle(backfill::Input::SourceEnded { copy });
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Wraps a full read from a deeper tier so that its bytes also flow into tier 0.
+    fn tee(self: &Arc<Self>, copy: CopyId, body: ByteStream) -> ByteStream {
+        let job = self
+            .backfills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending_tees
+            .remove(&copy);
+        let Some(job) = job else { return body };
+        // Unbounded, yet bounded in fact: the manager discards a copy whose backlog (read by the
+        // tee, not yet written by the task) passes its byte bound, which closes this channel.
+        let (sink, mut chunks) = mpsc::unbounded_channel::<Bytes>();
+        let this = self.clone();
+        self.spawn(async move {
+            let source = futures::stream::poll_fn(move |cx| {
+                chunks.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, io::Error>))
+            });
+            this.run_copy(job, Box::pin(source), false).await;
+        });
+        Box::pin(Tee { inner: body, copy, tiered: self.clone(), sink: Some(sink) })
+    }
+}
+
+/// A client's body that also feeds a copy into tier 0 and reports the source's progress.
+struct Tee {
+    inner: ByteStream,
+    copy: CopyId,
+    tiered: Arc<Tiered>,
+    sink: Option<mpsc::UnboundedSender<Bytes>>,
+}
+
+impl Stream for Tee {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        let copy = self.copy;
+        match &polled {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(chunk))) => {
+                if self.sink.is_some() {
+                    // Report before sending, so the task never writes more than was read.
+                    let bytes = chunk.len() as u64;
+                    let turn = self.tiered.handle(backfill::Input::SourceRead { copy, bytes });
+                    let sent = !turn.discarded.contains(&copy)
+                        && self.sink.as_ref().is_some_and(|sink| sink.send(chunk.clone()).is_ok());
+                    if !sent {
+                        self.sink = None;
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if self.sink.take().is_some() {
+                    self.tiered.handle(backfill::Input::SourceFailed { copy });
+                }
+            }
+            Poll::Ready(None) => {
+                if self.sink.take().is_some() {
+                    self.tiered.handle(backfill::Input::SourceEnded { copy });
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        // Dropped before EOF: the client went away, and the copy must not be committed.
+        if self.sink.take().is_some() {
+            self.tiered.handle(backfill::Input::ClientClosed { copy: self.copy });
+        }
+    }
+}
+
+impl Tiered {
+    /// Walks the tiers for one GET or HEAD, driving the core's read machine, and returns the
+    /// response it planned with exactly the bytes that plan sends.
+    pub async fn read(
+        self: &Arc<Self>,
+        key: &ObjectKey,
+        req: &ReadRequest,
+    ) -> Result<Served, ApiError> {
+        // Taken before any tier is opened, so a copy of what this read sees is refused if the
+        // key changes meanwhile.
+        let seen =
+            self.backfills.lock().unwrap_or_else(PoisonError::into_inner).manager.generation(key);
+        let names = self.names();
+        let mut machine = read::Machine::new(req.clone(), &names, RangeLimits::default());
+        let mut held: Option<ByteStream> = None;
+        let mut tee_copy: Option<CopyId> = None;
+        while let Some(output) = machine.poll_output() {
+            match output {
+                read::Output::OpenTier { tier, span, conditions } => {
+                    held = None;
+                    let input =
+                        self.open_for(key, tier, span, conditions, req.now, &mut held).await;
+                    machine.handle_input(input);
+                }
+                read::Output::DropBody { .. } => held = None,
+                read::Output::RequestCopy { from, meta, mode } => {
+                    let turn = self.handle(backfill::Input::CopyRequested {
+                        key: key.clone(),
+                        seen,
+                        from,
+                        meta,
+                        mode,
+                    });
+                    let input = match (turn.started.first(), turn.refused.first()) {
+                        (Some((copy, _, started_mode)), _) => {
+                            if *started_mode == Mode::Tee {
+                                tee_copy = Some(*copy);
+                            }
+                            read::Input::CopyStarted
+                        }
+                        (None, Some((_, why))) => read::Input::CopyRefused { why: *why },
+                        (None, None) => read::Input::CopyRefused { why: Refusal::ShuttingDown },
+                    };
+                    machine.handle_input(input);
+                }
+                read::Output::Serve { plan, source, cache_status } => {
+                    for member in &cache_status.members {
+                        self.metrics.tier_read(&member.name, member.lookup.metric_label());
+                    }
+                    let cache_status = cache_status.to_string();
+                    let body = match source {
+                        read::Source::Nothing => None,
+                        read::Source::Opened { .. } => {
+                            let body = held.take();
+                            match (body, tee_copy.take()) {
+                                (Some(body), Some(copy)) => Some(self.tee(copy, body)),
+                                (body, _) => body,
+                            }
+                        }
+                        read::Source::Parts { .. } => {
+                            let Body::Multipart { parts, closing, .. } = &plan.body else {
+                                unreachable!("the machine sends parts only for a multipart plan")
+                            };
+                            Some(self.multipart(
+                                key.clone(),
+                                machine,
+                                held.take(),
+                                parts,
+                                closing,
+                                req.now,
+                            ))
+                        }
+                    };
+                    if let Some(copy) = tee_copy {
+                        // A tee was started but the plan sends no whole body to carry it.
+                        self.abandon_tee(copy);
+                    }
+                    return Ok(Served { plan, body, cache_status });
+                }
+                read::Output::SendPart { .. } | read::Output::Abort { .. } => {
+                    unreachable!("parts are asked for only after Serve")
+                }
+            }
+        }
+        unreachable!("the read machine always ends in Serve")
+    }
+
+    /// Opens one tier and turns its answer into the machine's input, keeping the body.
+    async fn open_for(
+        &self,
+        key: &ObjectKey,
+        tier: TierIdx,
+        span: Span,
+        conditions: read::Conditions,
+        now: Timestamp,
+        held: &mut Option<ByteStream>,
+    ) -> read::Input {
+        let request = OpenRequest {
+            span,
+            conditions: Conditions {
+                if_match: conditions.if_match,
+                if_none_match: conditions.if_none_match,
+                if_modified_since: conditions.if_modified_since,
+                if_unmodified_since: conditions.if_unmodified_since,
+            },
+            now,
+        };
+        let slot = &self.slots[tier.get()];
+        match slot.tier.open(key, &request).await {
+            Ok(Opened::Body { meta, window, body }) => {
+                *held = Some(body);
+                read::Input::TierOpened { tier, meta, window: Some(window) }
+            }
+            Ok(Opened::NotFound) => read::Input::TierMissed { tier },
+            Ok(
+                Opened::NotSatisfiable { meta }
+                | Opened::PreconditionFailed { meta }
+                | Opened::NotModified { meta },
+            ) => read::Input::TierOpened { tier, meta, window: None },
+            Err(e) => {
+                tracing::warn!(tier = slot.tier.name(), %key, error = %e, "tier read failed");
+                read::Input::TierFailed { tier }
+            }
+        }
+    }
+
+    fn abandon_tee(self: &Arc<Self>, copy: CopyId) {
+        let job = self
+            .backfills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending_tees
+            .remove(&copy);
+        if job.is_some() {
+            self.handle(backfill::Input::ClientClosed { copy });
+        }
+    }
+
+    /// A `multipart/byteranges` body: each part's head, then its window opened pinned to the
+    /// planned revision as the machine asks, then the closing delimiter.
+    fn multipart(
+        self: &Arc<Self>,
+        key: ObjectKey,
+        machine: read::Machine,
+        held: Option<ByteStream>,
+        parts: &[rangecache_core::Part],
+        closing: &str,
+        now: Timestamp,
+    ) -> ByteStream {
+        let state = Multipart {
+            tiered: self.clone(),
+            key,
+            machine,
+            held,
+            current: None,
+            sending: 0,
+            heads: parts.iter().map(|part| Bytes::from(part.head.clone())).collect(),
+            closing: Some(Bytes::from(closing.to_owned())),
+            now,
+        };
+        Box::pin(futures::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        }))
+    }
+}
+
+struct Multipart {
+    tiered: Arc<Tiered>,
+    key: ObjectKey,
+    machine: read::Machine,
+    held: Option<ByteStream>,
+    current: Option<ByteStream>,
+    sending: usize,
+    heads: Vec<Bytes>,
+    closing: Option<Bytes>,
+    now: Timestamp,
+}
+
+impl Multipart {
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if let Some(current) = self.current.as_mut() {
+                match current.next().await {
+                    Some(Ok(chunk)) => return Some(Ok(chunk)),
+                    Some(Err(e)) => {
+                        self.closing = None;
+                        self.current = None;
+                        return Some(Err(e));
+                    }
+                    None => {
+                        self.current = None;
+                        self.machine.handle_input(read::Input::PartSent { index: self.sending });
+                        continue;
+                    }
+                }
+            }
+            match self.machine.poll_output() {
+                Some(read::Output::SendPart { index }) => {
+                    let Some(body) = self.held.take() else {
+                        self.closing = None;
+                        return Some(Err(io::Error::other("a part's body was not opened")));
+                    };
+                    self.current = Some(body);
+                    self.sending = index;
+                    return Some(Ok(self.heads[index].clone()));
+                }
+                Some(read::Output::OpenTier { tier, span, conditions }) => {
+                    self.held = None;
+                    let input = self
+                        .tiered
+                        .open_for(&self.key, tier, span, conditions, self.now, &mut self.held)
+                        .await;
+                    self.machine.handle_input(input);
+                }
+                Some(read::Output::DropBody { .. }) => self.held = None,
+                Some(read::Output::Abort { why }) => {
+                    self.closing = None;
+                    return Some(Err(io::Error::other(format!(
+                        "multipart body cut short: {why:?}"
+                    ))));
+                }
+                Some(read::Output::Serve { .. } | read::Output::RequestCopy { .. }) => {}
+                None => return self.closing.take().map(Ok),
+            }
+        }
+    }
+}
