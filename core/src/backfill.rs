@@ -1,1 +1,1108 @@
 //! The backfill manager: copies from a deeper tier into tier 0, one per key at a time (SPEC §4).
+//!
+//! One [`Manager`] per server decides which copies start, which commit and which are thrown
+//! away; the host runs the copies (reads the source, writes tier 0) and reports what happened.
+//!
+//! # Events and actions
+//!
+//! ```text
+//! host reports (Input)                      manager answers (Output)
+//! ------------------------------------      ---------------------------------------------------
+//! CopyRequested { key, seen, from, meta }   StartCopy { copy, .. }            a new copy
+//!                                           Refuse { why: Deduplicated }      one is in flight
+//!                                           Refuse { why: TooManyInFlight }   limit reached
+//!                                           Refuse { why: KeyChanging }       a write is running
+//!                                           Refuse { why: Superseded }        key changed since
+//!                                                                             `seen` was read
+//!                                           Refuse { why: ShuttingDown }
+//! SourceRead { copy, bytes }                Discard { Lagging } past the backlog bound,
+//! ChunkWritten { copy, bytes }              Discard { SizeMismatch } past the expected size,
+//!                                           Commit once all is written after the source's EOF
+//! SourceEnded { copy }                      Commit, or Discard { SizeMismatch }
+//! SourceFailed / WriterFailed / ClientClosed Discard { SourceFailed | WriterFailed | EarlyClose }
+//! CommitFinished { copy, committed }        (counts; may finish a shutdown or free a mutation)
+//! MutationStarted { key, kind }             Cancel { copy } of the key's copy in flight, then
+//!                                           ProceedWithMutation { key } once no commit of the
+//!                                           key is under way
+//! MutationEnded { key, kind }               (advances the generation again)
+//! CopyStopped { copy }                      Discard { Superseded | ShuttingDown } after a Cancel
+//! ShutdownRequested                         Cancel every copy; ShutdownComplete when none is left
+//! any input naming a finished copy          Discard { Stale }
+//! ```
+//!
+//! # Life of one copy
+//!
+//! ```text
+//!   CopyRequested ──StartCopy──► Copying { read, written }
+//!                                  │ SourceRead / ChunkWritten (backlog = read - written)
+//!                                  │   backlog > bound ─────────────────► Discard(Lagging)
+//!                                  │ SourceFailed / WriterFailed / ClientClosed ► Discard(..)
+//!                                  │ SourceEnded, read == expected
+//!                                  ▼
+//!                                Flushing { written }   (source done, tier 0 catching up)
+//!                                  │ ChunkWritten until written == expected
+//!                                  │ generation current, not shutting down ──► Commit
+//!                                  ▼
+//!                                Committing ──CommitFinished──► (gone)
+//!
+//!   Copying / Flushing ──MutationStarted or ShutdownRequested──► Cancel ► Cancelling
+//!   Cancelling ──any report that the host task ended──► Discard(Superseded | ShuttingDown)
+//! ```
+//!
+//! # Generations
+//!
+//! Every key has a [`Generation`]. A read looks it up with [`Manager::generation`] *before* it
+//! opens any tier and hands it back in [`Input::CopyRequested`]: if the key was written,
+//! deleted or invalidated in between, the copy would carry bytes older than that change and is
+//! refused. A mutation advances the generation when it starts and again when it ends, and no
+//! copy of a key starts while a mutation of it runs, so a copy never spans a change of its key.
+//! A mutation must wait for [`Output::ProceedWithMutation`] before it touches a tier: that is
+//! emitted at once unless a commit of the key is under way, and then when that commit finished,
+//! so a copy's commit can never land after the newer write it raced.
+//!
+//! Idle keys are forgotten to keep the map small; a forgotten key's generation is the highest
+//! generation ever forgotten, so a read that began before a change still sees it as changed.
+//! The price is that a mutation of *another* key forgotten meanwhile may refuse a copy
+//! (`Superseded`) that was in fact safe; the next read asks again.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use crate::key::ObjectKey;
+use crate::object::ObjectMeta;
+use crate::read::TierIdx;
+
+/// Names one copy; issued by the manager from a counter, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CopyId(u64);
+
+impl CopyId {
+    /// The number behind the handle (for logs and maps in the host).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for CopyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "copy#{}", self.0)
+    }
+}
+
+/// The version of a key as the manager knows it: advanced by every write, delete and
+/// invalidate, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(u64);
+
+/// How a copy gets its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// The client's full read from a deeper tier is teed into tier 0 as it streams.
+    Tee,
+    /// A background task reads the whole object from the deeper tier, pinned to its entity-tag.
+    Background,
+}
+
+/// What changed a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MutationKind {
+    /// A write (PUT or POST).
+    Write,
+    /// A delete.
+    Delete,
+    /// An invalidation of the non-authoritative tiers.
+    Invalidate,
+}
+
+/// The manager's bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Most copies alive at once (including those cancelled but not yet stopped); beyond it a
+    /// request is refused with [`Refusal::TooManyInFlight`] and a later read asks again.
+    pub max_in_flight: usize,
+    /// Most bytes read from the source but not yet written to tier 0; a copy past it is
+    /// abandoned ([`DiscardReason::Lagging`]) so a slow tier 0 never holds memory unboundedly.
+    pub max_backlog_bytes: u64,
+}
+
+impl Default for Config {
+    /// 64 copies and 8 MiB of backlog each: 512 MiB at worst, which fits next to a default
+    /// memory tier of 256 MiB on a small server.
+    fn default() -> Config {
+        Config { max_in_flight: 64, max_backlog_bytes: 8_388_608 }
+    }
+}
+
+/// What the host observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A read served from tier `from` > 0 asks for a copy of `meta`'s revision into tier 0.
+    CopyRequested {
+        /// The object.
+        key: ObjectKey,
+        /// [`Manager::generation`] of the key, read before the read opened any tier.
+        seen: Generation,
+        /// The tier the bytes come from.
+        from: TierIdx,
+        /// The revision served (its entity-tag pins the copy, its size is expected at EOF).
+        meta: ObjectMeta,
+        /// Tee of a full read, or a background copy for a ranged read.
+        mode: Mode,
+    },
+    /// The copy's source delivered `bytes` more bytes.
+    SourceRead {
+        /// The copy.
+        copy: CopyId,
+        /// Bytes in this chunk.
+        bytes: u64,
+    },
+    /// Tier 0's writer accepted `bytes` more bytes.
+    ChunkWritten {
+        /// The copy.
+        copy: CopyId,
+        /// Bytes in this chunk.
+        bytes: u64,
+    },
+    /// The copy's source reached EOF.
+    SourceEnded {
+        /// The copy.
+        copy: CopyId,
+    },
+    /// The copy's source failed.
+    SourceFailed {
+        /// The copy.
+        copy: CopyId,
+    },
+    /// Tier 0's writer failed.
+    WriterFailed {
+        /// The copy.
+        copy: CopyId,
+    },
+    /// The client of a teed read went away before the source's EOF.
+    ClientClosed {
+        /// The copy.
+        copy: CopyId,
+    },
+    /// The host task of a cancelled copy stopped.
+    CopyStopped {
+        /// The copy.
+        copy: CopyId,
+    },
+    /// The commit asked for by [`Output::Commit`] finished.
+    CommitFinished {
+        /// The copy.
+        copy: CopyId,
+        /// False if tier 0 refused it (for example a size mismatch seen by the writer).
+        committed: bool,
+    },
+    /// A write, delete or invalidate of `key` is about to start.
+    MutationStarted {
+        /// The object.
+        key: ObjectKey,
+        /// What kind of change.
+        kind: MutationKind,
+    },
+    /// A mutation reported by [`Input::MutationStarted`] finished (committed or not).
+    MutationEnded {
+        /// The object.
+        key: ObjectKey,
+        /// What kind of change.
+        kind: MutationKind,
+    },
+    /// The server is stopping.
+    ShutdownRequested,
+}
+
+/// What the host must do.
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Start copy `copy`: for [`Mode::Background`] open tier `from` whole, pinned with
+    /// `If-Match` to `meta.etag`; for [`Mode::Tee`] tee the read already streaming. Write into
+    /// tier 0 a new object described by `meta`, expecting exactly `meta.size` bytes.
+    StartCopy {
+        /// The new copy's handle.
+        copy: CopyId,
+        /// The object.
+        key: ObjectKey,
+        /// The source tier.
+        from: TierIdx,
+        /// The revision copied.
+        meta: ObjectMeta,
+        /// Tee or background.
+        mode: Mode,
+    },
+    /// The request for a copy of `key` is refused; run no copy.
+    Refuse {
+        /// The object.
+        key: ObjectKey,
+        /// Why.
+        why: Refusal,
+    },
+    /// Stop the task of `copy`; a [`Output::Discard`] follows once it reported its end.
+    Cancel {
+        /// The copy.
+        copy: CopyId,
+    },
+    /// Commit tier 0's writer of `copy`, then report [`Input::CommitFinished`].
+    Commit {
+        /// The copy.
+        copy: CopyId,
+    },
+    /// Abort tier 0's writer of `copy` and stop teeing or reading; the client's read goes on.
+    Discard {
+        /// The copy.
+        copy: CopyId,
+        /// Why (the metric label).
+        why: DiscardReason,
+    },
+    /// The mutation of `key` reported by [`Input::MutationStarted`] may now touch the tiers.
+    ProceedWithMutation {
+        /// The object.
+        key: ObjectKey,
+    },
+    /// Every copy has finished after a shutdown; tiers may be closed. Nothing starts or
+    /// commits any more.
+    ShutdownComplete,
+}
+
+/// Why a copy was not started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refusal {
+    /// A copy of the key is already in flight; it will fill tier 0 for this read too.
+    Deduplicated {
+        /// The copy in flight.
+        copy: CopyId,
+    },
+    /// [`Config::max_in_flight`] copies are alive.
+    TooManyInFlight,
+    /// A write, delete or invalidate of the key is running.
+    KeyChanging,
+    /// The key changed after the read looked up its generation.
+    Superseded,
+    /// The manager is shutting down.
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// True when the refusal counts as `deduped` rather than `skipped` in the metrics.
+    pub fn is_deduplicated(self) -> bool {
+        match self {
+            Refusal::Deduplicated { .. } => true,
+            Refusal::TooManyInFlight
+            | Refusal::KeyChanging
+            | Refusal::Superseded
+            | Refusal::ShuttingDown => false,
+        }
+    }
+}
+
+/// Why a copy was thrown away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DiscardReason {
+    /// The client of a teed read closed before EOF.
+    EarlyClose,
+    /// The source failed.
+    SourceFailed,
+    /// Tier 0's writer failed, or refused the commit.
+    WriterFailed,
+    /// The source's byte count differs from the expected size (short or long).
+    SizeMismatch,
+    /// Tier 0 fell more than [`Config::max_backlog_bytes`] behind the source.
+    Lagging,
+    /// A write, delete or invalidate of the key cancelled the copy.
+    Superseded,
+    /// Shutdown cancelled the copy.
+    ShuttingDown,
+    /// The input named a copy that had already finished; nothing is left to do.
+    Stale,
+}
+
+impl DiscardReason {
+    /// Every reason, in a fixed order (for exporting counters).
+    pub const ALL: [DiscardReason; 8] = [
+        DiscardReason::EarlyClose,
+        DiscardReason::SourceFailed,
+        DiscardReason::WriterFailed,
+        DiscardReason::SizeMismatch,
+        DiscardReason::Lagging,
+        DiscardReason::Superseded,
+        DiscardReason::ShuttingDown,
+        DiscardReason::Stale,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscardReason::EarlyClose => "early_close",
+            DiscardReason::SourceFailed => "source_failed",
+            DiscardReason::WriterFailed => "writer_failed",
+            DiscardReason::SizeMismatch => "size_mismatch",
+            DiscardReason::Lagging => "lagging",
+            DiscardReason::Superseded => "superseded",
+            DiscardReason::ShuttingDown => "shutting_down",
+            DiscardReason::Stale => "stale",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            DiscardReason::EarlyClose => 0,
+            DiscardReason::SourceFailed => 1,
+            DiscardReason::WriterFailed => 2,
+            DiscardReason::SizeMismatch => 3,
+            DiscardReason::Lagging => 4,
+            DiscardReason::Superseded => 5,
+            DiscardReason::ShuttingDown => 6,
+            DiscardReason::Stale => 7,
+        }
+    }
+}
+
+/// Counters for the host to export (`rangecache_backfills_total{event}` and
+/// `rangecache_backfills_in_flight`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Copies started.
+    pub started: u64,
+    /// Requests refused because a copy of the key was in flight.
+    pub deduped: u64,
+    /// Copies committed into tier 0.
+    pub committed: u64,
+    /// Copies cancelled (by a mutation or shutdown).
+    pub cancelled: u64,
+    /// Requests refused for any other reason.
+    pub skipped: u64,
+    discarded: [u64; 8],
+}
+
+impl Counters {
+    /// Copies discarded for `why` ([`DiscardReason::Stale`] counts stale inputs, not copies).
+    pub fn discarded(&self, why: DiscardReason) -> u64 {
+        self.discarded[why.index()]
+    }
+
+    /// Copies discarded for any reason but [`DiscardReason::Stale`].
+    pub fn discarded_total(&self) -> u64 {
+        DiscardReason::ALL
+            .iter()
+            .filter(|why| **why != DiscardReason::Stale)
+            .map(|why| self.discarded(*why))
+            .sum()
+    }
+}
+
+/// The generation-keyed backfill manager (SPEC §4); see the module doc for its events.
+#[derive(Debug)]
+pub struct Manager {
+    config: Config,
+    phase: Phase,
+    keys: BTreeMap<ObjectKey, KeyState>,
+    copies: BTreeMap<CopyId, Copy>,
+    next_copy: u64,
+    /// The last generation issued.
+    clock: u64,
+    /// The generation of every key not in `keys`.
+    forgotten: u64,
+    counters: Counters,
+    outputs: VecDeque<Output>,
+}
+
+/// Whether the manager still takes copies.
+///
+/// ```text
+///   Running ──ShutdownRequested──► Draining ──last copy finished──► Stopped
+///      └──────ShutdownRequested with no copy alive─────────────────────┘
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining,
+    Stopped,
+}
+
+#[derive(Debug)]
+struct KeyState {
+    generation: Generation,
+    /// The one copy of this key that may still commit (Copying, Flushing or Committing).
+    live: Option<CopyId>,
+    /// Mutations started and not yet ended.
+    n_mutating: u32,
+    /// Mutations waiting for a commit of this key to finish before they may proceed.
+    n_waiting: u32,
+}
+
+#[derive(Debug)]
+struct Copy {
+    key: ObjectKey,
+    generation: Generation,
+    expected: u64,
+    state: CopyState,
+}
+
+/// Where one copy is; see the module doc for the diagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CopyState {
+    /// Bytes flow from the source to tier 0.
+    Copying { read: u64, written: u64 },
+    /// The source reached EOF with the expected size; tier 0 has `written` of them.
+    Flushing { written: u64 },
+    /// A commit was asked for; waiting for the host to report it.
+    Committing,
+    /// Cancelled; waiting for the host task to report that it ended.
+    Cancelling { why: DiscardReason },
+}
+
+impl Manager {
+    /// A manager with no copy and every key at its first generation.
+    pub fn new(config: Config) -> Manager {
+        Manager {
+            config,
+            phase: Phase::Running,
+            keys: BTreeMap::new(),
+            copies: BTreeMap::new(),
+            next_copy: 0,
+            clock: 0,
+            forgotten: 0,
+            counters: Counters::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Feeds one observation; drain [`Manager::poll_output`] before the next.
+    pub fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::CopyRequested { key, seen, from, meta, mode } => {
+                self.on_copy_requested(key, seen, from, meta, mode)
+            }
+            Input::SourceRead { copy, bytes } => self.on_source_read(copy, bytes),
+            Input::ChunkWritten { copy, bytes } => self.on_chunk_written(copy, bytes),
+            Input::SourceEnded { copy } => self.on_source_ended(copy),
+            Input::SourceFailed { copy } => self.on_copy_failed(copy, DiscardReason::SourceFailed),
+            Input::WriterFailed { copy } => self.on_copy_failed(copy, DiscardReason::WriterFailed),
+            Input::ClientClosed { copy } => self.on_copy_failed(copy, DiscardReason::EarlyClose),
+            Input::CopyStopped { copy } => self.on_copy_stopped(copy),
+            Input::CommitFinished { copy, committed } => self.on_commit_finished(copy, committed),
+            Input::MutationStarted { key, kind: _ } => self.on_mutation_started(key),
+            Input::MutationEnded { key, kind: _ } => self.on_mutation_ended(key),
+            Input::ShutdownRequested => self.on_shutdown_requested(),
+        }
+    }
+
+    /// The next action to carry out, in order; `None` when there is nothing left to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The current generation of `key`; a read takes it before opening any tier.
+    pub fn generation(&self, key: &ObjectKey) -> Generation {
+        self.keys.get(key).map_or(Generation(self.forgotten), |state| state.generation)
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Copies alive: started and not yet committed or discarded (cancelled ones included).
+    pub fn n_in_flight(&self) -> usize {
+        self.copies.len()
+    }
+
+    /// True once a shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        match self.phase {
+            Phase::Running => false,
+            Phase::Draining | Phase::Stopped => true,
+        }
+    }
+
+    /// True once [`Output::ShutdownComplete`] was emitted.
+    pub fn is_stopped(&self) -> bool {
+        self.phase == Phase::Stopped
+    }
+
+    /// The copy of `key` that may still commit, if any.
+    pub fn live_copy(&self, key: &ObjectKey) -> Option<CopyId> {
+        self.keys.get(key).and_then(|state| state.live)
+    }
+
+    fn on_copy_requested(
+        &mut self,
+        key: ObjectKey,
+        seen: Generation,
+        from: TierIdx,
+        meta: ObjectMeta,
+        mode: Mode,
+    ) {
+        let refusal = match self.phase {
+            Phase::Draining | Phase::Stopped => Some(Refusal::ShuttingDown),
+            Phase::Running => self.refusal(&key, seen),
+        };
+        if let Some(why) = refusal {
+            if why.is_deduplicated() {
+                self.counters.deduped += 1;
+            } else {
+                self.counters.skipped += 1;
+            }
+            self.outputs.push_back(Output::Refuse { key, why });
+            return;
+        }
+        let copy = CopyId(self.next_copy);
+        self.next_copy += 1;
+        let generation = self.generation(&key);
+        let state = self.keys.entry(key.clone()).or_insert(KeyState {
+            generation,
+            live: None,
+            n_mutating: 0,
+            n_waiting: 0,
+        });
+        state.live = Some(copy);
+        self.copies.insert(
+            copy,
+            Copy {
+                key: key.clone(),
+                generation,
+                expected: meta.size,
+                state: CopyState::Copying { read: 0, written: 0 },
+            },
+        );
+        self.counters.started += 1;
+        self.outputs.push_back(Output::StartCopy { copy, key, from, meta, mode });
+    }
+
+    fn refusal(&self, key: &ObjectKey, seen: Generation) -> Option<Refusal> {
+        if let Some(state) = self.keys.get(key) {
+            if state.n_mutating > 0 {
+                return Some(Refusal::KeyChanging);
+            }
+            if let Some(copy) = state.live {
+                return Some(Refusal::Deduplicated { copy });
+            }
+        }
+        if self.generation(key) != seen {
+            return Some(Refusal::Superseded);
+        }
+        if self.copies.len() >= self.config.max_in_flight {
+            return Some(Refusal::TooManyInFlight);
+        }
+        None
+    }
+
+    fn on_source_read(&mut self, copy: CopyId, bytes: u64) {
+        let Some(state) = self.state_of(copy) else { return };
+        match state {
+            CopyState::Copying { read, written } => {
+                let read = read.saturating_add(bytes);
+                let expected = self.copies[&copy].expected;
+                if read > expected {
+                    return self.discard(copy, DiscardReason::SizeMismatch);
+                }
+                if read - written > self.config.max_backlog_bytes {
+                    return self.discard(copy, DiscardReason::Lagging);
+                }
+                self.set_state(copy, CopyState::Copying { read, written });
+            }
+            // Bytes after EOF: the source lied about its end.
+            CopyState::Flushing { .. } => self.discard(copy, DiscardReason::SizeMismatch),
+            // The copy's fate is sealed; late reports change nothing.
+            CopyState::Committing | CopyState::Cancelling { .. } => {}
+        }
+    }
+
+    fn on_chunk_written(&mut self, copy: CopyId, bytes: u64) {
+        let Some(state) = self.state_of(copy) else { return };
+        match state {
+            CopyState::Copying { read, written } => {
+                let written = written.saturating_add(bytes);
+                // A writer cannot have accepted bytes the source never delivered.
+                if written > read {
+                    return self.discard(copy, DiscardReason::SizeMismatch);
+                }
+                self.set_state(copy, CopyState::Copying { read, written });
+            }
+            CopyState::Flushing { written } => {
+                let written = written.saturating_add(bytes);
+                let expected = self.copies[&copy].expected;
+                if written > expected {
+                    return self.discard(copy, DiscardReason::SizeMismatch);
+                }
+                self.set_state(copy, CopyState::Flushing { written });
+                self.try_commit(copy);
+            }
+            CopyState::Committing | CopyState::Cancelling { .. } => {}
+        }
+    }
+
+    fn on_source_ended(&mut self, copy: CopyId) {
+        let Some(state) = self.state_of(copy) else { return };
+        match state {
+            CopyState::Copying { read, written } => {
+                if read != self.copies[&copy].expected {
+                    return self.discard(copy, DiscardReason::SizeMismatch);
+                }
+                self.set_state(copy, CopyState::Flushing { written });
+                self.try_commit(copy);
+            }
+            CopyState::Flushing { .. } => self.discard(copy, DiscardReason::SizeMismatch),
+            CopyState::Committing => {}
+            CopyState::Cancelling { why } => self.finish_discard(copy, why),
+        }
+    }
+
+    fn on_copy_failed(&mut self, copy: CopyId, why: DiscardReason) {
+        let Some(state) = self.state_of(copy) else { return };
+        match state {
+            CopyState::Copying { .. } | CopyState::Flushing { .. } => self.discard(copy, why),
+            // A client closing after the last byte was handed to tier 0 changes nothing.
+            CopyState::Committing => {}
+            CopyState::Cancelling { why } => self.finish_discard(copy, why),
+        }
+    }
+
+    fn on_copy_stopped(&mut self, copy: CopyId) {
+        let Some(state) = self.state_of(copy) else { return };
+        match state {
+            CopyState::Cancelling { why } => self.finish_discard(copy, why),
+            // A task that stops on its own before EOF leaves a fragment: never committed.
+            CopyState::Copying { .. } | CopyState::Flushing { .. } => {
+                self.discard(copy, DiscardReason::SourceFailed)
+            }
+            CopyState::Committing => {}
+        }
+    }
+
+    fn on_commit_finished(&mut self, copy: CopyId, committed: bool) {
+        let Some(state) = self.state_of(copy) else { return };
+        match state {
+            CopyState::Committing => {
+                if committed {
+                    self.counters.committed += 1;
+                } else {
+                    self.counters.discarded[DiscardReason::WriterFailed.index()] += 1;
+                }
+                self.remove(copy);
+            }
+            // A commit never asked for: treat the copy as failed rather than trust it.
+            CopyState::Copying { .. } | CopyState::Flushing { .. } => {
+                self.discard(copy, DiscardReason::WriterFailed)
+            }
+            CopyState::Cancelling { why } => self.finish_discard(copy, why),
+        }
+    }
+
+    fn on_mutation_started(&mut self, key: ObjectKey) {
+        self.clock += 1;
+        let generation = Generation(self.clock);
+        let state = self.keys.entry(key.clone()).or_insert(KeyState {
+            generation,
+            live: None,
+            n_mutating: 0,
+            n_waiting: 0,
+        });
+        state.generation = generation;
+        state.n_mutating += 1;
+        let live = state.live;
+        let mut committing = false;
+        if let Some(copy) = live {
+            match self.copies[&copy].state {
+                CopyState::Copying { .. } | CopyState::Flushing { .. } => {
+                    self.cancel(copy, DiscardReason::Superseded)
+                }
+                CopyState::Committing => committing = true,
+                CopyState::Cancelling { .. } => {
+                    unreachable!("a cancelled copy is never the live copy of its key")
+                }
+            }
+        }
+        if committing {
+            self.keys.get_mut(&key).expect("entry made above").n_waiting += 1;
+        } else {
+            self.outputs.push_back(Output::ProceedWithMutation { key });
+        }
+    }
+
+    fn on_mutation_ended(&mut self, key: ObjectKey) {
+        self.clock += 1;
+        let generation = Generation(self.clock);
+        let Some(state) = self.keys.get_mut(&key) else {
+            // A mutation never reported as started: still make sure older reads see a change.
+            self.forgotten = self.forgotten.max(generation.0);
+            return;
+        };
+        state.generation = generation;
+        state.n_mutating = state.n_mutating.saturating_sub(1);
+        self.forget_if_idle(&key);
+    }
+
+    fn on_shutdown_requested(&mut self) {
+        match self.phase {
+            Phase::Running => {}
+            Phase::Draining => return,
+            Phase::Stopped => {
+                self.outputs.push_back(Output::ShutdownComplete);
+                return;
+            }
+        }
+        self.phase = Phase::Draining;
+        let cancellable: Vec<CopyId> = self
+            .copies
+            .iter()
+            .filter(|(_, copy)| match copy.state {
+                CopyState::Copying { .. } | CopyState::Flushing { .. } => true,
+                CopyState::Committing | CopyState::Cancelling { .. } => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for copy in cancellable {
+            self.cancel(copy, DiscardReason::ShuttingDown);
+        }
+        self.finish_shutdown_if_drained();
+    }
+
+    /// The state of `copy`, or `None` after answering a stale input with a Discard.
+    fn state_of(&mut self, copy: CopyId) -> Option<CopyState> {
+        if let Some(found) = self.copies.get(&copy) {
+            return Some(found.state);
+        }
+        assert!(copy.0 < self.next_copy, "{copy} was never issued by this manager");
+        self.counters.discarded[DiscardReason::Stale.index()] += 1;
+        self.outputs.push_back(Output::Discard { copy, why: DiscardReason::Stale });
+        None
+    }
+
+    fn set_state(&mut self, copy: CopyId, state: CopyState) {
+        self.copies.get_mut(&copy).expect("state_of found this copy").state = state;
+    }
+
+    fn try_commit(&mut self, copy: CopyId) {
+        let found = &self.copies[&copy];
+        let CopyState::Flushing { written } = found.state else {
+            unreachable!("only a flushing copy is offered for commit")
+        };
+        if written != found.expected {
+            return;
+        }
+        // The last line of defence: cancellation should already have caught both.
+        if self.generation(&found.key) != found.generation {
+            return self.discard(copy, DiscardReason::Superseded);
+        }
+        match self.phase {
+            Phase::Running => {}
+            Phase::Draining | Phase::Stopped => {
+                return self.discard(copy, DiscardReason::ShuttingDown);
+            }
+        }
+        self.set_state(copy, CopyState::Committing);
+        self.outputs.push_back(Output::Commit { copy });
+    }
+
+    fn cancel(&mut self, copy: CopyId, why: DiscardReason) {
+        self.counters.cancelled += 1;
+        self.release_key(copy);
+        self.set_state(copy, CopyState::Cancelling { why });
+        self.outputs.push_back(Output::Cancel { copy });
+    }
+
+    /// Ends a copy that had not been cancelled: its writer is aborted at once.
+    fn discard(&mut self, copy: CopyId, why: DiscardReason) {
+        self.counters.discarded[why.index()] += 1;
+        self.outputs.push_back(Output::Discard { copy, why });
+        self.remove(copy);
+    }
+
+    /// Ends a cancelled copy whose task reported its end.
+    fn finish_discard(&mut self, copy: CopyId, why: DiscardReason) {
+        self.discard(copy, why);
+    }
+
+    fn remove(&mut self, copy: CopyId) {
+        self.release_key(copy);
+        let removed = self.copies.remove(&copy).expect("removing a copy that exists");
+        self.forget_if_idle(&removed.key);
+        self.finish_shutdown_if_drained();
+    }
+
+    /// Frees the key's slot if `copy` holds it, releasing mutations that waited for its commit.
+    fn release_key(&mut self, copy: CopyId) {
+        let key = self.copies[&copy].key.clone();
+        // A cancelled copy no longer holds its key, whose entry may be gone.
+        let Some(state) = self.keys.get_mut(&key) else { return };
+        if state.live != Some(copy) {
+            return;
+        }
+        state.live = None;
+        let n_waiting = std::mem::take(&mut state.n_waiting);
+        for _ in 0..n_waiting {
+            self.outputs.push_back(Output::ProceedWithMutation { key: key.clone() });
+        }
+    }
+
+    fn forget_if_idle(&mut self, key: &ObjectKey) {
+        let Some(state) = self.keys.get(key) else { return };
+        if state.live.is_some() || state.n_mutating > 0 {
+            return;
+        }
+        self.forgotten = self.forgotten.max(state.generation.0);
+        self.keys.remove(key);
+    }
+
+    fn finish_shutdown_if_drained(&mut self) {
+        if self.phase == Phase::Draining && self.copies.is_empty() {
+            self.phase = Phase::Stopped;
+            self.outputs.push_back(Output::ShutdownComplete);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{Key, Namespace};
+    use crate::time::Timestamp;
+    use crate::validators::EntityTag;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            namespace: Namespace::parse("ns").expect("valid"),
+            key: Key::from_segment(name),
+        }
+    }
+
+    fn meta(size: u64) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag: EntityTag::strong("v1").expect("valid"),
+            last_modified: Timestamp::from_secs(1_700_000_000),
+            headers: Vec::new(),
+            expires: None,
+        }
+    }
+
+    fn config() -> Config {
+        Config { max_in_flight: 2, max_backlog_bytes: 100 }
+    }
+
+    /// Drives a manager and keeps a transcript of output names.
+    struct Script {
+        manager: Manager,
+        transcript: Vec<String>,
+    }
+
+    impl Script {
+        fn new() -> Script {
+            Script { manager: Manager::new(config()), transcript: Vec::new() }
+        }
+
+        fn feed(&mut self, input: Input) -> &mut Script {
+            self.manager.handle_input(input);
+            while let Some(output) = self.manager.poll_output() {
+                self.transcript.push(describe(&output));
+            }
+            self
+        }
+
+        fn request(&mut self, name: &str, size: u64) -> &mut Script {
+            let seen = self.manager.generation(&key(name));
+            self.feed(Input::CopyRequested {
+                key: key(name),
+                seen,
+                from: TierIdx::new(1),
+                meta: meta(size),
+                mode: Mode::Tee,
+            })
+        }
+
+        fn copy(&mut self, n: u64, bytes: u64) -> &mut Script {
+            self.feed(Input::SourceRead { copy: CopyId(n), bytes });
+            self.feed(Input::ChunkWritten { copy: CopyId(n), bytes })
+        }
+
+        #[track_caller]
+        fn expect(&mut self, expected: &[&str]) {
+            assert_eq!(std::mem::take(&mut self.transcript), expected);
+        }
+    }
+
+    fn describe(output: &Output) -> String {
+        match output {
+            Output::StartCopy { copy, .. } => format!("StartCopy({})", copy.0),
+            Output::Refuse { why, .. } => format!("Refuse({why:?})"),
+            Output::Cancel { copy } => format!("Cancel({})", copy.0),
+            Output::Commit { copy } => format!("Commit({})", copy.0),
+            Output::Discard { copy, why } => format!("Discard({}, {why:?})", copy.0),
+            Output::ProceedWithMutation { .. } => "ProceedWithMutation".to_owned(),
+            Output::ShutdownComplete => "ShutdownComplete".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_copy_commits_only_after_eof_with_every_byte_written() {
+        let mut s = Script::new();
+        s.request("a", 10).copy(0, 6).feed(Input::SourceRead { copy: CopyId(0), bytes: 4 });
+        s.feed(Input::SourceEnded { copy: CopyId(0) });
+        s.expect(&["StartCopy(0)"]);
+        s.feed(Input::ChunkWritten { copy: CopyId(0), bytes: 4 });
+        s.expect(&["Commit(0)"]);
+        s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
+        s.expect(&[]);
+        assert_eq!(s.manager.counters().committed, 1);
+        assert_eq!(s.manager.n_in_flight(), 0);
+    }
+
+    #[test]
+    fn a_zero_byte_object_commits_at_eof() {
+        let mut s = Script::new();
+        s.request("a", 0).feed(Input::SourceEnded { copy: CopyId(0) });
+        s.expect(&["StartCopy(0)", "Commit(0)"]);
+    }
+
+    #[test]
+    fn a_second_request_for_the_same_key_is_deduplicated() {
+        let mut s = Script::new();
+        s.request("a", 10).request("a", 10).request("b", 10).request("c", 10);
+        s.expect(&[
+            "StartCopy(0)",
+            "Refuse(Deduplicated { copy: CopyId(0) })",
+            "StartCopy(1)",
+            "Refuse(TooManyInFlight)",
+        ]);
+        let counters = s.manager.counters();
+        assert_eq!((counters.started, counters.deduped, counters.skipped), (2, 1, 1));
+    }
+
+    #[test]
+    fn every_failure_before_eof_discards_the_copy() {
+        let cases = [
+            (Input::ClientClosed { copy: CopyId(0) }, "Discard(0, EarlyClose)"),
+            (Input::SourceFailed { copy: CopyId(0) }, "Discard(0, SourceFailed)"),
+            (Input::WriterFailed { copy: CopyId(0) }, "Discard(0, WriterFailed)"),
+            (Input::SourceEnded { copy: CopyId(0) }, "Discard(0, SizeMismatch)"),
+            (Input::SourceRead { copy: CopyId(0), bytes: 20 }, "Discard(0, SizeMismatch)"),
+            (Input::ChunkWritten { copy: CopyId(0), bytes: 9 }, "Discard(0, SizeMismatch)"),
+            (Input::CopyStopped { copy: CopyId(0) }, "Discard(0, SourceFailed)"),
+        ];
+        for (input, expected) in cases {
+            let mut s = Script::new();
+            s.request("a", 10).copy(0, 5).feed(input);
+            s.expect(&["StartCopy(0)", expected]);
+            assert_eq!(s.manager.counters().discarded_total(), 1);
+            assert_eq!(s.manager.n_in_flight(), 0);
+        }
+    }
+
+    #[test]
+    fn a_tier_0_that_falls_too_far_behind_abandons_the_copy() {
+        let mut s = Script::new();
+        s.request("a", 1000).feed(Input::SourceRead { copy: CopyId(0), bytes: 100 });
+        s.feed(Input::SourceRead { copy: CopyId(0), bytes: 1 });
+        s.expect(&["StartCopy(0)", "Discard(0, Lagging)"]);
+        assert_eq!(s.manager.counters().discarded(DiscardReason::Lagging), 1);
+    }
+
+    #[test]
+    fn write_during_backfill_cancels_and_discards_the_copy() {
+        let mut s = Script::new();
+        s.request("a", 10).copy(0, 5);
+        s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Write });
+        s.request("a", 10);
+        s.feed(Input::SourceEnded { copy: CopyId(0) });
+        s.feed(Input::MutationEnded { key: key("a"), kind: MutationKind::Write });
+        s.request("a", 10);
+        s.expect(&[
+            "StartCopy(0)",
+            "Cancel(0)",
+            "ProceedWithMutation",
+            "Refuse(KeyChanging)",
+            "Discard(0, Superseded)",
+            "StartCopy(1)",
+        ]);
+        assert_eq!(s.manager.counters().cancelled, 1);
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_mutation_gets_no_copy() {
+        let mut s = Script::new();
+        let seen = s.manager.generation(&key("a"));
+        s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Delete });
+        s.feed(Input::MutationEnded { key: key("a"), kind: MutationKind::Delete });
+        s.feed(Input::CopyRequested {
+            key: key("a"),
+            seen,
+            from: TierIdx::new(1),
+            meta: meta(10),
+            mode: Mode::Background,
+        });
+        s.expect(&["ProceedWithMutation", "Refuse(Superseded)"]);
+    }
+
+    #[test]
+    fn a_mutation_waits_for_a_commit_under_way() {
+        let mut s = Script::new();
+        s.request("a", 4).copy(0, 4).feed(Input::SourceEnded { copy: CopyId(0) });
+        s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Invalidate });
+        s.expect(&["StartCopy(0)", "Commit(0)"]);
+        // A late report about the committing copy changes nothing.
+        s.feed(Input::ClientClosed { copy: CopyId(0) });
+        s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
+        s.expect(&["ProceedWithMutation"]);
+    }
+
+    #[test]
+    fn shutdown_cancels_every_copy_and_reports_when_the_last_one_finished() {
+        let mut s = Script::new();
+        s.request("a", 4).request("b", 4).copy(1, 4).feed(Input::SourceEnded { copy: CopyId(1) });
+        s.feed(Input::ShutdownRequested);
+        s.request("c", 4);
+        s.feed(Input::CopyStopped { copy: CopyId(0) });
+        s.feed(Input::CommitFinished { copy: CopyId(1), committed: true });
+        s.feed(Input::ShutdownRequested);
+        s.expect(&[
+            "StartCopy(0)",
+            "StartCopy(1)",
+            "Commit(1)",
+            "Cancel(0)",
+            "Refuse(ShuttingDown)",
+            "Discard(0, ShuttingDown)",
+            "ShutdownComplete",
+            "ShutdownComplete",
+        ]);
+        assert!(s.manager.is_stopped());
+    }
+
+    #[test]
+    fn shutdown_with_nothing_in_flight_completes_at_once() {
+        let mut s = Script::new();
+        s.feed(Input::ShutdownRequested);
+        s.expect(&["ShutdownComplete"]);
+    }
+
+    #[test]
+    fn an_input_for_a_finished_copy_is_answered_with_a_stale_discard() {
+        let mut s = Script::new();
+        s.request("a", 4).feed(Input::SourceFailed { copy: CopyId(0) });
+        s.feed(Input::SourceRead { copy: CopyId(0), bytes: 4 });
+        s.expect(&["StartCopy(0)", "Discard(0, SourceFailed)", "Discard(0, Stale)"]);
+        assert_eq!(s.manager.counters().discarded_total(), 1);
+        assert_eq!(s.manager.counters().discarded(DiscardReason::Stale), 1);
+    }
+
+    #[test]
+    fn a_refused_commit_counts_as_a_writer_failure() {
+        let mut s = Script::new();
+        s.request("a", 4).copy(0, 4).feed(Input::SourceEnded { copy: CopyId(0) });
+        s.feed(Input::CommitFinished { copy: CopyId(0), committed: false });
+        assert_eq!(s.manager.counters().discarded(DiscardReason::WriterFailed), 1);
+        assert_eq!(s.manager.counters().committed, 0);
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_without_losing_a_change() {
+        let mut s = Script::new();
+        let seen = s.manager.generation(&key("a"));
+        s.feed(Input::MutationStarted { key: key("b"), kind: MutationKind::Write });
+        s.feed(Input::MutationEnded { key: key("b"), kind: MutationKind::Write });
+        assert!(s.manager.keys.is_empty());
+        assert!(s.manager.generation(&key("b")) > seen);
+    }
+}

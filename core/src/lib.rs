@@ -22,9 +22,12 @@ pub mod read;
 pub mod time;
 pub mod validators;
 
+pub use backfill::{CopyId, Generation};
+pub use cache_status::CacheStatus;
 pub use conditional::{Body, Part, RequestHeaders, ResponsePlan};
 pub use key::{Key, Namespace, ObjectKey};
 pub use object::ObjectMeta;
 pub use range::{OpenWindow, RangeLimits, Resolved, Window};
+pub use read::TierIdx;
 pub use time::Timestamp;
 pub use validators::EntityTag;
