@@ -375,3 +375,181 @@ fn precondition_failed() -> ResponsePlan {
         body: Body::None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Timestamp;
+
+    const LM: &str = "Sat, 29 Oct 1994 19:43:31 GMT";
+    const EARLIER: &str = "Fri, 28 Oct 1994 19:43:31 GMT";
+    const LATER: &str = "Sun, 30 Oct 1994 19:43:31 GMT";
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            size: 100,
+            etag: EntityTag::strong("v1").unwrap(),
+            last_modified: parse_http_date(LM).unwrap(),
+            headers: vec![("content-type".into(), "text/plain".into())],
+            expires: None,
+        }
+    }
+
+    #[track_caller]
+    fn check_pre(method: Method, fields: &[(&str, &str)], expect: Precondition) {
+        let field = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        let req = RequestHeaders {
+            method: &method,
+            if_match: field("if-match"),
+            if_none_match: field("if-none-match"),
+            if_modified_since: field("if-modified-since"),
+            if_unmodified_since: field("if-unmodified-since"),
+            range: None,
+            if_range: None,
+        };
+        assert_eq!(evaluate_preconditions(&req, &meta()), expect, "{method} {fields:?}");
+    }
+
+    #[test]
+    fn preconditions_are_evaluated_in_the_order_of_section_13_2_2() {
+        use Precondition::*;
+        check_pre(Method::GET, &[], Proceed);
+        check_pre(Method::GET, &[("if-match", "\"v1\"")], Proceed);
+        check_pre(Method::GET, &[("if-match", "\"v0\""), ("if-none-match", "\"v1\"")], Failed);
+        check_pre(
+            Method::GET,
+            &[("if-match", "\"v1\""), ("if-unmodified-since", EARLIER)],
+            Proceed,
+        );
+        check_pre(Method::GET, &[("if-unmodified-since", EARLIER)], Failed);
+        check_pre(Method::GET, &[("if-unmodified-since", LM)], Proceed);
+        check_pre(Method::GET, &[("if-none-match", "\"v1\"")], NotModified);
+        check_pre(Method::HEAD, &[("if-none-match", "*")], NotModified);
+        check_pre(Method::PUT, &[("if-none-match", "*")], Failed);
+        check_pre(
+            Method::GET,
+            &[("if-none-match", "\"v0\""), ("if-modified-since", LATER)],
+            Proceed,
+        );
+        check_pre(Method::GET, &[("if-modified-since", LM)], NotModified);
+        check_pre(Method::GET, &[("if-modified-since", EARLIER)], Proceed);
+        // If-Modified-Since means nothing to methods other than GET and HEAD (§13.1.3).
+        check_pre(Method::DELETE, &[("if-modified-since", LATER)], Proceed);
+        check_pre(
+            Method::GET,
+            &[("if-unmodified-since", EARLIER), ("if-modified-since", LM)],
+            Failed,
+        );
+    }
+
+    #[test]
+    fn dates_compare_at_one_second_resolution() {
+        let mut meta = meta();
+        meta.last_modified = Timestamp::from_millis(meta.last_modified.as_millis() + 999);
+        let method = Method::GET;
+        let req = RequestHeaders { if_modified_since: Some(LM), ..RequestHeaders::new(&method) };
+        assert_eq!(evaluate_preconditions(&req, &meta), Precondition::NotModified);
+        let req = RequestHeaders { if_unmodified_since: Some(LM), ..RequestHeaders::new(&method) };
+        assert_eq!(evaluate_preconditions(&req, &meta), Precondition::Proceed);
+    }
+
+    #[test]
+    fn if_range_holds_only_for_the_current_strong_tag() {
+        for (value, holds) in [
+            ("\"v1\"", true),
+            (" \"v1\" ", true),
+            ("W/\"v1\"", false),
+            ("\"v0\"", false),
+            ("\"v1\", \"v2\"", false),
+            (LM, false),
+            (EARLIER, false),
+            ("v1", false),
+            ("", false),
+        ] {
+            assert_eq!(if_range_holds(value, &meta()), holds, "If-Range: {value}");
+        }
+    }
+
+    #[test]
+    fn conditional_writes_follow_spec_section_3() {
+        let current = meta();
+        for (if_match, if_none_match, present, allowed) in [
+            (None, None, false, true),
+            (None, None, true, true),
+            (None, Some("*"), false, true),
+            (None, Some("*"), true, false),
+            (None, Some("W/\"v1\""), true, false),
+            (None, Some("\"v0\""), true, true),
+            (Some("\"v1\""), None, true, true),
+            (Some("\"v1\""), None, false, false),
+            (Some("W/\"v1\""), None, true, false),
+            (Some("\"v0\", \"v1\""), None, true, true),
+            (Some("*"), None, true, true),
+            (Some("*"), None, false, false),
+            (Some("garbage"), None, true, false),
+            (Some("\"v1\""), Some("*"), true, false),
+        ] {
+            let current = present.then_some(&current);
+            assert_eq!(
+                is_write_allowed(if_match, if_none_match, current),
+                allowed,
+                "If-Match {if_match:?}, If-None-Match {if_none_match:?}, present {present}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_boundary_is_a_valid_token_fixed_per_revision() {
+        let a = multipart_boundary(&meta());
+        assert_eq!(a, multipart_boundary(&meta()));
+        assert!(a.len() <= 70, "RFC 2046 §5.1.1 allows at most 70 characters");
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        let mut other = meta();
+        other.etag = EntityTag::strong("v2").unwrap();
+        assert_ne!(a, multipart_boundary(&other));
+    }
+
+    #[test]
+    fn a_full_plan_lists_generated_headers_then_stored_ones() {
+        let mut meta = meta();
+        meta.headers.push(("etag".into(), "\"forged\"".into()));
+        meta.headers.push(("x-bad".into(), "line\nbreak".into()));
+        meta.headers.push(("bad name".into(), "x".into()));
+        let method = Method::GET;
+        let plan = plan_response(&RequestHeaders::new(&method), &meta, &RangeLimits::default());
+        let names: Vec<&str> = plan.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["accept-ranges", "content-length", "etag", "last-modified", "content-type"]
+        );
+        assert_eq!(plan.header(&ETAG), Some("\"v1\""));
+        assert_eq!(plan.body, Body::Full);
+    }
+
+    #[test]
+    fn a_multipart_body_counts_every_delimiter_and_header() {
+        let method = Method::GET;
+        let req =
+            RequestHeaders { range: Some("bytes=0-9,990-999"), ..RequestHeaders::new(&method) };
+        let meta = ObjectMeta { size: 1000, ..meta() };
+        let plan = plan_response(&req, &meta, &RangeLimits::default());
+        let Body::Multipart { boundary, parts, closing } = &plan.body else {
+            panic!("two distant ranges are multipart: {plan:?}");
+        };
+        assert_eq!(
+            parts[0].head,
+            format!(
+                "--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-9/1000\r\n\r\n"
+            )
+        );
+        assert_eq!(
+            parts[1].head,
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: text/plain\r\nContent-Range: bytes 990-999/1000\r\n\r\n"
+            )
+        );
+        let expected_len = parts[0].head.len() + 10 + parts[1].head.len() + 10 + closing.len();
+        assert_eq!(plan.header(&CONTENT_LENGTH), Some(expected_len.to_string().as_str()));
+        assert_eq!(plan.body.len(1000), expected_len as u64);
+    }
+}
