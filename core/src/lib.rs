@@ -24,10 +24,10 @@ pub mod validators;
 
 pub use backfill::{CopyId, Generation};
 pub use cache_status::CacheStatus;
-pub use conditional::{Body, Part, RequestHeaders, ResponsePlan};
+pub use conditional::{Body, Part, Precondition, RequestHeaders, ResponsePlan, plan_response};
 pub use key::{Key, Namespace, ObjectKey};
 pub use object::ObjectMeta;
-pub use range::{OpenWindow, RangeLimits, Resolved, Window};
+pub use range::{OpenWindow, RangeLimits, RangeSpec, Resolved, Span, Window};
 pub use read::TierIdx;
 pub use time::Timestamp;
-pub use validators::EntityTag;
+pub use validators::{EntityTag, EtagList};
