@@ -39,3 +39,38 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(millis))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_and_milliseconds_convert_both_ways() {
+        for (millis, secs, truncated) in
+            [(0, 0, 0), (999, 0, 0), (1_000, 1, 1_000), (1_999, 1, 1_000)]
+        {
+            let at = Timestamp::from_millis(millis);
+            assert_eq!(at.as_millis(), millis);
+            assert_eq!(at.as_secs(), secs);
+            assert_eq!(at.truncated_to_secs(), Timestamp::from_millis(truncated));
+        }
+        assert_eq!(Timestamp::from_secs(2).as_millis(), 2_000);
+    }
+
+    #[test]
+    fn arithmetic_saturates_at_the_end_of_time() {
+        assert_eq!(Timestamp::from_secs(u64::MAX).as_millis(), u64::MAX);
+        assert_eq!(
+            Timestamp::from_millis(u64::MAX - 1).saturating_add_millis(5).as_millis(),
+            u64::MAX
+        );
+        assert_eq!(Timestamp::from_millis(1).saturating_add_millis(5), Timestamp::from_millis(6));
+    }
+
+    #[test]
+    fn timestamps_serialize_as_plain_milliseconds() {
+        let at = Timestamp::from_millis(1_700_000_000_123);
+        assert_eq!(serde_json::to_string(&at).unwrap(), "1700000000123");
+        assert_eq!(serde_json::from_str::<Timestamp>("1700000000123").unwrap(), at);
+    }
+}
