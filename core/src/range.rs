@@ -88,13 +88,13 @@ impl RangeSpec {
 /// What a Range header selects from an object of a known size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resolved {
-    /// The whole object with 200: no Range, or a Range ignored because it asked for more than
-    /// [`RangeLimits::max_ranges`] ranges.
+    /// The whole object with 200: no Range, a Range ignored because it asked for more than
+    /// [`RangeLimits::max_ranges`] ranges, or a non-zero suffix of a zero-byte object.
     Full,
     /// One or more non-overlapping windows: in the order the request named them, or in
     /// ascending order when some of them were coalesced.
     Partial(Vec<Window>),
-    /// No range overlaps the object (always the case for a zero-byte object): 416.
+    /// No range overlaps the object: 416.
     Unsatisfiable,
 }
 
@@ -193,7 +193,10 @@ pub fn parse_range(value: &str) -> Option<Vec<RangeSpec>> {
 /// Resolves parsed range-specs against an object of `size` bytes (RFC 9110 §14.1.2, §14.2).
 ///
 /// * no specs, or more than `limits.max_ranges` of them → [`Resolved::Full`];
-/// * a zero-byte object, or no spec overlapping the object → [`Resolved::Unsatisfiable`];
+/// * a zero-byte object → [`Resolved::Full`] if a suffix-range with a non-zero length is among
+///   the specs (satisfiable, but with nothing a 206 could describe), else
+///   [`Resolved::Unsatisfiable`];
+/// * no spec overlapping the object → [`Resolved::Unsatisfiable`];
 /// * otherwise the satisfiable windows (ends clamped to the size, unsatisfiable specs dropped),
 ///   kept in request order unless two of them overlap or lie at most `limits.coalesce_gap`
 ///   bytes apart, in which case all are merged and returned in ascending order.
@@ -202,8 +205,13 @@ pub fn resolve(specs: &[RangeSpec], size: u64, limits: &RangeLimits) -> Resolved
         return Resolved::Full;
     }
     if size == 0 {
-        // SPEC §1: no range of a zero-byte object is satisfiable, `bytes=0-` included.
-        return Resolved::Unsatisfiable;
+        // RFC 9110 §14.1.2: "When a selected representation has zero length, the only
+        // satisfiable form of range-spec in a GET request is a suffix-range with a non-zero
+        // suffix-length", yet no Content-Range can describe the nothing it selects; §14.2 lets
+        // a server ignore a Range when the representation has no content, so that case is a
+        // 200 with the empty object. Every other spec (`bytes=0-` included, SPEC §1) is 416.
+        let any_suffix = specs.iter().any(|spec| matches!(spec, RangeSpec::Suffix(n) if *n > 0));
+        return if any_suffix { Resolved::Full } else { Resolved::Unsatisfiable };
     }
     let windows: Vec<Window> = specs
         .iter()
@@ -344,9 +352,12 @@ mod tests {
     }
 
     #[test]
-    fn every_range_of_a_zero_byte_object_is_unsatisfiable() {
-        for range in ["bytes=0-", "bytes=0-0", "bytes=-1", "bytes=-0"] {
+    fn a_zero_byte_object_satisfies_only_a_non_zero_suffix_and_sends_it_whole() {
+        for range in ["bytes=0-", "bytes=0-0", "bytes=-0", "bytes=5-,-0"] {
             check(range, 0, "416");
+        }
+        for range in ["bytes=-1", "bytes=0-,-5"] {
+            check(range, 0, "full");
         }
     }
 
