@@ -136,11 +136,13 @@ impl Body {
 /// Preconditions first ([`evaluate_preconditions`]): 412 carries only `Content-Length: 0`;
 /// 304 carries ETag, Last-Modified and the stored Cache-Control and Expires (§15.4.5), no
 /// body. Then, for GET only, the Range, honoured when `If-Range` is absent or
-/// [`if_range_holds`]; an invalid Range, a failed If-Range or too many ranges give the full
-/// object. Every 200, 206 and 416 carries `Accept-Ranges: bytes`; 200 and 206 carry
-/// Content-Length, ETag, Last-Modified and the stored headers, except that a 206 answering a
-/// holding If-Range sends of the stored headers only Cache-Control and Expires (§15.3.7: the
-/// client already has the others). A 416 carries `Content-Range: bytes */SIZE` and no body.
+/// [`if_range_holds`]; an invalid Range, a failed If-Range, too many ranges or a suffix of a
+/// zero-byte object give the full object ([`crate::range::resolve`]).
+///
+/// Every 200, 206 and 416 carries `Accept-Ranges: bytes`; 200 and 206 carry Content-Length,
+/// ETag, Last-Modified and the stored headers, except that a 206 answering a holding If-Range
+/// sends of the stored headers only Cache-Control and Expires (§15.3.7: the client already has
+/// the others). A 416 carries `Content-Range: bytes */SIZE`, `Content-Length: 0` and no body.
 ///
 /// HEAD plans exactly as GET without the Range and without a body. Other methods plan as HEAD
 /// (their preconditions are what matters; `If-None-Match` then fails with 412).
