@@ -1,0 +1,1380 @@
+//! Deterministic simulation of the tiered read and the backfill manager (SPEC §4).
+//!
+//! The real [`read::Machine`]s and one real [`backfill::Manager`] are driven by a simulated
+//! host: a seeded RNG picks, step by step, which of many concurrent actors moves next (reads
+//! of several keys over 2–3 tiers, copies, writes, deletes, invalidations, another server
+//! changing the shared tier behind our back, shutdown). The host keeps a small model of what
+//! every tier holds (version numbers) and checks after every step:
+//!
+//! * no fragment is ever committed as a whole object: a commit carries exactly the bytes of
+//!   one whole version;
+//! * no stale generation is committed over a newer write: no write, delete or invalidate of the
+//!   key started between the read that fed a copy and the copy's commit decision, and none
+//!   touched a tier before the commit landed;
+//! * at most one copy per key can still commit, and the manager's count of copies in flight
+//!   equals the host's;
+//! * nothing starts or commits after shutdown, `ShutdownComplete` comes once every copy is over
+//!   and a shutdown always completes;
+//! * a full read from tier i > 0 that reached EOF with its copy started, every byte written and
+//!   no competing write leaves tier 0 holding exactly that version;
+//! * every served plan's Content-Range, Content-Length and ETag match the version whose bytes
+//!   are sent, no expired version is served, and If-Match / If-Range are honoured;
+//! * every discard has a cause the host can see.
+//!
+//! No threads, no clock: time is a step counter. `cargo test` runs a fixed budget; set
+//! `RANGECACHE_SIM_SEED` (first seed), `RANGECACHE_SIM_STEPS` (total steps) or
+//! `RANGECACHE_SIM_LONG=1` (what `cargo xtask sim` sets) to run longer. A failure prints the
+//! seed, the step and the last events, and the command that replays it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use http::{Method, StatusCode};
+use rangecache_core::backfill::{self, CopyId, DiscardReason, Generation, MutationKind};
+use rangecache_core::range::{OpenWindow, RangeLimits, Span};
+use rangecache_core::read::{self, TierIdx};
+use rangecache_core::validators::EtagList;
+use rangecache_core::{Body, EntityTag, Key, Namespace, ObjectKey, ObjectMeta, Timestamp};
+
+/// Steps of one seed; long enough for shutdown to meet copies in every state.
+const STEPS_PER_SEED: u64 = 4_000;
+/// Total steps of a plain `cargo test` run (debug build, well under the 30 s budget).
+const DEFAULT_STEPS: u64 = 600_000;
+/// Total steps when `RANGECACHE_SIM_LONG=1`.
+const LONG_STEPS: u64 = 20_000_000;
+/// Most steps a drain after shutdown may take before it counts as a livelock.
+const DRAIN_BOUND: u64 = 200_000;
+const N_KEYS: usize = 4;
+const MAX_READS: usize = 8;
+const MAX_MUTATIONS: usize = 3;
+const BACKLOG_BOUND: u64 = 128;
+const MAX_IN_FLIGHT: usize = 2;
+
+#[test]
+fn simulation_holds_every_invariant() {
+    let (first_seed, total_steps) = budget();
+    let mut seed = first_seed;
+    let mut done = 0;
+    let mut n_seeds = 0;
+    let mut totals = Totals::default();
+    while done < total_steps {
+        let steps = STEPS_PER_SEED.min(total_steps - done);
+        let sim = Sim::run(seed, steps);
+        totals.add(&sim);
+        done += steps;
+        n_seeds += 1;
+        seed += 1;
+    }
+    eprintln!(
+        "sim: {done} steps over {n_seeds} seeds from seed {first_seed}: {} reads served, \
+         {} copies started, {} committed, {} discarded, {} cancelled, {} deduped, {} skipped, \
+         {} mutations, {} shutdown drain steps",
+        totals.served,
+        totals.started,
+        totals.committed,
+        totals.discarded,
+        totals.cancelled,
+        totals.deduped,
+        totals.skipped,
+        totals.mutations,
+        totals.drain_steps,
+    );
+    eprintln!(
+        "sim: {} multipart, {} passed over, {} from deeper tiers, {} teed commits, \
+         {} mutations waited for a commit",
+        totals.multipart,
+        totals.not_definitive,
+        totals.served_from_deeper,
+        totals.tee_commits,
+        totals.waited
+    );
+    eprintln!("sim: discarded by reason {:?}", totals.discarded_by);
+    eprintln!("sim: refused by reason {:?}", totals.refused_by);
+    // The budget must exercise what the invariants are about, or it proves nothing.
+    if total_steps >= 50_000 {
+        assert!(totals.committed > 0, "no copy ever committed");
+        assert!(totals.cancelled > 0, "no copy was ever cancelled");
+        assert!(totals.lagging > 0, "no copy ever lagged");
+        assert!(totals.deduped > 0, "no copy was ever deduplicated");
+        assert!(totals.served_from_deeper > 0, "no read was served from a deeper tier");
+        assert!(totals.multipart > 0, "no multipart response");
+        assert!(totals.not_definitive > 0, "no tier was ever passed over for its validators");
+        assert!(totals.tee_commits > 0, "no teed full read ever filled tier 0");
+        assert!(totals.waited > 0, "no mutation ever waited for a commit");
+    }
+}
+
+/// (first seed, total steps) from the environment, or the fixed default budget.
+#[allow(clippy::disallowed_methods, reason = "the test's own budget is configuration")]
+fn budget() -> (u64, u64) {
+    let number = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            v.replace('_', "")
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
+    };
+    let long = std::env::var("RANGECACHE_SIM_LONG").is_ok_and(|v| v == "1");
+    let default = if long { LONG_STEPS } else { DEFAULT_STEPS };
+    (number("RANGECACHE_SIM_SEED").unwrap_or(0), number("RANGECACHE_SIM_STEPS").unwrap_or(default))
+}
+
+#[derive(Default)]
+struct Totals {
+    started: u64,
+    deduped: u64,
+    committed: u64,
+    cancelled: u64,
+    skipped: u64,
+    discarded: u64,
+    lagging: u64,
+    discarded_by: Vec<(DiscardReason, u64)>,
+    refused_by: BTreeMap<String, u64>,
+    served: u64,
+    served_from_deeper: u64,
+    multipart: u64,
+    not_definitive: u64,
+    mutations: u64,
+    drain_steps: u64,
+    waited: u64,
+    tee_commits: u64,
+}
+
+impl Totals {
+    fn add(&mut self, sim: &Sim) {
+        let c = sim.manager.counters();
+        self.started += c.started;
+        self.deduped += c.deduped;
+        self.committed += c.committed;
+        self.cancelled += c.cancelled;
+        self.skipped += c.skipped;
+        self.discarded += c.discarded_total();
+        self.lagging += c.discarded(DiscardReason::Lagging);
+        for why in DiscardReason::ALL {
+            match self.discarded_by.iter_mut().find(|(w, _)| *w == why) {
+                Some((_, n)) => *n += c.discarded(why),
+                None => self.discarded_by.push((why, c.discarded(why))),
+            }
+        }
+        for (why, n) in &sim.stats.refused {
+            *self.refused_by.entry(why.clone()).or_default() += n;
+        }
+        self.served += sim.stats.served;
+        self.served_from_deeper += sim.stats.served_from_deeper;
+        self.multipart += sim.stats.multipart;
+        self.not_definitive += sim.stats.not_definitive;
+        self.mutations += sim.stats.mutations;
+        self.drain_steps += sim.stats.drain_steps;
+        self.waited += sim.stats.waited;
+        self.tee_commits += sim.stats.tee_commits;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model of the tiers.
+
+/// One revision of an object, as the model knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Version {
+    id: u64,
+    size: u64,
+    /// Step at which it expires, if it does.
+    expires: Option<u64>,
+}
+
+impl Version {
+    fn etag(self) -> EntityTag {
+        EntityTag::strong(format!("v{}", self.id)).expect("digits are etagc")
+    }
+
+    fn meta(self) -> ObjectMeta {
+        ObjectMeta {
+            size: self.size,
+            etag: self.etag(),
+            last_modified: Timestamp::from_secs(1_700_000_000 + self.id),
+            headers: Vec::new(),
+            expires: self.expires.map(clock),
+        }
+    }
+
+    fn is_expired(self, step: u64) -> bool {
+        self.expires.is_some_and(|at| step >= at)
+    }
+}
+
+/// The virtual clock: one second per step.
+fn clock(step: u64) -> Timestamp {
+    Timestamp::from_secs(1_800_000_000 + step)
+}
+
+fn object_key(idx: usize) -> ObjectKey {
+    ObjectKey {
+        namespace: Namespace::parse("sim").expect("valid namespace"),
+        key: Key::from_segment(&format!("key-{idx}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Actors.
+
+/// A body the host holds: the window of one version opened from one tier.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    tier: TierIdx,
+    version: Version,
+    window: OpenWindow,
+}
+
+/// Bytes being sent to the client.
+#[derive(Debug)]
+struct Streaming {
+    remaining: u64,
+    /// `Some(index)` while a multipart part is being sent.
+    part: Option<usize>,
+}
+
+struct ReadActor {
+    key: usize,
+    request: read::Request,
+    machine: read::Machine,
+    pending: VecDeque<read::Output>,
+    held: Option<Held>,
+    /// What `Serve` promised: the version, the plan's body.
+    served: Option<(Version, Body)>,
+    streaming: Option<Streaming>,
+    tee: Option<CopyId>,
+    seen: Generation,
+    marks: Marks,
+    finished: bool,
+    abandoned: bool,
+}
+
+/// What the model knew of a key's mutations when a read began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Marks {
+    started: u64,
+    ended: u64,
+    applied: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CopyPhase {
+    Running,
+    Cancelled,
+    Committing,
+}
+
+#[derive(Clone, Copy)]
+struct CopyActor {
+    key: usize,
+    version: Version,
+    from: TierIdx,
+    mode: backfill::Mode,
+    /// Background copies: whether the pinned source was opened.
+    opened: bool,
+    read: u64,
+    written: u64,
+    source_ended: bool,
+    /// For a tee, the window the client's body covers (must be the whole object).
+    tee_window: Option<OpenWindow>,
+    marks: Marks,
+    phase: CopyPhase,
+    /// Events the host reported that justify a discard.
+    client_closed: bool,
+    source_failed: bool,
+    writer_failed: bool,
+}
+
+struct MutationActor {
+    key: usize,
+    kind: MutationKind,
+    version: Version,
+    /// Tiers still to change, once allowed to proceed.
+    todo: Option<Vec<usize>>,
+}
+
+struct Stats {
+    refused: BTreeMap<String, u64>,
+    /// Mutations that had to wait for a commit under way.
+    waited: u64,
+    /// Teed full reads whose commit left tier 0 holding their version.
+    tee_commits: u64,
+    served: u64,
+    served_from_deeper: u64,
+    multipart: u64,
+    not_definitive: u64,
+    mutations: u64,
+    drain_steps: u64,
+}
+
+struct Sim {
+    seed: u64,
+    rng: fastrand::Rng,
+    step: u64,
+    n_tiers: usize,
+    names: Vec<String>,
+    /// `tiers[t][k]`: the version tier `t` holds of key `k`.
+    tiers: Vec<Vec<Option<Version>>>,
+    next_version: u64,
+    marks: Vec<Marks>,
+    manager: backfill::Manager,
+    reads: Vec<ReadActor>,
+    copies: BTreeMap<CopyId, CopyActor>,
+    mutations: Vec<MutationActor>,
+    /// Copies that finished, for late reports.
+    finished: Vec<CopyId>,
+    shutdown_requested: bool,
+    shutdown_complete: bool,
+    log: VecDeque<String>,
+    stats: Stats,
+}
+
+impl Sim {
+    fn run(seed: u64, steps: u64) -> Sim {
+        let mut sim = Sim::new(seed);
+        let shutdown_at = if sim.rng.bool() { sim.rng.u64(steps / 2..steps.max(2)) } else { steps };
+        while sim.step < steps {
+            sim.step += 1;
+            if sim.step == shutdown_at {
+                sim.request_shutdown();
+            } else {
+                sim.random_step(true);
+            }
+            sim.check_invariants();
+        }
+        sim.drain();
+        sim
+    }
+
+    fn new(seed: u64) -> Sim {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let n_tiers = rng.usize(2..=3);
+        let names = ["memory", "disk", "s3"][..n_tiers].iter().map(|s| s.to_string()).collect();
+        let mut sim = Sim {
+            seed,
+            rng,
+            step: 0,
+            n_tiers,
+            names,
+            tiers: vec![vec![None; N_KEYS]; n_tiers],
+            next_version: 1,
+            marks: vec![Marks { started: 0, ended: 0, applied: 0 }; N_KEYS],
+            manager: backfill::Manager::new(backfill::Config {
+                max_in_flight: MAX_IN_FLIGHT,
+                max_backlog_bytes: BACKLOG_BOUND,
+            }),
+            reads: Vec::new(),
+            copies: BTreeMap::new(),
+            mutations: Vec::new(),
+            finished: Vec::new(),
+            shutdown_requested: false,
+            shutdown_complete: false,
+            log: VecDeque::new(),
+            stats: Stats {
+                refused: BTreeMap::new(),
+                waited: 0,
+                tee_commits: 0,
+                served: 0,
+                served_from_deeper: 0,
+                multipart: 0,
+                not_definitive: 0,
+                mutations: 0,
+                drain_steps: 0,
+            },
+        };
+        // Start with keys held by the deeper tiers only, some everywhere, some nowhere.
+        for key in 0..N_KEYS {
+            let version = sim.new_version();
+            let lowest = sim.rng.usize(0..=n_tiers);
+            for tier in lowest..n_tiers {
+                sim.tiers[tier][key] = Some(version);
+            }
+        }
+        sim
+    }
+
+    fn new_version(&mut self) -> Version {
+        let id = self.next_version;
+        self.next_version += 1;
+        // Sizes around the coalescing gap of multi-range plans (80) and the backlog bound, so
+        // that multipart bodies and lagging copies both happen; some objects are empty.
+        let size = match self.rng.u8(0..10) {
+            0 => 0,
+            1..=5 => self.rng.u64(1..120),
+            _ => self.rng.u64(120..400),
+        };
+        let expires = self.rng.u8(0..10).eq(&0).then(|| self.step + self.rng.u64(20..400));
+        Version { id, size, expires }
+    }
+
+    fn note(&mut self, event: String) {
+        if self.log.len() == 80 {
+            self.log.pop_front();
+        }
+        self.log.push_back(format!("[{}] {event}", self.step));
+    }
+
+    #[track_caller]
+    fn fail(&self, what: &str) -> ! {
+        let log: Vec<&str> = self.log.iter().map(String::as_str).collect();
+        panic!(
+            "simulation invariant broken: {what}\nseed {} step {} ({} tiers)\nlast events:\n  {}\n\
+             replay: RANGECACHE_SIM_SEED={} RANGECACHE_SIM_STEPS={} cargo test -p rangecache-core \
+             --test sim",
+            self.seed,
+            self.step,
+            self.n_tiers,
+            log.join("\n  "),
+            self.seed,
+            STEPS_PER_SEED,
+        )
+    }
+
+    /// One random move; `new_work` allows new reads and mutations.
+    fn random_step(&mut self, new_work: bool) {
+        let roll = self.rng.u32(0..100);
+        match roll {
+            0..=11 if new_work && self.reads.len() < MAX_READS => self.start_read(),
+            12 if new_work && self.mutations.len() < MAX_MUTATIONS => self.start_mutation(),
+            13 if new_work => self.drift(),
+            14..=21 if !self.mutations.is_empty() => {
+                let idx = self.rng.usize(0..self.mutations.len());
+                self.advance_mutation(idx);
+            }
+            22..=55 if !self.copies.is_empty() => {
+                let ids: Vec<CopyId> = self.copies.keys().copied().collect();
+                let copy = ids[self.rng.usize(0..ids.len())];
+                self.advance_copy(copy);
+            }
+            56 => self.report_stale(),
+            _ if !self.reads.is_empty() => {
+                let idx = self.rng.usize(0..self.reads.len());
+                self.advance_read(idx);
+            }
+            _ => {}
+        }
+    }
+
+    fn request_shutdown(&mut self) {
+        self.note("shutdown requested".into());
+        self.shutdown_requested = true;
+        self.manager.handle_input(backfill::Input::ShutdownRequested);
+        self.dispatch_manager();
+    }
+
+    /// After the last step: shut down if not yet, then let every actor finish.
+    fn drain(&mut self) {
+        if !self.shutdown_requested {
+            self.step += 1;
+            self.request_shutdown();
+            self.check_invariants();
+        }
+        let mut n = 0;
+        while !self.reads.is_empty() || !self.copies.is_empty() || !self.mutations.is_empty() {
+            n += 1;
+            if n > DRAIN_BOUND {
+                self.fail("the drain after shutdown did not finish");
+            }
+            self.step += 1;
+            self.random_step(false);
+            self.check_invariants();
+        }
+        self.stats.drain_steps += n;
+        if !self.shutdown_complete {
+            self.fail("every copy finished but ShutdownComplete never came");
+        }
+        // Asking again answers again, and nothing else.
+        self.manager.handle_input(backfill::Input::ShutdownRequested);
+        match (self.manager.poll_output(), self.manager.poll_output()) {
+            (Some(backfill::Output::ShutdownComplete), None) => {}
+            other => self.fail(&format!("a repeated shutdown answered {other:?}")),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reads.
+
+    fn start_read(&mut self) {
+        let key = self.rng.usize(0..N_KEYS);
+        let request = self.random_request(key);
+        self.note(format!("read k{key} start: {}", show_request(&request)));
+        let seen = self.manager.generation(&object_key(key));
+        let mut machine = read::Machine::new(request.clone(), &self.names, RangeLimits::default());
+        let mut pending = VecDeque::new();
+        while let Some(output) = machine.poll_output() {
+            pending.push_back(output);
+        }
+        self.reads.push(ReadActor {
+            key,
+            request,
+            machine,
+            pending,
+            held: None,
+            served: None,
+            streaming: None,
+            tee: None,
+            seen,
+            marks: self.marks[key],
+            finished: false,
+            abandoned: false,
+        });
+    }
+
+    fn random_request(&mut self, key: usize) -> read::Request {
+        let now = clock(self.step);
+        let mut request = read::Request::new(Method::GET, now);
+        let size_hint = self.current_size_hint(key);
+        let some_etag = |sim: &mut Sim| {
+            // Mostly a version some tier holds, sometimes one no tier has.
+            let held: Vec<u64> =
+                (0..sim.n_tiers).filter_map(|t| sim.tiers[t][key]).map(|v| v.id).collect();
+            let id = if !held.is_empty() && sim.rng.u8(0..4) != 0 {
+                held[sim.rng.usize(0..held.len())]
+            } else {
+                sim.rng.u64(1..sim.next_version + 1)
+            };
+            format!("\"v{id}\"")
+        };
+        match self.rng.u8(0..20) {
+            0..=6 => {}
+            7..=11 => request.range = Some(self.random_range(size_hint)),
+            12 => {
+                let a = self.rng.u64(0..size_hint.max(1));
+                let b = a + 90 + self.rng.u64(0..100);
+                request.range =
+                    Some(format!("bytes={}-{},{}-{}", a, a + self.rng.u64(0..20), b, b + 5));
+            }
+            13..=14 => {
+                request.range = Some(self.random_range(size_hint));
+                request.if_range = Some(some_etag(self));
+            }
+            15 => request.if_match = Some(some_etag(self)),
+            16 => {
+                request.if_match = Some(some_etag(self));
+                request.range = Some(self.random_range(size_hint));
+            }
+            17 => request.if_none_match = Some(some_etag(self)),
+            18 => request.method = Method::HEAD,
+            _ => {
+                request.range =
+                    Some(format!("bytes=0-{},{}-", self.rng.u64(0..40), self.rng.u64(100..300)));
+                request.if_range = Some(some_etag(self));
+            }
+        }
+        request
+    }
+
+    fn current_size_hint(&self, key: usize) -> u64 {
+        (0..self.n_tiers).filter_map(|t| self.tiers[t][key]).map(|v| v.size).max().unwrap_or(100)
+    }
+
+    fn random_range(&mut self, size: u64) -> String {
+        let size = size.max(1);
+        match self.rng.u8(0..4) {
+            0 => format!("bytes={}-", self.rng.u64(0..size + 10)),
+            1 => format!("bytes=-{}", self.rng.u64(0..size + 10)),
+            _ => {
+                let a = self.rng.u64(0..size + 5);
+                format!("bytes={}-{}", a, a + self.rng.u64(0..size))
+            }
+        }
+    }
+
+    fn advance_read(&mut self, idx: usize) {
+        if let Some(output) = self.reads[idx].pending.pop_front() {
+            self.carry_out_read(idx, output);
+        } else if self.reads[idx].streaming.is_some() {
+            self.stream_chunk(idx);
+        } else if self.reads[idx].machine.is_done() || self.reads[idx].finished {
+            self.finish_read(idx);
+        } else {
+            self.fail("a read waits for nothing: the machine asked for nothing and is not done");
+        }
+    }
+
+    fn feed_read(&mut self, idx: usize, input: read::Input) {
+        let actor = &mut self.reads[idx];
+        actor.machine.handle_input(input);
+        while let Some(output) = actor.machine.poll_output() {
+            actor.pending.push_back(output);
+        }
+    }
+
+    fn carry_out_read(&mut self, idx: usize, output: read::Output) {
+        let key = self.reads[idx].key;
+        match output {
+            read::Output::OpenTier { tier, span, conditions } => {
+                self.reads[idx].held = None;
+                let input = self.open_tier(idx, tier, span, &conditions);
+                self.note(format!(
+                    "read k{key} open {} {span:?} {:?} -> {}",
+                    tier.get(),
+                    conditions.if_match,
+                    show_input(&input)
+                ));
+                self.feed_read(idx, input);
+            }
+            read::Output::RequestCopy { from, meta, mode } => {
+                if from.get() == 0 {
+                    self.fail("a copy from tier 0 into tier 0 was requested");
+                }
+                let seen = self.reads[idx].seen;
+                self.manager.handle_input(backfill::Input::CopyRequested {
+                    key: object_key(key),
+                    seen,
+                    from,
+                    meta: meta.clone(),
+                    mode,
+                });
+                let answer = self.manager.poll_output();
+                let input = match answer {
+                    Some(backfill::Output::StartCopy {
+                        copy,
+                        key: k,
+                        from: f,
+                        meta: m,
+                        mode: md,
+                    }) => {
+                        if k != object_key(key) || f != from || m != meta || md != mode {
+                            self.fail("StartCopy does not echo the request");
+                        }
+                        self.start_copy(idx, copy, from, &meta, mode);
+                        read::Input::CopyStarted
+                    }
+                    Some(backfill::Output::Refuse { key: k, why }) => {
+                        if k != object_key(key) {
+                            self.fail("Refuse names another key");
+                        }
+                        self.note(format!("read k{key} copy refused: {why:?}"));
+                        let label =
+                            format!("{why:?}").split([' ', '{']).next().unwrap_or("").to_owned();
+                        *self.stats.refused.entry(label).or_default() += 1;
+                        read::Input::CopyRefused { why }
+                    }
+                    other => self.fail(&format!("a copy request was answered with {other:?}")),
+                };
+                self.dispatch_manager();
+                self.feed_read(idx, input);
+            }
+            read::Output::Serve { plan, source, cache_status } => {
+                self.note(format!(
+                    "read k{key} serve {} {source:?} [{cache_status}]",
+                    plan.status.as_u16()
+                ));
+                self.check_served(idx, &plan, source, &cache_status.to_string());
+                self.stats.served += 1;
+                match source {
+                    read::Source::Nothing => {
+                        self.reads[idx].held = None;
+                        self.reads[idx].finished = true;
+                    }
+                    read::Source::Opened { tier } => {
+                        if tier.get() > 0 {
+                            self.stats.served_from_deeper += 1;
+                        }
+                        let held = self.reads[idx].held.expect("checked by check_served");
+                        self.reads[idx].served = Some((held.version, plan.body.clone()));
+                        self.reads[idx].streaming = Some(Streaming {
+                            remaining: held.window.len(held.version.size),
+                            part: None,
+                        });
+                    }
+                    read::Source::Parts { tier } => {
+                        if tier.get() > 0 {
+                            self.stats.served_from_deeper += 1;
+                        }
+                        self.stats.multipart += 1;
+                        let held = self.reads[idx].held.expect("checked by check_served");
+                        self.reads[idx].served = Some((held.version, plan.body.clone()));
+                    }
+                }
+            }
+            read::Output::SendPart { index } => {
+                let Some((version, Body::Multipart { parts, .. })) = self.reads[idx].served.clone()
+                else {
+                    self.fail("SendPart without a multipart Serve");
+                };
+                let Some(held) = self.reads[idx].held else {
+                    self.fail("SendPart with no body held");
+                };
+                let window = parts[index].window;
+                if held.version != version
+                    || held.window.bounds(version.size) != (window.start()..window.end())
+                {
+                    self.fail(&format!(
+                        "part {index} would send {held:?}, not {window:?} of {version:?}"
+                    ));
+                }
+                self.reads[idx].streaming =
+                    Some(Streaming { remaining: window.len(), part: Some(index) });
+            }
+            read::Output::Abort { why } => {
+                self.note(format!("read k{key} abort {why:?}"));
+                self.end_tee(idx, TeeEnd::SourceFailed);
+                self.reads[idx].streaming = None;
+                self.reads[idx].finished = true;
+            }
+            read::Output::DropBody { tier } => {
+                if self.reads[idx].held.is_some_and(|h| h.tier == tier) {
+                    self.reads[idx].held = None;
+                }
+            }
+        }
+    }
+
+    /// The model tier's answer to an open, as the host would report it.
+    fn open_tier(
+        &mut self,
+        idx: usize,
+        tier: TierIdx,
+        span: Span,
+        conditions: &read::Conditions,
+    ) -> read::Input {
+        let key = self.reads[idx].key;
+        if self.rng.u8(0..25) == 0 {
+            return read::Input::TierFailed { tier };
+        }
+        let Some(version) = self.tiers[tier.get()][key] else {
+            return read::Input::TierMissed { tier };
+        };
+        // A tier normally hides an expired copy; one in ten lets it through for the core to catch.
+        if version.is_expired(self.step) && self.rng.u8(0..10) != 0 {
+            return read::Input::TierMissed { tier };
+        }
+        let meta = version.meta();
+        // Some backends ignore conditional requests: the core must not trust the tier's verdict.
+        if self.rng.u8(0..8) != 0 {
+            if let Some(if_match) = &conditions.if_match
+                && !EtagList::parse(if_match).is_some_and(|list| list.matches_strong(&meta.etag))
+            {
+                return read::Input::TierOpened { tier, meta, window: None };
+            }
+            if let Some(inm) = &conditions.if_none_match
+                && EtagList::parse(inm).is_some_and(|list| list.matches_weak(&meta.etag))
+            {
+                return read::Input::TierOpened { tier, meta, window: None };
+            }
+        }
+        let window = span.resolve(version.size);
+        if let Some(window) = window {
+            self.reads[idx].held = Some(Held { tier, version, window });
+        }
+        read::Input::TierOpened { tier, meta, window }
+    }
+
+    fn stream_chunk(&mut self, idx: usize) {
+        let key = self.reads[idx].key;
+        match self.rng.u8(0..60) {
+            0 => {
+                self.note(format!("read k{key} client closed"));
+                self.end_tee(idx, TeeEnd::ClientClosed);
+                self.reads[idx].streaming = None;
+                self.reads[idx].finished = true;
+                self.reads[idx].abandoned = true;
+                self.reads[idx].pending.clear();
+                return;
+            }
+            1 => {
+                self.note(format!("read k{key} source failed mid-stream"));
+                self.end_tee(idx, TeeEnd::SourceFailed);
+                self.reads[idx].streaming = None;
+                self.reads[idx].finished = true;
+                self.reads[idx].abandoned = true;
+                self.reads[idx].pending.clear();
+                return;
+            }
+            _ => {}
+        }
+        let streaming = self.reads[idx].streaming.as_mut().expect("caller checked");
+        let n = streaming.remaining.min(self.rng.u64(1..=48));
+        streaming.remaining -= n;
+        let (remaining, part) = (streaming.remaining, streaming.part);
+        if let Some(copy) = self.reads[idx].tee
+            && n > 0
+        {
+            self.copies.get_mut(&copy).expect("a teed copy exists while attached").read += n;
+            self.manager.handle_input(backfill::Input::SourceRead { copy, bytes: n });
+            self.dispatch_manager();
+        }
+        if remaining > 0 {
+            return;
+        }
+        self.reads[idx].streaming = None;
+        match part {
+            Some(index) => self.feed_read(idx, read::Input::PartSent { index }),
+            None => {
+                self.note(format!("read k{key} reached EOF"));
+                self.end_tee(idx, TeeEnd::Eof);
+                self.reads[idx].finished = true;
+            }
+        }
+    }
+
+    fn end_tee(&mut self, idx: usize, end: TeeEnd) {
+        let Some(copy) = self.reads[idx].tee.take() else { return };
+        let actor = self.copies.get_mut(&copy).expect("a teed copy exists while attached");
+        let input = match end {
+            TeeEnd::Eof => {
+                actor.source_ended = true;
+                backfill::Input::SourceEnded { copy }
+            }
+            TeeEnd::ClientClosed => {
+                actor.client_closed = true;
+                backfill::Input::ClientClosed { copy }
+            }
+            TeeEnd::SourceFailed => {
+                actor.source_failed = true;
+                backfill::Input::SourceFailed { copy }
+            }
+        };
+        self.manager.handle_input(input);
+        self.dispatch_manager();
+        if let TeeEnd::Eof = end {
+            self.expect_commit_if_complete(copy);
+        }
+    }
+
+    fn finish_read(&mut self, idx: usize) {
+        let actor = self.reads.swap_remove(idx);
+        if actor.tee.is_some() {
+            self.fail("a read finished with its tee still attached");
+        }
+        // A response cut short (client gone, source failed) drops its machine mid-way.
+        if !actor.abandoned && !actor.machine.is_done() {
+            self.fail("a read finished while its machine still wanted something");
+        }
+    }
+
+    /// The checks every served plan must pass.
+    fn check_served(
+        &mut self,
+        idx: usize,
+        plan: &rangecache_core::ResponsePlan,
+        source: read::Source,
+        cache_status: &str,
+    ) {
+        let actor = &self.reads[idx];
+        let request = &actor.request;
+        let header = |name: &str| {
+            plan.header(&http::HeaderName::from_bytes(name.as_bytes()).expect("valid"))
+        };
+        if cache_status.is_empty() {
+            self.fail("a response without Cache-Status members");
+        }
+        let tier = match source {
+            read::Source::Nothing => {
+                if !matches!(plan.body, Body::None) {
+                    self.fail("a plan with a body served from nothing");
+                }
+                return;
+            }
+            read::Source::Opened { tier } | read::Source::Parts { tier } => tier,
+        };
+        let Some(held) = actor.held else {
+            self.fail("a body served while none is held");
+        };
+        if held.tier != tier {
+            self.fail(&format!(
+                "serving tier {} while holding tier {}'s body",
+                tier.get(),
+                held.tier.get()
+            ));
+        }
+        let version = held.version;
+        if version.meta().is_expired(request.now) {
+            self.fail("an expired version was served");
+        }
+        if header("etag") != Some(version.etag().to_string().as_str()) {
+            self.fail(&format!(
+                "ETag {:?} does not name the version sent ({version:?})",
+                header("etag")
+            ));
+        }
+        let bounds = held.window.bounds(version.size);
+        match &plan.body {
+            Body::None => self.fail("source given for a plan without a body"),
+            Body::Full => {
+                if plan.status != StatusCode::OK || bounds != (0..version.size) {
+                    self.fail(&format!("200 of {version:?} sends {bounds:?}"));
+                }
+                if header("content-length") != Some(version.size.to_string().as_str()) {
+                    self.fail("Content-Length of a 200 is not the version's size");
+                }
+            }
+            Body::Window(window) => {
+                let expected =
+                    format!("bytes {}-{}/{}", window.start(), window.end() - 1, version.size);
+                if plan.status != StatusCode::PARTIAL_CONTENT
+                    || bounds != (window.start()..window.end())
+                    || header("content-range") != Some(expected.as_str())
+                    || header("content-length") != Some(window.len().to_string().as_str())
+                {
+                    self.fail(&format!(
+                        "206 {:?} / {:?} disagrees with the body {bounds:?} of {version:?}",
+                        header("content-range"),
+                        header("content-length")
+                    ));
+                }
+            }
+            Body::Multipart { parts, .. } => {
+                let first = parts[0].window;
+                if bounds != (first.start()..first.end()) {
+                    self.fail("the first part is not the body held");
+                }
+                for part in parts {
+                    let expected = format!(
+                        "bytes {}-{}/{}",
+                        part.window.start(),
+                        part.window.end() - 1,
+                        version.size
+                    );
+                    if !part
+                        .head
+                        .to_ascii_lowercase()
+                        .contains(&format!("content-range: {expected}"))
+                    {
+                        self.fail(&format!("part head {:?} lacks {expected}", part.head));
+                    }
+                }
+            }
+        }
+        // The validators the client sent hold for what it gets.
+        if let Some(if_match) = &request.if_match
+            && !EtagList::parse(if_match).is_some_and(|list| list.matches_strong(&version.etag()))
+        {
+            self.fail("a version failing If-Match was served");
+        }
+        if plan.status == StatusCode::PARTIAL_CONTENT
+            && let Some(if_range) = &request.if_range
+            && *if_range != version.etag().to_string()
+        {
+            self.fail("a 206 of a version If-Range does not name");
+        }
+        if plan.status == StatusCode::OK && request.range.is_some() && request.if_range.is_some() {
+            self.stats.not_definitive += 1;
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Copies.
+
+    fn start_copy(
+        &mut self,
+        idx: usize,
+        copy: CopyId,
+        from: TierIdx,
+        meta: &ObjectMeta,
+        mode: backfill::Mode,
+    ) {
+        if self.shutdown_requested {
+            self.fail("a copy started after shutdown");
+        }
+        let key = self.reads[idx].key;
+        let held = self.reads[idx].held.expect("a copy is requested with the body held");
+        if held.version.etag() != meta.etag {
+            self.fail("a copy of another version than the one held");
+        }
+        self.note(format!(
+            "copy {copy} of k{key} v{} from {} {mode:?}",
+            held.version.id,
+            from.get()
+        ));
+        let tee_window = match mode {
+            backfill::Mode::Tee => {
+                self.reads[idx].tee = Some(copy);
+                Some(held.window)
+            }
+            backfill::Mode::Background => None,
+        };
+        self.copies.insert(
+            copy,
+            CopyActor {
+                key,
+                version: held.version,
+                from,
+                mode,
+                opened: false,
+                read: 0,
+                written: 0,
+                source_ended: false,
+                tee_window,
+                marks: self.reads[idx].marks,
+                phase: CopyPhase::Running,
+                client_closed: false,
+                source_failed: false,
+                writer_failed: false,
+            },
+        );
+    }
+
+    fn advance_copy(&mut self, copy: CopyId) {
+        let actor = &self.copies[&copy];
+        match actor.phase {
+            CopyPhase::Cancelled => {
+                self.note(format!("{copy} stopped"));
+                self.manager.handle_input(backfill::Input::CopyStopped { copy });
+                self.dispatch_manager();
+            }
+            CopyPhase::Committing => self.land_commit(copy),
+            CopyPhase::Running => {
+                let backlog = actor.read - actor.written;
+                let can_read = actor.mode == backfill::Mode::Background && !actor.source_ended;
+                let roll = self.rng.u16(0..400);
+                if roll < 2 {
+                    self.note(format!("{copy} writer failed"));
+                    self.copies.get_mut(&copy).expect("exists").writer_failed = true;
+                    self.manager.handle_input(backfill::Input::WriterFailed { copy });
+                    self.dispatch_manager();
+                } else if can_read && (backlog == 0 || roll < 220) {
+                    self.background_read(copy);
+                } else if backlog > 0 {
+                    // Tier 0 writes slower than most sources read, so some copies lag.
+                    let n = backlog.min(self.rng.u64(1..=48));
+                    self.copies.get_mut(&copy).expect("exists").written += n;
+                    self.manager.handle_input(backfill::Input::ChunkWritten { copy, bytes: n });
+                    self.dispatch_manager();
+                    self.expect_commit_if_complete(copy);
+                }
+            }
+        }
+    }
+
+    fn background_read(&mut self, copy: CopyId) {
+        let actor = self.copies.get_mut(&copy).expect("exists");
+        if !actor.opened {
+            // The pinned open: only the very version planned will do.
+            let holds = self.tiers[actor.from.get()][actor.key] == Some(actor.version);
+            if !holds || self.rng.u8(0..30) == 0 {
+                actor.source_failed = true;
+                self.note(format!("{copy} pinned source open failed (holds: {holds})"));
+                self.manager.handle_input(backfill::Input::SourceFailed { copy });
+                self.dispatch_manager();
+                return;
+            }
+            actor.opened = true;
+        }
+        let actor = self.copies.get_mut(&copy).expect("exists");
+        let left = actor.version.size - actor.read;
+        if left == 0 {
+            actor.source_ended = true;
+            self.manager.handle_input(backfill::Input::SourceEnded { copy });
+            self.dispatch_manager();
+            self.expect_commit_if_complete(copy);
+            return;
+        }
+        if self.rng.u8(0..80) == 0 {
+            actor.source_failed = true;
+            self.manager.handle_input(backfill::Input::SourceFailed { copy });
+            self.dispatch_manager();
+            return;
+        }
+        let n = left.min(self.rng.u64(1..=40));
+        actor.read += n;
+        self.manager.handle_input(backfill::Input::SourceRead { copy, bytes: n });
+        self.dispatch_manager();
+    }
+
+    /// A copy whose source ended and whose bytes are all written, with nothing against it,
+    /// must be committing now.
+    fn expect_commit_if_complete(&mut self, copy: CopyId) {
+        let Some(actor) = self.copies.get(&copy) else { return };
+        let complete = actor.source_ended
+            && actor.written == actor.version.size
+            && actor.read == actor.version.size;
+        let undisturbed = self.marks[actor.key] == actor.marks && !self.shutdown_requested;
+        if complete && undisturbed && actor.phase == CopyPhase::Running {
+            self.fail(&format!("{copy} reached EOF with every byte written but was not committed"));
+        }
+    }
+
+    fn land_commit(&mut self, copy: CopyId) {
+        let actor = &self.copies[&copy];
+        let key = actor.key;
+        if self.shutdown_complete {
+            self.fail("a commit landed after ShutdownComplete");
+        }
+        if self.marks[key].applied != actor.marks.applied {
+            self.fail(&format!("{copy} landed after a newer mutation of k{key} touched the tiers"));
+        }
+        let committed = self.rng.u8(0..40) != 0;
+        if committed {
+            self.tiers[0][key] = Some(actor.version);
+        }
+        let (version, mode) = (actor.version, actor.mode);
+        self.note(format!("{copy} commit landed: {committed}"));
+        self.copies.remove(&copy);
+        if self.finished.len() < 64 {
+            self.finished.push(copy);
+        }
+        let in_flight = self.manager.n_in_flight();
+        self.manager.handle_input(backfill::Input::CommitFinished { copy, committed });
+        self.dispatch_manager();
+        if self.manager.n_in_flight() + 1 != in_flight {
+            self.fail(&format!("{copy} still alive after CommitFinished"));
+        }
+        if committed && self.tiers[0][key] != Some(version) {
+            self.fail("tier 0 does not hold the version just committed");
+        }
+        if committed && mode == backfill::Mode::Tee {
+            self.stats.tee_commits += 1;
+        }
+    }
+
+    /// Now and then, a late report for a copy that already finished: the answer must be a
+    /// stale Discard and nothing else.
+    fn report_stale(&mut self) {
+        if self.finished.is_empty() {
+            return;
+        }
+        let copy = self.finished[self.rng.usize(0..self.finished.len())];
+        self.manager.handle_input(backfill::Input::ChunkWritten { copy, bytes: 1 });
+        match (self.manager.poll_output(), self.manager.poll_output()) {
+            (Some(backfill::Output::Discard { copy: c, why: DiscardReason::Stale }), None)
+                if c == copy => {}
+            other => self.fail(&format!("a stale report for {copy} was answered with {other:?}")),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Mutations and drift.
+
+    fn start_mutation(&mut self) {
+        let key = self.rng.usize(0..N_KEYS);
+        let kind = match self.rng.u8(0..6) {
+            0..=3 => MutationKind::Write,
+            4 => MutationKind::Delete,
+            _ => MutationKind::Invalidate,
+        };
+        let version = self.new_version();
+        self.note(format!("mutation {kind:?} k{key} start (v{})", version.id));
+        self.marks[key].started += 1;
+        self.stats.mutations += 1;
+        self.mutations.push(MutationActor { key, kind, version, todo: None });
+        self.manager.handle_input(backfill::Input::MutationStarted { key: object_key(key), kind });
+        self.dispatch_manager();
+        if self.mutations.iter().any(|m| m.key == key && m.todo.is_none()) {
+            self.stats.waited += 1;
+        }
+    }
+
+    fn advance_mutation(&mut self, idx: usize) {
+        let MutationActor { key, kind, version, .. } = self.mutations[idx];
+        let Some(todo) = self.mutations[idx].todo.as_mut() else {
+            return; // still waiting for ProceedWithMutation
+        };
+        if let Some(tier) = todo.pop() {
+            match kind {
+                MutationKind::Write => self.tiers[tier][key] = Some(version),
+                MutationKind::Delete | MutationKind::Invalidate => self.tiers[tier][key] = None,
+            }
+            return;
+        }
+        self.mutations.swap_remove(idx);
+        self.marks[key].ended += 1;
+        self.note(format!("mutation {kind:?} k{key} end"));
+        self.manager.handle_input(backfill::Input::MutationEnded { key: object_key(key), kind });
+        self.dispatch_manager();
+    }
+
+    /// Another server writes or deletes the key in the shared (last) tier, or a tier loses its
+    /// copy (eviction): the manager is not told, as it would not be.
+    fn drift(&mut self) {
+        let key = self.rng.usize(0..N_KEYS);
+        let tier = self.rng.usize(0..self.n_tiers);
+        if tier == self.n_tiers - 1 && self.rng.bool() {
+            let version = self.new_version();
+            self.note(format!("drift: tier {tier} k{key} becomes v{}", version.id));
+            self.tiers[tier][key] = Some(version);
+        } else {
+            self.note(format!("drift: tier {tier} k{key} evicted"));
+            self.tiers[tier][key] = None;
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The manager's outputs.
+
+    fn dispatch_manager(&mut self) {
+        while let Some(output) = self.manager.poll_output() {
+            match output {
+                backfill::Output::StartCopy { copy, .. } => {
+                    self.fail(&format!("{copy} started outside a copy request"));
+                }
+                backfill::Output::Refuse { why, .. } => {
+                    self.fail(&format!("a refusal ({why:?}) outside a copy request"));
+                }
+                backfill::Output::Cancel { copy } => {
+                    self.note(format!("{copy} cancel"));
+                    let Some(actor) = self.copies.get(&copy).copied() else {
+                        self.fail(&format!("cancel of unknown {copy}"));
+                    };
+                    if actor.phase != CopyPhase::Running {
+                        self.fail(&format!("cancel of {copy} in {:?}", actor.phase));
+                    }
+                    self.copies.get_mut(&copy).expect("found above").phase = CopyPhase::Cancelled;
+                    // The client's read goes on without its tee.
+                    for read in &mut self.reads {
+                        if read.tee == Some(copy) {
+                            read.tee = None;
+                        }
+                    }
+                }
+                backfill::Output::Commit { copy } => self.decide_commit(copy),
+                backfill::Output::Discard { copy, why } => self.discard(copy, why),
+                backfill::Output::ProceedWithMutation { key } => {
+                    let idx = (0..N_KEYS).find(|k| object_key(*k) == key).expect("a sim key");
+                    let n_tiers = self.n_tiers;
+                    let Some(mutation) =
+                        self.mutations.iter_mut().find(|m| m.key == idx && m.todo.is_none())
+                    else {
+                        self.fail("ProceedWithMutation with no mutation waiting");
+                    };
+                    // Invalidate drops the copies of the non-authoritative tiers only.
+                    let tiers: Vec<usize> = match mutation.kind {
+                        MutationKind::Invalidate => (0..n_tiers - 1).collect(),
+                        MutationKind::Write | MutationKind::Delete => (0..n_tiers).collect(),
+                    };
+                    mutation.todo = Some(tiers);
+                    self.marks[idx].applied += 1;
+                    self.note(format!("mutation k{idx} proceeds"));
+                }
+                backfill::Output::ShutdownComplete => {
+                    self.note("shutdown complete".into());
+                    if !self.shutdown_requested {
+                        self.fail("ShutdownComplete without a shutdown");
+                    }
+                    if !self.copies.is_empty() {
+                        self.fail("ShutdownComplete while copies are alive");
+                    }
+                    if self.shutdown_complete {
+                        self.fail("ShutdownComplete twice for one shutdown");
+                    }
+                    self.shutdown_complete = true;
+                }
+            }
+        }
+    }
+
+    fn decide_commit(&mut self, copy: CopyId) {
+        let Some(actor) = self.copies.get(&copy).copied() else {
+            self.fail(&format!("commit of unknown {copy}"));
+        };
+        let (key, version, marks) = (actor.key, actor.version, actor.marks);
+        self.note(format!("{copy} commit decided"));
+        if self.shutdown_requested {
+            self.fail("a commit was decided after shutdown");
+        }
+        if actor.phase != CopyPhase::Running {
+            self.fail(&format!("commit of {copy} in {:?}", actor.phase));
+        }
+        // No fragment as a whole object.
+        if !actor.source_ended || actor.read != version.size || actor.written != version.size {
+            self.fail(&format!("{copy} commits {} of {} bytes", actor.written, version.size));
+        }
+        if let Some(window) = actor.tee_window
+            && window.bounds(version.size) != (0..version.size)
+        {
+            self.fail(&format!("{copy} tees the fragment {window:?} as the whole object"));
+        }
+        if actor.client_closed || actor.source_failed || actor.writer_failed {
+            self.fail(&format!("{copy} commits after a failure"));
+        }
+        // No stale generation: nothing changed the key since the read began, and no change
+        // was running when it began.
+        if self.marks[key] != marks || marks.started != marks.ended {
+            self.fail(&format!("{copy} of k{key} commits across a mutation"));
+        }
+        self.copies.get_mut(&copy).expect("found above").phase = CopyPhase::Committing;
+    }
+
+    fn discard(&mut self, copy: CopyId, why: DiscardReason) {
+        self.note(format!("{copy} discard {why:?}"));
+        let Some(actor) = self.copies.remove(&copy) else {
+            if why != DiscardReason::Stale {
+                self.fail(&format!("{copy} discarded ({why:?}) twice"));
+            }
+            return;
+        };
+        if why == DiscardReason::Stale {
+            self.fail(&format!("a live {copy} was called stale"));
+        }
+        if self.finished.len() < 64 {
+            self.finished.push(copy);
+        }
+        let justified = match why {
+            DiscardReason::EarlyClose => actor.client_closed,
+            DiscardReason::SourceFailed => actor.source_failed,
+            DiscardReason::WriterFailed => actor.writer_failed,
+            DiscardReason::Lagging => actor.read - actor.written > BACKLOG_BOUND,
+            DiscardReason::Superseded => self.marks[actor.key] != actor.marks,
+            DiscardReason::ShuttingDown => self.shutdown_requested,
+            DiscardReason::SizeMismatch | DiscardReason::Stale => false,
+        };
+        if !justified {
+            self.fail(&format!("{copy} discarded for {why:?} without cause"));
+        }
+        for read in &mut self.reads {
+            if read.tee == Some(copy) {
+                read.tee = None;
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Checked after every step.
+
+    fn check_invariants(&mut self) {
+        let mut live = [0u32; N_KEYS];
+        for actor in self.copies.values() {
+            match actor.phase {
+                CopyPhase::Running | CopyPhase::Committing => live[actor.key] += 1,
+                CopyPhase::Cancelled => {}
+            }
+        }
+        if let Some(key) = live.iter().position(|n| *n > 1) {
+            self.fail(&format!("{} copies of k{key} may still commit", live[key]));
+        }
+        if self.manager.n_in_flight() != self.copies.len() {
+            self.fail(&format!(
+                "the manager counts {} copies in flight, the host runs {}",
+                self.manager.n_in_flight(),
+                self.copies.len()
+            ));
+        }
+        if self.shutdown_complete && !self.copies.is_empty() {
+            self.fail("copies alive after ShutdownComplete");
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum TeeEnd {
+    Eof,
+    ClientClosed,
+    SourceFailed,
+}
+
+fn show_request(request: &read::Request) -> String {
+    let mut shown = request.method.to_string();
+    for (name, value) in [
+        ("Range", &request.range),
+        ("If-Range", &request.if_range),
+        ("If-Match", &request.if_match),
+        ("If-None-Match", &request.if_none_match),
+    ] {
+        if let Some(value) = value {
+            shown.push_str(&format!(" {name}: {value}"));
+        }
+    }
+    shown
+}
+
+fn show_input(input: &read::Input) -> String {
+    match input {
+        read::Input::TierOpened { meta, window, .. } => {
+            format!("opened {}/{}B {window:?}", meta.etag, meta.size)
+        }
+        read::Input::TierMissed { .. } => "missed".into(),
+        read::Input::TierFailed { .. } => "failed".into(),
+        other => format!("{other:?}"),
+    }
+}
