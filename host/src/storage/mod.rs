@@ -9,8 +9,19 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
+use http::Method;
+use rangecache_core::conditional::{self, Precondition, RequestHeaders};
 use rangecache_core::range::{OpenWindow, Span};
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
+
+pub mod disk;
+mod lru;
+pub mod memory;
+pub mod s3;
+
+pub use disk::DiskTier;
+pub use memory::MemoryTier;
+pub use s3::{S3Config, S3Tier};
 
 /// The bytes of one read, in order; ends after exactly the bytes of the opened window.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -182,8 +193,11 @@ pub trait Tier: Send + Sync {
     /// Metadata of the live revision, if any.
     async fn stat(&self, key: &ObjectKey, now: Timestamp) -> Result<Option<ObjectMeta>, TierError>;
     /// Starts a write.
-    async fn create(&self, key: &ObjectKey, new: NewObject)
-    -> Result<Box<dyn TierWriter>, TierError>;
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        new: NewObject,
+    ) -> Result<Box<dyn TierWriter>, TierError>;
     /// Removes the object; true if a copy existed.
     async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError>;
     /// Sizes of the tier.
@@ -192,4 +206,58 @@ pub trait Tier: Send + Sync {
     async fn namespaces(&self) -> Result<Vec<String>, TierError>;
     /// Flushes and releases resources; nothing is written after this returns.
     async fn close(&self) -> Result<(), TierError>;
+}
+
+impl Conditions {
+    /// True when no precondition is present.
+    pub fn is_empty(&self) -> bool {
+        self.if_match.is_none()
+            && self.if_none_match.is_none()
+            && self.if_modified_since.is_none()
+            && self.if_unmodified_since.is_none()
+    }
+}
+
+impl WriteCondition {
+    /// Whether a write under this condition may replace `current`, the live (unexpired)
+    /// revision or `None`; decided by the core.
+    pub fn allows(&self, current: Option<&ObjectMeta>) -> bool {
+        match self {
+            WriteCondition::None => true,
+            WriteCondition::IfAbsent => conditional::is_write_allowed(None, Some("*"), current),
+            WriteCondition::IfMatch(list) => {
+                conditional::is_write_allowed(Some(list), None, current)
+            }
+        }
+    }
+}
+
+/// The core's verdict on reading `span` of the live revision `meta` under `conditions`: the
+/// window to send, or the bodiless answer. Preconditions come first (RFC 9110 §13.2.2), then
+/// the span (SPEC §1).
+pub(crate) fn judge(
+    meta: &ObjectMeta,
+    conditions: &Conditions,
+    span: Span,
+) -> Result<OpenWindow, Opened> {
+    let mut req = RequestHeaders::new(&Method::GET);
+    req.if_match = conditions.if_match.as_deref();
+    req.if_none_match = conditions.if_none_match.as_deref();
+    req.if_modified_since = conditions.if_modified_since.as_deref();
+    req.if_unmodified_since = conditions.if_unmodified_since.as_deref();
+    match conditional::evaluate_preconditions(&req, meta) {
+        Precondition::Failed => Err(Opened::PreconditionFailed { meta: meta.clone() }),
+        Precondition::NotModified => Err(Opened::NotModified { meta: meta.clone() }),
+        Precondition::Proceed => {
+            span.resolve(meta.size).ok_or_else(|| Opened::NotSatisfiable { meta: meta.clone() })
+        }
+    }
+}
+
+/// The wall clock, for the one decision a writer makes without a `now` argument: whether the
+/// copy its condition is checked against is still live at commit.
+pub(crate) fn wall_clock() -> Timestamp {
+    let since_epoch =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,0 +1,572 @@
+//! The disk tier: one file per object in a directory that survives restarts, a size-bounded
+//! LRU with TTL expiry over it, and atomic commits by rename.
+//!
+//! Layout: `ROOT/NAMESPACE/KEY`, where the namespace and the key are the core's validated
+//! types (letters, digits, `_`, `-`; 64 hex digits), so no path can leave `ROOT`. Each file
+//! holds one revision: a header carrying the revision's metadata, then its bytes. A reader
+//! opens the file once and takes both the metadata and the bytes from that open file, so a
+//! rename of a newer revision over the name, or a delete, cannot pair one revision's metadata
+//! with another's bytes.
+//!
+//! A writer fills `ROOT/NAMESPACE/.tmp-KEY-PID-N` (same directory, so the rename is atomic),
+//! and its commit patches the size into the header, `fsync`s the file's data, then renames it
+//! over `KEY` under the index lock, after checking the write condition there. The directory is
+//! not `fsync`ed: a crash may lose the latest commit of a cache entry, never expose a torn one.
+//! On start every `.tmp-` leftover is deleted, and the index (sizes, expiry, recency by
+//! modification time) is rebuilt from the headers.
+
+use std::collections::BTreeSet;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream;
+use rangecache_core::{Key, Namespace, ObjectKey, ObjectMeta, Timestamp};
+
+use super::lru::Lru;
+use super::{
+    ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter, judge,
+    wall_clock,
+};
+
+/// First bytes of every object file; the version digit changes with the header layout.
+const MAGIC: &[u8; 8] = b"RCOBJ01\n";
+/// Magic, the body size (u64 LE), the metadata length (u32 LE).
+const FIXED_HEADER: u64 = 8 + 8 + 4;
+/// Offset of the size field, patched at commit.
+const SIZE_OFFSET: u64 = 8;
+/// Largest metadata block accepted when reading a header (stored headers are small).
+const MAX_META_LEN: u32 = 1 << 20;
+/// Bytes read per step of a streamed read: large enough that the per-read cost (one blocking
+/// task, one syscall) is small against the copy, small enough that a slow reader pins little
+/// memory (one chunk in flight per read).
+const READ_CHUNK: usize = 256 * 1024;
+/// Prefix of in-progress writes; namespaces cannot start with '.', keys are hex, so it never
+/// names an object.
+const TMP_PREFIX: &str = ".tmp-";
+
+/// A size-bounded LRU of objects in a directory.
+pub struct DiskTier {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: String,
+    root: PathBuf,
+    capacity: u64,
+    index: Mutex<Index>,
+    tmp_counter: AtomicU64,
+}
+
+struct Index {
+    entries: HashMap<ObjectKey, ObjectMeta>,
+    lru: Lru<ObjectKey>,
+    closed: bool,
+}
+
+impl DiskTier {
+    /// Opens (creating if needed) the directory `root` holding at most `capacity` bytes of
+    /// objects: deletes leftovers of interrupted writes and expired or unreadable entries, and
+    /// rebuilds the index from the files.
+    pub async fn open(name: &str, root: &Path, capacity: u64) -> Result<DiskTier, TierError> {
+        let name = name.to_owned();
+        let root = root.to_path_buf();
+        let io_err = |tier: &str, source| TierError::Io { tier: tier.to_owned(), source };
+        let tier_name = name.clone();
+        tokio::task::spawn_blocking(move || {
+            fs::create_dir_all(&root).map_err(|e| io_err(&name, e))?;
+            let index = scan(&root, wall_clock()).map_err(|e| io_err(&name, e))?;
+            let shared = Shared {
+                name,
+                root,
+                capacity,
+                index: Mutex::new(index),
+                tmp_counter: AtomicU64::new(0),
+            };
+            {
+                let mut index = shared.index();
+                shared.evict(&mut index);
+            }
+            Ok(DiskTier { shared: Arc::new(shared) })
+        })
+        .await
+        .map_err(|e| io_err(&tier_name, io::Error::other(e)))?
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.shared.root
+    }
+}
+
+#[async_trait::async_trait]
+impl Tier for DiskTier {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+        let expired = {
+            let mut index = self.shared.index();
+            match index.entries.get(key) {
+                None => return Ok(Opened::NotFound),
+                Some(meta) if meta.is_expired(req.now) => true,
+                Some(_) => {
+                    index.lru.touch(key);
+                    false
+                }
+            }
+        };
+        if expired {
+            self.shared.remove_expired(key.clone(), req.now).await?;
+            return Ok(Opened::NotFound);
+        }
+        let path = self.shared.object_path(key);
+        let opened = self.shared.blocking(move || open_object(&path)).await?;
+        // The metadata comes from the file itself: whatever revision the name pointed at when
+        // it was opened is the one described and read.
+        let Some((file, meta, offset)) = opened else { return Ok(Opened::NotFound) };
+        if meta.is_expired(req.now) {
+            return Ok(Opened::NotFound);
+        }
+        let window = match judge(&meta, &req.conditions, req.span) {
+            Ok(window) => window,
+            Err(answer) => return Ok(answer),
+        };
+        let bounds = window.bounds(meta.size);
+        let body = read_stream(file, offset + bounds.start, bounds.end - bounds.start);
+        Ok(Opened::Body { meta, window, body })
+    }
+
+    async fn stat(&self, key: &ObjectKey, now: Timestamp) -> Result<Option<ObjectMeta>, TierError> {
+        let meta = self.shared.index().entries.get(key).cloned();
+        Ok(meta.filter(|meta| !meta.is_expired(now)))
+    }
+
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        new: NewObject,
+    ) -> Result<Box<dyn TierWriter>, TierError> {
+        if let Some(size) = new.expected_size {
+            self.shared.check_fits(size)?;
+        }
+        if self.shared.index().closed {
+            return Err(self.shared.closed());
+        }
+        let dir = self.shared.root.join(key.namespace.as_str());
+        let n = self.shared.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = dir.join(format!("{TMP_PREFIX}{}-{}-{n}", key.key, std::process::id()));
+        let meta = ObjectMeta {
+            size: 0,
+            etag: new.etag.clone(),
+            last_modified: new.last_modified,
+            headers: new.headers.clone(),
+            expires: new.expires,
+        };
+        let header = encode_header(&meta)?;
+        let path = tmp_path.clone();
+        let file = self
+            .shared
+            .blocking(move || {
+                fs::create_dir_all(&dir)?;
+                let mut file = File::options().write(true).create_new(true).open(&path)?;
+                file.write_all(&header)?;
+                Ok(file)
+            })
+            .await?;
+        Ok(Box::new(DiskWriter {
+            shared: Arc::clone(&self.shared),
+            key: key.clone(),
+            meta,
+            condition: new.condition,
+            expected_size: new.expected_size,
+            tmp_path,
+            file: Some(file),
+            received: 0,
+            finished: false,
+        }))
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
+        let shared = Arc::clone(&self.shared);
+        let key = key.clone();
+        self.shared
+            .blocking(move || {
+                // Under the lock, so that a commit of the same key cannot land in between.
+                let mut index = shared.index();
+                let existed = index.entries.remove(&key).is_some();
+                index.lru.remove(&key);
+                match fs::remove_file(shared.object_path(&key)) {
+                    Ok(()) => Ok(existed),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(existed),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
+        let shared = Arc::clone(&self.shared);
+        self.shared
+            .blocking(move || {
+                let mut index = shared.index();
+                let expired: Vec<ObjectKey> = index
+                    .entries
+                    .iter()
+                    .filter(|(_, meta)| meta.is_expired(now))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in expired {
+                    shared.forget_and_unlink(&mut index, &key);
+                }
+                Ok(TierStats {
+                    objects: index.entries.len() as u64,
+                    bytes: index.lru.bytes(),
+                    capacity: Some(shared.capacity),
+                })
+            })
+            .await
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        let index = self.shared.index();
+        let names: BTreeSet<&str> =
+            index.entries.keys().map(|key| key.namespace.as_str()).collect();
+        Ok(names.into_iter().map(str::to_owned).collect())
+    }
+
+    async fn close(&self) -> Result<(), TierError> {
+        self.shared.index().closed = true;
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn index(&self) -> MutexGuard<'_, Index> {
+        // Every mutation under the lock is a single map operation, so a poisoned lock still
+        // guards a consistent index.
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.namespace.as_str()).join(key.key.as_str())
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, TierError> {
+        let joined = tokio::task::spawn_blocking(work).await.map_err(io::Error::other);
+        joined.and_then(|result| result).map_err(|source| self.io(source))
+    }
+
+    fn io(&self, source: io::Error) -> TierError {
+        TierError::Io { tier: self.name.clone(), source }
+    }
+
+    fn check_fits(&self, size: u64) -> Result<(), TierError> {
+        if size > self.capacity {
+            return Err(TierError::TooLarge {
+                tier: self.name.clone(),
+                size,
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    fn closed(&self) -> TierError {
+        TierError::Backend { tier: self.name.clone(), message: "the tier is closed".into() }
+    }
+
+    /// Drops `key` from the index and unlinks its file; the caller holds the lock.
+    fn forget_and_unlink(&self, index: &mut Index, key: &ObjectKey) {
+        index.entries.remove(key);
+        index.lru.remove(key);
+        if let Err(e) = fs::remove_file(self.object_path(key))
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(tier = %self.name, %key, error = %e, "cannot remove an evicted entry");
+        }
+    }
+
+    /// Evicts least recently used entries until the tier fits its capacity.
+    fn evict(&self, index: &mut Index) {
+        while index.lru.bytes() > self.capacity {
+            let Some(oldest) = index.lru.pop_oldest() else { break };
+            self.forget_and_unlink(index, &oldest);
+        }
+    }
+
+    async fn remove_expired(
+        self: &Arc<Self>,
+        key: ObjectKey,
+        now: Timestamp,
+    ) -> Result<(), TierError> {
+        let shared = Arc::clone(self);
+        self.blocking(move || {
+            let mut index = shared.index();
+            if index.entries.get(&key).is_some_and(|meta| meta.is_expired(now)) {
+                shared.forget_and_unlink(&mut index, &key);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A write into a temporary file beside its final name.
+struct DiskWriter {
+    shared: Arc<Shared>,
+    key: ObjectKey,
+    meta: ObjectMeta,
+    condition: super::WriteCondition,
+    expected_size: Option<u64>,
+    tmp_path: PathBuf,
+    file: Option<File>,
+    received: u64,
+    /// Committed or aborted: the temporary file is renamed or already gone.
+    finished: bool,
+}
+
+#[async_trait::async_trait]
+impl TierWriter for DiskWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
+        self.received += chunk.len() as u64;
+        self.shared.check_fits(self.received)?;
+        let mut file = self.file.take().ok_or_else(|| self.failed_earlier())?;
+        let file = self
+            .shared
+            .blocking(move || {
+                file.write_all(&chunk)?;
+                Ok(file)
+            })
+            .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ObjectMeta, TierError> {
+        if let Some(expected) = self.expected_size
+            && expected != self.received
+        {
+            return Err(TierError::SizeMismatch {
+                tier: self.shared.name.clone(),
+                expected,
+                received: self.received,
+            });
+        }
+        let file = self.file.take().ok_or_else(|| self.failed_earlier())?;
+        let shared = Arc::clone(&self.shared);
+        let key = self.key.clone();
+        let tmp_path = self.tmp_path.clone();
+        let condition = self.condition.clone();
+        let mut meta = self.meta.clone();
+        meta.size = self.received;
+        let size = self.received;
+        let committed = self
+            .shared
+            .blocking(move || {
+                file.write_all_at(&size.to_le_bytes(), SIZE_OFFSET)?;
+                // Data reaches the disk before the name does, so after a crash the name holds
+                // an old revision or a complete new one.
+                file.sync_data()?;
+                drop(file);
+                let mut index = shared.index();
+                if index.closed {
+                    return Ok(Err(shared.closed()));
+                }
+                let current = index.entries.get(&key).filter(|meta| !meta.is_expired(wall_clock()));
+                if !condition.allows(current) {
+                    return Ok(Err(TierError::PreconditionFailed { tier: shared.name.clone() }));
+                }
+                fs::rename(&tmp_path, shared.object_path(&key))?;
+                index.entries.insert(key.clone(), meta.clone());
+                index.lru.insert(key, size);
+                shared.evict(&mut index);
+                Ok(Ok(meta))
+            })
+            .await;
+        let renamed = matches!(committed, Ok(Ok(_)));
+        if renamed {
+            self.finished = true;
+        }
+        // On failure the temporary file is removed when `self` drops.
+        committed?
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.file = None;
+        let path = self.tmp_path.clone();
+        self.finished = true;
+        if let Err(e) = tokio::task::spawn_blocking(move || fs::remove_file(path)).await {
+            tracing::warn!(error = %e, "cannot remove an aborted write");
+        }
+    }
+}
+
+impl DiskWriter {
+    fn failed_earlier(&self) -> TierError {
+        self.shared.io(io::Error::other("an earlier write into this writer failed"))
+    }
+}
+
+impl Drop for DiskWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Dropped mid-write (a cancelled upload, a discarded copy): nothing may remain.
+            self.file = None;
+            if let Err(e) = fs::remove_file(&self.tmp_path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %self.tmp_path.display(), error = %e, "cannot remove an abandoned write");
+            }
+        }
+    }
+}
+
+/// The header of a file holding `meta` (the size is patched in at commit).
+fn encode_header(meta: &ObjectMeta) -> Result<Vec<u8>, TierError> {
+    let json = serde_json::to_vec(meta).map_err(|e| TierError::Backend {
+        tier: "disk".into(),
+        message: format!("cannot encode metadata: {e}"),
+    })?;
+    let len =
+        u32::try_from(json.len()).ok().filter(|len| *len <= MAX_META_LEN).ok_or_else(|| {
+            TierError::Backend { tier: "disk".into(), message: "metadata too large".into() }
+        })?;
+    let mut header = Vec::with_capacity(FIXED_HEADER as usize + json.len());
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&meta.size.to_le_bytes());
+    header.extend_from_slice(&len.to_le_bytes());
+    header.extend_from_slice(&json);
+    Ok(header)
+}
+
+/// Opens an object file and reads its header; `None` if the file is gone. Also returns where
+/// the bytes start.
+fn open_object(path: &Path) -> io::Result<Option<(File, ObjectMeta, u64)>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (meta, offset) = read_header(&mut file)?;
+    Ok(Some((file, meta, offset)))
+}
+
+/// Reads and checks the header of an object file (magic, metadata, and a length that matches):
+/// the revision's metadata and where its bytes start.
+fn read_header(file: &mut File) -> io::Result<(ObjectMeta, u64)> {
+    let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut fixed = [0u8; FIXED_HEADER as usize];
+    file.read_exact(&mut fixed)?;
+    if &fixed[..8] != MAGIC {
+        return Err(corrupt("not an object file"));
+    }
+    let size = u64::from_le_bytes(fixed[8..16].try_into().expect("eight bytes"));
+    let meta_len = u32::from_le_bytes(fixed[16..20].try_into().expect("four bytes"));
+    if meta_len > MAX_META_LEN {
+        return Err(corrupt("metadata block too large"));
+    }
+    let mut json = vec![0u8; meta_len as usize];
+    file.read_exact(&mut json)?;
+    let mut meta: ObjectMeta =
+        serde_json::from_slice(&json).map_err(|e| corrupt(&format!("bad metadata: {e}")))?;
+    meta.size = size;
+    let offset = FIXED_HEADER + u64::from(meta_len);
+    if file.metadata()?.len() != offset + size {
+        return Err(corrupt("file length does not match its header"));
+    }
+    Ok((meta, offset))
+}
+
+/// Streams `len` bytes from `offset` of `file`: each step reads one chunk straight into the
+/// buffer that is handed on (no second user-space copy), with positioned reads so nothing but
+/// the window is read.
+fn read_stream(file: File, offset: u64, len: u64) -> ByteStream {
+    let file = Arc::new(file);
+    Box::pin(stream::try_unfold((file, offset, len), |(file, offset, remaining)| async move {
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let n = remaining.min(READ_CHUNK as u64) as usize;
+        let reader = Arc::clone(&file);
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(n);
+            reader.read_exact_at(&mut buf, offset)?;
+            Ok::<Bytes, io::Error>(buf.freeze())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Some((chunk, (file, offset + n as u64, remaining - n as u64))))
+    }))
+}
+
+/// Rebuilds the index from `root`, deleting temporary leftovers and expired or unreadable
+/// object files.
+fn scan(root: &Path, now: Timestamp) -> io::Result<Index> {
+    let mut found: Vec<(SystemTime, ObjectKey, ObjectMeta)> = Vec::new();
+    for dir in fs::read_dir(root)? {
+        let dir = dir?;
+        let Some(namespace) = dir.file_name().to_str().and_then(|n| Namespace::parse(n).ok())
+        else {
+            continue;
+        };
+        if !dir.file_type()?.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(dir.path())? {
+            let file = file?;
+            let path = file.path();
+            let name = file.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(TMP_PREFIX) {
+                remove_quietly(&path);
+                continue;
+            }
+            if !is_key_name(name) {
+                continue;
+            }
+            let meta = File::open(&path).and_then(|mut f| read_header(&mut f)).map(|(m, _)| m);
+            match meta {
+                Ok(meta) if !meta.is_expired(now) => {
+                    let used = file.metadata()?.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    let key =
+                        ObjectKey { namespace: namespace.clone(), key: Key::from_segment(name) };
+                    found.push((used, key, meta));
+                }
+                Ok(_) => remove_quietly(&path),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "removing an unreadable entry");
+                    remove_quietly(&path);
+                }
+            }
+        }
+    }
+    // Least recently written first, so the LRU evicts the oldest entries first after a restart.
+    found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut index = Index { entries: HashMap::new(), lru: Lru::new(), closed: false };
+    for (_, key, meta) in found {
+        index.lru.insert(key.clone(), meta.size);
+        index.entries.insert(key, meta);
+    }
+    Ok(index)
+}
+
+fn is_key_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover");
+    }
+}

@@ -1,0 +1,263 @@
+//! The memory tier: whole objects as `bytes::Bytes` in a size-bounded LRU.
+//!
+//! A ranged read is a zero-copy slice of the stored buffer. A writer buffers its chunks and
+//! only its commit, under the tier's lock, checks the write condition and swaps the new
+//! revision in, so a reader sees either the old revision or the new one, never a mix: the
+//! metadata and the buffer of a revision live in one map entry and are cloned together.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use futures::stream;
+use rangecache_core::{ObjectKey, ObjectMeta, Timestamp};
+
+use super::lru::Lru;
+use super::{
+    ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter, judge,
+    wall_clock,
+};
+
+/// A size-bounded LRU of whole objects in memory.
+pub struct MemoryTier {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: String,
+    capacity: u64,
+    state: Mutex<State>,
+}
+
+struct State {
+    objects: HashMap<ObjectKey, Stored>,
+    lru: Lru<ObjectKey>,
+    closed: bool,
+}
+
+/// One revision: its metadata and its bytes, always replaced together.
+#[derive(Clone)]
+struct Stored {
+    meta: ObjectMeta,
+    bytes: Bytes,
+}
+
+impl MemoryTier {
+    /// An empty tier holding at most `capacity` bytes of objects.
+    pub fn new(name: &str, capacity: u64) -> MemoryTier {
+        MemoryTier {
+            shared: Arc::new(Shared {
+                name: name.to_owned(),
+                capacity,
+                state: Mutex::new(State {
+                    objects: HashMap::new(),
+                    lru: Lru::new(),
+                    closed: false,
+                }),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state()
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the map consistent (every mutation is a single
+        // insert or remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// The live revision of `key`, dropping it if it expired.
+    fn live(&mut self, key: &ObjectKey, now: Timestamp) -> Option<Stored> {
+        let stored = self.objects.get(key)?;
+        if stored.meta.is_expired(now) {
+            self.objects.remove(key);
+            self.lru.remove(key);
+            return None;
+        }
+        Some(stored.clone())
+    }
+
+    fn purge_expired(&mut self, now: Timestamp) {
+        let expired: Vec<ObjectKey> = self
+            .objects
+            .iter()
+            .filter(|(_, stored)| stored.meta.is_expired(now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.objects.remove(&key);
+            self.lru.remove(&key);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tier for MemoryTier {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+        let stored = {
+            let mut state = self.state();
+            let Some(stored) = state.live(key, req.now) else {
+                return Ok(Opened::NotFound);
+            };
+            state.lru.touch(key);
+            stored
+        };
+        let window = match judge(&stored.meta, &req.conditions, req.span) {
+            Ok(window) => window,
+            Err(answer) => return Ok(answer),
+        };
+        let bounds = window.bounds(stored.meta.size);
+        // Both bounds lie inside the buffer: the core resolved them against this revision's size.
+        let slice = stored.bytes.slice(bounds.start as usize..bounds.end as usize);
+        let body: ByteStream = if slice.is_empty() {
+            Box::pin(stream::empty())
+        } else {
+            Box::pin(stream::iter([Ok(slice)]))
+        };
+        Ok(Opened::Body { meta: stored.meta, window, body })
+    }
+
+    async fn stat(&self, key: &ObjectKey, now: Timestamp) -> Result<Option<ObjectMeta>, TierError> {
+        Ok(self.state().live(key, now).map(|stored| stored.meta))
+    }
+
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        new: NewObject,
+    ) -> Result<Box<dyn TierWriter>, TierError> {
+        if let Some(size) = new.expected_size {
+            self.shared.check_fits(size)?;
+        }
+        if self.state().closed {
+            return Err(self.shared.closed());
+        }
+        Ok(Box::new(MemoryWriter {
+            shared: Arc::clone(&self.shared),
+            key: key.clone(),
+            new,
+            chunks: Vec::new(),
+            received: 0,
+        }))
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
+        let mut state = self.state();
+        state.lru.remove(key);
+        Ok(state.objects.remove(key).is_some())
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
+        let mut state = self.state();
+        state.purge_expired(now);
+        Ok(TierStats {
+            objects: state.objects.len() as u64,
+            bytes: state.lru.bytes(),
+            capacity: Some(self.shared.capacity),
+        })
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        let state = self.state();
+        let names: BTreeSet<&str> =
+            state.objects.keys().map(|key| key.namespace.as_str()).collect();
+        Ok(names.into_iter().map(str::to_owned).collect())
+    }
+
+    async fn close(&self) -> Result<(), TierError> {
+        self.state().closed = true;
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn check_fits(&self, size: u64) -> Result<(), TierError> {
+        if size > self.capacity {
+            return Err(TierError::TooLarge {
+                tier: self.name.clone(),
+                size,
+                capacity: self.capacity,
+            });
+        }
+        Ok(())
+    }
+
+    fn closed(&self) -> TierError {
+        TierError::Backend { tier: self.name.clone(), message: "the tier is closed".into() }
+    }
+}
+
+/// A write into the memory tier: chunks are held privately until the commit.
+struct MemoryWriter {
+    shared: Arc<Shared>,
+    key: ObjectKey,
+    new: NewObject,
+    chunks: Vec<Bytes>,
+    received: u64,
+}
+
+#[async_trait::async_trait]
+impl TierWriter for MemoryWriter {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
+        self.received += chunk.len() as u64;
+        self.shared.check_fits(self.received)?;
+        if !chunk.is_empty() {
+            self.chunks.push(chunk);
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError> {
+        let MemoryWriter { shared, key, new, chunks, received } = *self;
+        if let Some(expected) = new.expected_size
+            && expected != received
+        {
+            return Err(TierError::SizeMismatch { tier: shared.name.clone(), expected, received });
+        }
+        // One contiguous buffer, so every later ranged read is a slice of it.
+        let bytes = match <[Bytes; 1]>::try_from(chunks) {
+            Ok([only]) => only,
+            Err(chunks) => {
+                let mut joined = BytesMut::with_capacity(received as usize);
+                for chunk in chunks {
+                    joined.extend_from_slice(&chunk);
+                }
+                joined.freeze()
+            }
+        };
+        let meta = ObjectMeta {
+            size: received,
+            etag: new.etag,
+            last_modified: new.last_modified,
+            headers: new.headers,
+            expires: new.expires,
+        };
+        let mut state = shared.state();
+        if state.closed {
+            return Err(shared.closed());
+        }
+        let current = state.live(&key, wall_clock()).map(|stored| stored.meta);
+        if !new.condition.allows(current.as_ref()) {
+            return Err(TierError::PreconditionFailed { tier: shared.name.clone() });
+        }
+        state.objects.insert(key.clone(), Stored { meta: meta.clone(), bytes });
+        state.lru.insert(key.clone(), received);
+        while state.lru.bytes() > shared.capacity {
+            let Some(oldest) = state.lru.pop_oldest() else { break };
+            state.objects.remove(&oldest);
+        }
+        Ok(meta)
+    }
+
+    async fn abort(self: Box<Self>) {}
+}

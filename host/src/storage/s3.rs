@@ -1,0 +1,545 @@
+//! The s3 tier: objects in an S3-compatible bucket through opendal.
+//!
+//! An object lives at `PREFIX/NAMESPACE/KEY`. The revision's metadata (ETag, Last-Modified,
+//! stored headers, expiry) travels as one user-metadata field written with the object, so a
+//! single GET returns the bytes and the metadata of the same revision (S3 serves each GET from
+//! one object version). A read is exactly one GET: ranged (`Range: bytes=S-E`, `S-` or `-N`)
+//! unless the whole object is read, never split and never preceded by a HEAD. A HEAD follows
+//! only on the paths that carry no body (416, or a condition the server refused), to fetch the
+//! metadata those answers carry.
+//!
+//! Preconditions are sent with the GET when S3 can evaluate them, and the answer's metadata is
+//! checked again by the core, because some servers (s3s-fs 0.14.1) ignore conditional GETs.
+//! S3's own ETag is not ours, so entity-tags are translated through the S3 ETags this tier has
+//! seen for a key, and sent only when every tag translates.
+//!
+//! A write is one opendal writer: objects up to [`PART_SIZE`] go up in one PUT at commit,
+//! larger ones as a multipart upload completed at commit and aborted on abort or drop. Either
+//! way nothing is visible before the commit. Write conditions are checked against the live
+//! revision's metadata by the core and made atomic by sending the S3 ETag they were checked
+//! against (`If-Match`) or `If-None-Match: *` with the PUT or the multipart completion.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use opendal::{ErrorKind, Metadata, Operator, services};
+use rangecache_core::range::Span;
+use rangecache_core::validators::{EtagList, parse_http_date};
+use rangecache_core::{EntityTag, Namespace, ObjectKey, ObjectMeta, Timestamp};
+
+use super::{
+    ByteStream, Conditions, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
+    WriteCondition, judge, wall_clock,
+};
+
+/// Part size of multipart uploads, and the largest object sent in one PUT (S3's minimum part
+/// size is 5 MiB; 8 MiB parts reach S3's 10 000-part limit at 80 GB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// User-metadata field (`x-amz-meta-rangecache`) holding the revision's metadata.
+const META_FIELD: &str = "rangecache";
+/// Entity-tag translations remembered; past this the map starts over (it is only an
+/// optimisation of conditional GETs).
+const MAX_TRANSLATIONS: usize = 16_384;
+/// GETs tried when the server pairs metadata and bytes of different revisions.
+const MAX_ATTEMPTS: usize = 3;
+/// The size stored in the metadata field when the writer did not know it in advance.
+const UNKNOWN_SIZE: u64 = u64::MAX;
+
+/// Where the bucket is and how to reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Endpoint URL; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Prefix of every object key (e.g. `rangecache/`).
+    pub prefix: String,
+    /// Access key; `None` reads `AWS_ACCESS_KEY_ID` and the usual AWS configuration.
+    pub access_key_id: Option<String>,
+    /// Secret key; `None` reads `AWS_SECRET_ACCESS_KEY` and the usual AWS configuration.
+    pub secret_access_key: Option<String>,
+}
+
+/// A tier in an S3-compatible bucket.
+pub struct S3Tier {
+    name: String,
+    op: Operator,
+    /// Per key, our entity-tag of the last revision seen and S3's ETag of it.
+    translations: Arc<Mutex<HashMap<ObjectKey, (EntityTag, String)>>>,
+}
+
+impl S3Tier {
+    /// A tier over `config`'s bucket; makes no request.
+    pub fn new(name: &str, config: &S3Config) -> Result<S3Tier, TierError> {
+        let backend = |message: String| TierError::Backend { tier: name.to_owned(), message };
+        let mut builder = services::S3::default()
+            .bucket(&config.bucket)
+            .region(&config.region)
+            .root(&format!("/{}", config.prefix.trim_matches('/')));
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint(endpoint);
+        }
+        let access_key =
+            config.access_key_id.clone().or_else(|| std::env::var("AWS_ACCESS_KEY_ID").ok());
+        let secret_key = config
+            .secret_access_key
+            .clone()
+            .or_else(|| std::env::var("AWS_SECRET_ACCESS_KEY").ok());
+        if let (Some(access_key), Some(secret_key)) = (access_key, secret_key) {
+            builder = builder.access_key_id(&access_key).secret_access_key(&secret_key);
+        }
+        let op = Operator::new(builder).map_err(|e| backend(e.to_string()))?;
+        Ok(S3Tier { name: name.to_owned(), op, translations: Arc::new(Mutex::new(HashMap::new())) })
+    }
+
+    fn backend(&self, error: impl std::fmt::Display) -> TierError {
+        TierError::Backend { tier: self.name.clone(), message: error.to_string() }
+    }
+
+    /// Remembers that our `etag` of `key` is S3's `s3_etag`.
+    fn learn(&self, key: &ObjectKey, etag: &EntityTag, s3_etag: Option<&str>) {
+        let Some(s3_etag) = s3_etag else { return };
+        let mut map = self.translations.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_TRANSLATIONS && !map.contains_key(key) {
+            map.clear();
+        }
+        map.insert(key.clone(), (etag.clone(), s3_etag.to_owned()));
+    }
+
+    /// An `If-Match`/`If-None-Match` value in S3's terms: `*` as is, one of our entity-tags as
+    /// the S3 ETag known for it; `None` when it cannot be translated (then only the core
+    /// checks it, on the answer).
+    fn translate(&self, key: &ObjectKey, value: &str) -> Option<String> {
+        match EtagList::parse(value)? {
+            EtagList::Any => Some("*".to_owned()),
+            EtagList::Tags(tags) => {
+                let map = self.translations.lock().unwrap_or_else(PoisonError::into_inner);
+                let (ours, theirs) = map.get(key)?;
+                let [tag] = tags.as_slice() else { return None };
+                tag.weak_eq(ours).then(|| theirs.clone())
+            }
+        }
+    }
+
+    /// The metadata of the live revision with S3's ETag, by HEAD; `None` when absent.
+    async fn head(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<Option<(ObjectMeta, Option<String>)>, TierError> {
+        match self.op.stat(&path(key)).await {
+            Ok(found) => {
+                let (meta, _) = decode_meta(&found).map_err(|e| self.backend(e))?;
+                let s3_etag = found.etag().map(str::to_owned);
+                self.learn(key, &meta.etag, s3_etag.as_deref());
+                Ok(Some((meta, s3_etag)))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.backend(e)),
+        }
+    }
+
+    /// Answers a read that carries no body from a HEAD: preconditions, then the span.
+    async fn answer_from_head(
+        &self,
+        key: &ObjectKey,
+        req: &OpenRequest,
+    ) -> Result<Opened, TierError> {
+        match self.head(key).await? {
+            Some((meta, _)) if !meta.is_expired(req.now) => {
+                match judge(&meta, &req.conditions, req.span) {
+                    Err(answer) => Ok(answer),
+                    // The span is satisfiable for this revision after all (it changed since
+                    // the GET); the caller retries the GET.
+                    Ok(_) => Err(self.backend("the object changed during the read")),
+                }
+            }
+            Some(_) | None => Ok(Opened::NotFound),
+        }
+    }
+
+    /// One GET of `span`, with `conditions` sent when S3 can evaluate them.
+    async fn get(
+        &self,
+        key: &ObjectKey,
+        span: Span,
+        conditions: &Conditions,
+    ) -> opendal::Result<(Metadata, opendal::FuturesBytesStream)> {
+        let object_path = path(key);
+        let mut reader = self.op.reader_with(&object_path);
+        if let Some(value) = conditions.if_match.as_deref().and_then(|v| self.translate(key, v)) {
+            reader = reader.if_match(&value);
+        }
+        if let Some(value) =
+            conditions.if_none_match.as_deref().and_then(|v| self.translate(key, v))
+        {
+            reader = reader.if_none_match(&value);
+        }
+        // Dates only when no entity-tag field is present, as RFC 9110 §13.2.2 reads them, and
+        // compared by S3 against its own modification time, which is never earlier than the
+        // Last-Modified we store; a refusal is double-checked against our metadata by a HEAD.
+        if conditions.if_match.is_none()
+            && let Some(at) = conditions.if_unmodified_since.as_deref().and_then(to_opendal_time)
+        {
+            reader = reader.if_unmodified_since(at);
+        }
+        if conditions.if_none_match.is_none()
+            && let Some(at) = conditions.if_modified_since.as_deref().and_then(to_opendal_time)
+        {
+            reader = reader.if_modified_since(at);
+        }
+        // No `chunk` and no `concurrent`: opendal streams the range from a single request.
+        let mut stream = reader.await?.into_bytes_stream(bytes_range(span)).await?;
+        let found = stream.metadata().await?;
+        Ok((found, stream))
+    }
+}
+
+#[async_trait::async_trait]
+impl Tier for S3Tier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+        if is_empty_span(req.span) {
+            // Reads nothing whatever the size: no GET can express it.
+            return self.answer_from_head(key, req).await;
+        }
+        let mut conditions = req.conditions.clone();
+        let mut last_error = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let (found, stream) = match self.get(key, req.span, &conditions).await {
+                Ok(got) => got,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Opened::NotFound),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::RangeNotSatisfied | ErrorKind::ConditionNotMatch
+                    ) =>
+                {
+                    match self.answer_from_head(key, req).await {
+                        Ok(answer) => return Ok(answer),
+                        Err(e) => {
+                            // Our metadata says the server was wrong to refuse (its ETag or date
+                            // is not ours): read again and let the core judge the answer.
+                            conditions = Conditions::default();
+                            last_error = Some(e);
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(self.backend(e)),
+            };
+            let (meta, announced) = decode_meta(&found).map_err(|e| self.backend(e))?;
+            self.learn(key, &meta.etag, found.etag());
+            if meta.is_expired(req.now) {
+                return Ok(Opened::NotFound);
+            }
+            if announced.is_some_and(|size| size != meta.size) {
+                // A server that stores metadata beside the bytes (s3s-fs) can pair two revisions
+                // during an overwrite; read again rather than serve the mix.
+                last_error = Some(self.backend("metadata and bytes of different revisions"));
+                continue;
+            }
+            let window = match judge(&meta, &req.conditions, req.span) {
+                Ok(window) => window,
+                Err(answer) => return Ok(answer),
+            };
+            let len = window.len(meta.size);
+            let body = exact_length(stream, len);
+            return Ok(Opened::Body { meta, window, body });
+        }
+        Err(last_error.unwrap_or_else(|| self.backend("read failed")))
+    }
+
+    async fn stat(&self, key: &ObjectKey, now: Timestamp) -> Result<Option<ObjectMeta>, TierError> {
+        Ok(self.head(key).await?.map(|(meta, _)| meta).filter(|meta| !meta.is_expired(now)))
+    }
+
+    async fn create(
+        &self,
+        key: &ObjectKey,
+        new: NewObject,
+    ) -> Result<Box<dyn TierWriter>, TierError> {
+        let object_path = path(key);
+        let mut writer = self.op.writer_with(&object_path).chunk(PART_SIZE).concurrent(1);
+        // The condition is judged now by the core against the live revision, and S3 makes it
+        // hold until the commit: the PUT or the multipart completion carries the S3 ETag judged
+        // (If-Match) or If-None-Match: *.
+        match &new.condition {
+            WriteCondition::None => {}
+            condition @ (WriteCondition::IfAbsent | WriteCondition::IfMatch(_)) => {
+                let current = self.head(key).await?;
+                let live = current.as_ref().filter(|(meta, _)| !meta.is_expired(wall_clock()));
+                if !condition.allows(live.map(|(meta, _)| meta)) {
+                    return Err(TierError::PreconditionFailed { tier: self.name.clone() });
+                }
+                match current {
+                    Some((_, Some(s3_etag))) => writer = writer.if_match(&s3_etag),
+                    Some((_, None)) => return Err(self.backend("the server sent no ETag")),
+                    None => writer = writer.if_not_exists(true),
+                }
+            }
+        }
+        let meta = ObjectMeta {
+            size: new.expected_size.unwrap_or(UNKNOWN_SIZE),
+            etag: new.etag.clone(),
+            last_modified: new.last_modified,
+            headers: new.headers.clone(),
+            expires: new.expires,
+        };
+        let encoded = encode_meta(&meta).map_err(|e| self.backend(e))?;
+        writer = writer.user_metadata([(META_FIELD.to_owned(), encoded)]);
+        let writer = writer.await.map_err(|e| self.backend(e))?;
+        Ok(Box::new(S3Writer {
+            tier: self.name.clone(),
+            key: key.clone(),
+            translations: Arc::clone(&self.translations),
+            meta,
+            expected_size: new.expected_size,
+            writer: Some(writer),
+            received: 0,
+        }))
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
+        let existed = self.head(key).await?.is_some();
+        self.op.delete(&path(key)).await.map_err(|e| self.backend(e))?;
+        Ok(existed)
+    }
+
+    async fn stats(&self, _now: Timestamp) -> Result<TierStats, TierError> {
+        // One listing of the whole prefix: fine for the stats endpoint of a test or a small
+        // bucket, and the only way S3 counts objects.
+        let entries = self.op.list_with("/").recursive(true).await.map_err(|e| self.backend(e))?;
+        let mut stats = TierStats::default();
+        for entry in entries.iter().filter(|e| e.metadata().is_file()) {
+            stats.objects += 1;
+            stats.bytes += entry.metadata().content_length();
+        }
+        Ok(stats)
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+        let entries = self.op.list("/").await.map_err(|e| self.backend(e))?;
+        let mut names: Vec<String> = entries
+            .iter()
+            .filter(|e| e.metadata().is_dir())
+            .filter_map(|e| Namespace::parse(e.name().trim_end_matches('/')).ok())
+            .map(|ns| ns.as_str().to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn close(&self) -> Result<(), TierError> {
+        Ok(())
+    }
+}
+
+/// A write in progress; nothing is visible until the commit completes the PUT or the upload.
+struct S3Writer {
+    tier: String,
+    key: ObjectKey,
+    translations: Arc<Mutex<HashMap<ObjectKey, (EntityTag, String)>>>,
+    meta: ObjectMeta,
+    expected_size: Option<u64>,
+    writer: Option<opendal::Writer>,
+    received: u64,
+}
+
+impl S3Writer {
+    fn backend(&self, error: impl std::fmt::Display) -> TierError {
+        TierError::Backend { tier: self.tier.clone(), message: error.to_string() }
+    }
+}
+
+#[async_trait::async_trait]
+impl TierWriter for S3Writer {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
+        self.received += chunk.len() as u64;
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(self.backend("writer already closed"));
+        };
+        // A failed part leaves the upload to be aborted when the writer is dropped.
+        let written = writer.write(chunk).await;
+        written.map_err(|e| self.backend(e))
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<ObjectMeta, TierError> {
+        if let Some(expected) = self.expected_size
+            && expected != self.received
+        {
+            return Err(TierError::SizeMismatch {
+                tier: self.tier.clone(),
+                expected,
+                received: self.received,
+            });
+        }
+        let mut writer = self.writer.take().ok_or_else(|| self.backend("writer already closed"))?;
+        match writer.close().await {
+            Ok(written) => {
+                let meta = ObjectMeta { size: self.received, ..self.meta.clone() };
+                if let Some(s3_etag) = written.etag() {
+                    let mut map = self.translations.lock().unwrap_or_else(PoisonError::into_inner);
+                    map.insert(self.key.clone(), (meta.etag.clone(), s3_etag.to_owned()));
+                }
+                Ok(meta)
+            }
+            Err(e) => {
+                // A failed completion may leave a multipart upload behind.
+                abort_quietly(writer).await;
+                if e.kind() == ErrorKind::ConditionNotMatch {
+                    return Err(TierError::PreconditionFailed { tier: self.tier.clone() });
+                }
+                Err(self.backend(e))
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        if let Some(writer) = self.writer.take() {
+            abort_quietly(writer).await;
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // Dropped mid-write (a cancelled upload): abort the multipart upload in the background;
+        // a single PUT was never sent, so there is nothing else to undo.
+        if let Some(writer) = self.writer.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(abort_quietly(writer));
+        }
+    }
+}
+
+async fn abort_quietly(mut writer: opendal::Writer) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(error = %e, "cannot abort an S3 upload");
+    }
+}
+
+fn path(key: &ObjectKey) -> String {
+    format!("{}/{}", key.namespace, key.key)
+}
+
+fn is_empty_span(span: Span) -> bool {
+    match span {
+        Span::From { start, end: Some(end) } => end <= start,
+        Span::From { end: None, .. } => false,
+        Span::Last(n) => n == 0,
+    }
+}
+
+fn bytes_range(span: Span) -> opendal::BytesRange {
+    use opendal::BytesRange;
+    match span {
+        Span::From { start, end } => BytesRange::new(start, end.map(|end| end - start)),
+        Span::Last(n) => BytesRange::suffix(n),
+    }
+}
+
+fn to_opendal_time(value: &str) -> Option<opendal::raw::Timestamp> {
+    let at = parse_http_date(value)?;
+    opendal::raw::Timestamp::from_second(i64::try_from(at.as_secs()).ok()?).ok()
+}
+
+/// The metadata stored with the object, with the object's real size, and the size the writer
+/// announced when it knew it in advance.
+fn decode_meta(found: &Metadata) -> Result<(ObjectMeta, Option<u64>), String> {
+    let field = found
+        .user_metadata()
+        .and_then(|user| user.get(META_FIELD))
+        .ok_or("the object carries no rangecache metadata")?;
+    let json = percent_decode(field).ok_or("the rangecache metadata is not percent-encoded")?;
+    let mut meta: ObjectMeta =
+        serde_json::from_slice(&json).map_err(|e| format!("bad rangecache metadata: {e}"))?;
+    let announced = (meta.size != UNKNOWN_SIZE).then_some(meta.size);
+    meta.size = found.content_length();
+    Ok((meta, announced))
+}
+
+/// The metadata as a header value: JSON with every byte outside visible ASCII, and `%`,
+/// percent-encoded, so any stored header survives HTTP and SigV4 unchanged.
+fn encode_meta(meta: &ObjectMeta) -> Result<String, String> {
+    let json = serde_json::to_vec(meta).map_err(|e| e.to_string())?;
+    let mut out = String::with_capacity(json.len());
+    for byte in json {
+        if (0x21..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(value: &str) -> Option<Vec<u8>> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Passes `stream` on, failing it if it ends before or runs past `len` bytes, so a short body
+/// is never taken for a whole one.
+fn exact_length(
+    stream: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+    len: u64,
+) -> ByteStream {
+    let mut stream = Box::pin(stream);
+    let mut seen: u64 = 0;
+    let mut done = false;
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        if done {
+            return Poll::Ready(None);
+        }
+        match stream.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                seen += chunk.len() as u64;
+                if seen > len {
+                    done = true;
+                    return Poll::Ready(Some(Err(io::Error::other(
+                        "the server sent too many bytes",
+                    ))));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                done = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                done = true;
+                if seen < len {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the server sent {seen} of {len} bytes"),
+                    ))));
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }))
+}
