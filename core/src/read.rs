@@ -50,9 +50,10 @@
 //!
 //! Every answer that carries metadata is planned by the core, whatever the tier said (some
 //! backends ignore conditional requests). A tier is *not definitive* when its plan is 412 (its
-//! revision fails If-Match or If-Unmodified-Since) or when If-Range changed its plan (it holds
-//! another revision than If-Range names): deeper tiers are then asked for the named revision
-//! with the same conditions. The first such answer is kept as the fallback. When the walk is
+//! revision fails If-Match or If-Unmodified-Since) or when an If-Range holding a strong
+//! entity-tag changed its plan (it holds another revision than the one named; a date or a weak
+//! tag names none, so it never sends the read deeper): deeper tiers are then asked for the
+//! named revision with the same conditions. The first such answer is kept as the fallback. When the walk is
 //! over without a definitive answer:
 //!
 //! * a fallback whose plan sends the object (If-Range: the whole current object with 200)
@@ -702,7 +703,16 @@ impl Machine {
         if answer.plan.status == StatusCode::PRECONDITION_FAILED {
             return false;
         }
-        if self.request.if_range.is_none() || self.request.range.is_none() {
+        // Only a strong entity-tag names a revision another tier might hold; a date never
+        // holds (Last-Modified is weak, `ObjectMeta::is_last_modified_strong`) and neither does
+        // a weak tag, so those get the whole object from the first tier without a deeper look.
+        let names_revision = self
+            .request
+            .if_range
+            .as_deref()
+            .and_then(EntityTag::parse)
+            .is_some_and(|tag| tag.is_strong());
+        if !names_revision || self.request.range.is_none() {
             return true;
         }
         let mut without = self.request.headers();
@@ -1001,6 +1011,21 @@ mod tests {
             "OpenTier(1, 0-4)",
             "RequestCopy(1, Background)",
             "Serve(206, opened 1; disk; hit, memory; fwd=request; stored)",
+        ]);
+    }
+
+    #[test]
+    fn if_range_with_a_date_is_answered_by_the_first_tier() {
+        let request = Request {
+            if_range: Some("Tue, 14 Nov 2023 22:13:20 GMT".into()),
+            ..ranged("bytes=0-3")
+        };
+        let mut s = Script::new(request, 2);
+        s.opened(0, meta("a", 10), part(0, 4)).opened(0, meta("a", 10), Some(OpenWindow::Whole));
+        s.expect(&[
+            "OpenTier(0, 0-4)",
+            "OpenTier(0, 0-, if-match \"a\")",
+            "Serve(200, opened 0; memory; hit)",
         ]);
     }
 
