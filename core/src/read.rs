@@ -487,7 +487,12 @@ impl Machine {
                 | State::SendingPart { .. }
                 | State::OpeningPart { .. }
                 | State::Done),
-                input,
+                input @ (Input::TierOpened { .. }
+                | Input::TierMissed { .. }
+                | Input::TierFailed { .. }
+                | Input::CopyStarted
+                | Input::CopyRefused { .. }
+                | Input::PartSent { .. }),
             ) => {
                 if let Input::TierOpened { tier, window: Some(_), .. } = input {
                     self.outputs.push_back(Output::DropBody { tier });
@@ -1066,6 +1071,18 @@ mod tests {
             "OpenTier(0, 0-, if-match \"v2\")",
             "DropBody(0)",
             "Serve(503, nothing; memory; fwd=request; fwd-status=404)",
+        ]);
+    }
+
+    #[test]
+    fn a_failure_of_the_pinned_reopen_is_502() {
+        let request = Request { if_range: Some("\"old\"".into()), ..ranged("bytes=0-3") };
+        let mut s = Script::new(request, 1);
+        s.opened(0, meta("new", 10), part(0, 4)).failed(0);
+        s.expect(&[
+            "OpenTier(0, 0-4)",
+            "OpenTier(0, 0-, if-match \"new\")",
+            "Serve(502, nothing; memory; fwd=miss; fwd-status=404; detail=error)",
         ]);
     }
 
