@@ -361,19 +361,35 @@ fn check_directory(field: &str, path: &Path) -> Result<(), ConfigError> {
 
 /// Turns a TOML error into one line naming the key and the line of the file.
 fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
-    let line = error.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
     let message = error.message().replace('\n', " ");
-    let field = match line {
-        Some(line) => {
-            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+    let span_line =
+        error.span().map(|span| text[..span.start.min(text.len())].matches('\n').count());
+    // An unknown key is reported at its table; find the key itself from there on.
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    let line_of = |name: &str, from: usize| {
+        text.lines().enumerate().skip(from).find_map(|(idx, line)| {
+            let rest = line.trim_start().strip_prefix(name)?;
+            rest.trim_start().starts_with('=').then_some(idx)
+        })
+    };
+    let field = match (unknown, span_line) {
+        (Some(name), from) => match line_of(&name, from.unwrap_or(0)) {
+            Some(idx) => format!("{name} (line {})", idx + 1),
+            None => name,
+        },
+        (None, Some(idx)) => {
+            let source = text.lines().nth(idx).unwrap_or("").trim();
             let key = source.split('=').next().unwrap_or("").trim();
             if key.is_empty() || key.starts_with('[') {
-                format!("line {line}")
+                format!("line {}", idx + 1)
             } else {
-                format!("{key} (line {line})")
+                format!("{key} (line {})", idx + 1)
             }
         }
-        None => "config".into(),
+        (None, None) => "config".into(),
     };
     ConfigError { field, message }
 }

@@ -32,8 +32,30 @@ pub async fn build_tiers(config: &Config) -> Result<Vec<TierSlot>, ConfigError> 
                 remote_tier::RemoteTier::new(&tier.name, url, token.clone())
                     .map_err(|e| fail(&e))?,
             ),
-            TierKind::Memory | TierKind::Disk { .. } | TierKind::S3 { .. } => {
-                return Err(fail(&"this tier kind is not built yet"));
+            TierKind::Memory => Arc::new(storage::memory::MemoryTier::new(
+                &tier.name,
+                tier.max_size.expect("a memory tier has a max_size"),
+            )),
+            TierKind::Disk { path } => Arc::new(
+                storage::disk::DiskTier::open(
+                    &tier.name,
+                    path,
+                    tier.max_size.unwrap_or(config::DEFAULT_DISK_SIZE),
+                )
+                .await
+                .map_err(|e| fail(&e))?,
+            ),
+            TierKind::S3 { bucket, endpoint, region, prefix } => {
+                // Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (SPEC §5).
+                let s3 = storage::s3::S3Config {
+                    bucket: bucket.clone(),
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    prefix: prefix.clone(),
+                    access_key_id: None,
+                    secret_access_key: None,
+                };
+                Arc::new(storage::s3::S3Tier::new(&tier.name, &s3).map_err(|e| fail(&e))?)
             }
         };
         slots.push(TierSlot { tier: opened, max_ttl: tier.max_ttl });

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("RANGECACHE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let Command::Serve { config, listen } = cli.command;
     let config = match config {

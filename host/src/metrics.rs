@@ -20,6 +20,17 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of `rangecache_route_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `object`, `invalidate`, `stats`, `namespaces`, `metrics`, `healthz` or `other`.
+    pub route: &'static str,
+    /// The request method.
+    pub method: String,
+    /// The response status code.
+    pub status: u16,
+}
+
 /// Labels of `rangecache_tier_reads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TierReadLabels {
@@ -50,6 +61,8 @@ pub struct Metrics {
     registry: Registry,
     /// Responses sent, by method and status.
     pub requests: Family<RequestLabels, Counter>,
+    /// Responses sent, by route, method and status (object traffic apart from scrapes).
+    pub route_requests: Family<RouteLabels, Counter>,
     /// Body bytes sent to clients.
     pub response_bytes: Counter,
     /// Body bytes received from clients on writes.
@@ -71,6 +84,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("rangecache");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Responses sent, by method and status", requests.clone());
+        let route_requests = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "route_requests",
+            "Responses sent, by route, method and status",
+            route_requests.clone(),
+        );
         let response_bytes = Counter::default();
         registry.register("response_bytes", "Body bytes sent to clients", response_bytes.clone());
         let request_bytes = Counter::default();
@@ -100,6 +119,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             requests,
+            route_requests,
             response_bytes,
             request_bytes,
             tier_reads,
@@ -113,8 +133,10 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one response.
-    pub fn request(&self, method: &str, status: u16) {
+    pub fn request(&self, route: &'static str, method: &str, status: u16) {
         self.requests.get_or_create(&RequestLabels { method: method.to_owned(), status }).inc();
+        let labels = RouteLabels { route, method: method.to_owned(), status };
+        self.route_requests.get_or_create(&labels).inc();
     }
 
     /// Counts one tier open.
@@ -153,7 +175,7 @@ mod tests {
     #[test]
     fn families_of_the_spec_are_exposed() {
         let metrics = Metrics::default();
-        metrics.request("GET", 206);
+        metrics.request("object", "GET", 206);
         metrics.tier_read("memory", "miss");
         metrics.backfill("started");
         metrics.response_bytes.inc_by(10);

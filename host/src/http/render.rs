@@ -94,7 +94,7 @@ impl Reply {
 
     /// Hands the reply to warp, counting it and arranging its log line.
     pub fn finish(self, metrics: &Arc<Metrics>, req: &Request, started: Instant) -> Response {
-        metrics.request(req.method.as_str(), self.status.as_u16());
+        metrics.request(route_of(&req.path), req.method.as_str(), self.status.as_u16());
         let head_only = req.method == http::Method::HEAD;
         let inner: ByteStream = match self.body {
             Some(body) if !head_only => body,
@@ -191,5 +191,19 @@ impl Drop for LoggedBody {
                 "request body ended early"
             ),
         }
+    }
+}
+
+/// The route label of a path, for `rangecache_route_requests_total`.
+fn route_of(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or("");
+    match path.trim_start_matches('/').split('/').collect::<Vec<_>>().as_slice() {
+        ["api", "v1", "object", _, _] => "object",
+        ["api", "v1", "object", _, _, "invalidate"] => "invalidate",
+        ["api", "v1", "stats"] => "stats",
+        ["api", "v1", "namespaces"] => "namespaces",
+        ["metrics"] => "metrics",
+        ["healthz"] => "healthz",
+        _ => "other",
     }
 }

@@ -101,17 +101,27 @@ impl Tier for RemoteTier {
         let headers = response.headers().clone();
         match status {
             StatusCode::NOT_FOUND => Ok(Opened::NotFound),
-            StatusCode::NOT_MODIFIED => Ok(Opened::NotModified {
-                meta: self.meta(&headers, size_of_unsatisfied(&headers))?,
-            }),
-            StatusCode::PRECONDITION_FAILED => Ok(Opened::PreconditionFailed {
-                meta: self.meta(&headers, size_of_unsatisfied(&headers))?,
-            }),
-            StatusCode::RANGE_NOT_SATISFIABLE => {
-                let size = size_of_unsatisfied(&headers).ok_or_else(|| {
-                    backend(&self.name, "416 without Content-Range: bytes */SIZE")
-                })?;
-                Ok(Opened::NotSatisfiable { meta: self.meta(&headers, Some(size))? })
+            StatusCode::NOT_MODIFIED => {
+                let meta = match self.meta(&headers, None) {
+                    Ok(meta) => meta,
+                    Err(_) => match self.stat(key, req.now).await? {
+                        Some(meta) => meta,
+                        None => return Ok(Opened::NotFound),
+                    },
+                };
+                Ok(Opened::NotModified { meta })
+            }
+            StatusCode::PRECONDITION_FAILED | StatusCode::RANGE_NOT_SATISFIABLE => {
+                // rangecache's 412 and 416 carry no validators (RFC 9110 has none there), so
+                // a HEAD describes the revision the answer was about.
+                let Some(meta) = self.stat(key, req.now).await? else {
+                    return Ok(Opened::NotFound);
+                };
+                if status == StatusCode::PRECONDITION_FAILED {
+                    Ok(Opened::PreconditionFailed { meta })
+                } else {
+                    Ok(Opened::NotSatisfiable { meta })
+                }
             }
             StatusCode::OK => {
                 if range.is_some() {
@@ -397,12 +407,6 @@ fn range_header(span: Span) -> Option<String> {
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
-}
-
-/// `bytes */SIZE` of a 416 (or of a 304/412 that carries it).
-fn size_of_unsatisfied(headers: &HeaderMap) -> Option<u64> {
-    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
-    value.trim().strip_prefix("bytes */")?.parse().ok()
 }
 
 /// `bytes S-E/SIZE` → the half-open window `[S, E + 1)` and SIZE.

@@ -1,0 +1,381 @@
+//! `/api/v1` of one real server (memory + disk) over real HTTP: the RFC 9110 behaviour of
+//! reads, conditional and atomic writes, bad input, auth, and the side routes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Server, client, data, eventually, get_json, memory_and_disk, put, tempdir};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn server() -> Server {
+    let dir = tempdir();
+    Server::start_in(&dir, &memory_and_disk(&dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_follow_rfc_9110_ranges_and_preconditions() {
+    let server = server();
+    let url = server.object("rfc", "object-1");
+    let body = data(1000, 1);
+    let response = client()
+        .put(&url)
+        .header("content-type", "application/x-test")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "a strong quoted ETag: {etag}");
+
+    // The whole object.
+    let response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert_eq!(headers["content-length"], "1000");
+    assert_eq!(headers["etag"].to_str().unwrap(), etag);
+    assert_eq!(headers["content-type"], "application/x-test");
+    assert!(headers.contains_key("last-modified"));
+    assert_eq!(headers["cache-status"], "memory; hit");
+    let last_modified = headers["last-modified"].to_str().unwrap().to_owned();
+    assert_eq!(response.bytes().await.unwrap(), body);
+
+    // RFC 9110 §14.1.2: first-last, open-ended and suffix ranges.
+    for (range, start, end) in [
+        ("bytes=10-19", 10, 20),
+        ("bytes=990-", 990, 1000),
+        ("bytes=-5", 995, 1000),
+        ("bytes=0-5000", 0, 1000),
+    ] {
+        let response = client().get(&url).header("range", range).send().await.unwrap();
+        assert_eq!(response.status(), 206, "{range}");
+        assert_eq!(
+            response.headers()["content-range"],
+            format!("bytes {start}-{}/1000", end - 1).as_str(),
+            "{range}"
+        );
+        assert_eq!(response.headers()["content-length"], (end - start).to_string().as_str());
+        assert_eq!(response.headers()["accept-ranges"], "bytes");
+        assert_eq!(response.bytes().await.unwrap(), body[start..end], "{range}");
+    }
+
+    // §15.5.17: unsatisfiable → 416 with bytes */SIZE and no body.
+    let response = client().get(&url).header("range", "bytes=2000-").send().await.unwrap();
+    assert_eq!(response.status(), 416);
+    assert_eq!(response.headers()["content-range"], "bytes */1000");
+    assert_eq!(response.headers()["accept-ranges"], "bytes");
+    assert!(response.bytes().await.unwrap().is_empty());
+
+    // §14.2: a syntactically invalid Range is ignored.
+    let response = client().get(&url).header("range", "bytes=oops").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), body);
+
+    // §14.6: several ranges → multipart/byteranges.
+    let response = client().get(&url).header("range", "bytes=0-1,900-901").send().await.unwrap();
+    assert_eq!(response.status(), 206);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let boundary = content_type
+        .strip_prefix("multipart/byteranges; boundary=")
+        .expect("multipart content type")
+        .to_owned();
+    let length: usize = response.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let multipart = response.bytes().await.unwrap();
+    assert_eq!(multipart.len(), length, "Content-Length matches the multipart body");
+    let text = String::from_utf8_lossy(&multipart);
+    assert!(
+        text.contains("Content-Range: bytes 0-1/1000")
+            || text.contains("content-range: bytes 0-1/1000")
+    );
+    assert!(text.contains("bytes 900-901/1000"));
+    assert!(text.trim_end().ends_with(&format!("--{boundary}--")));
+    let first = find(&multipart, &body[0..2]);
+    assert!(first.is_some(), "part 1 carries bytes 0-1");
+
+    // §13.1.2: If-None-Match matching → 304 with validators and no body.
+    let response = client().get(&url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(response.status(), 304);
+    assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(response.headers()["last-modified"].to_str().unwrap(), last_modified);
+    assert!(response.headers().contains_key("cache-status"));
+    assert!(response.bytes().await.unwrap().is_empty());
+
+    // §13.1.3: If-Modified-Since at Last-Modified → 304.
+    let response =
+        client().get(&url).header("if-modified-since", &last_modified).send().await.unwrap();
+    assert_eq!(response.status(), 304);
+
+    // §13.1.1: If-Match failing → 412, before any Range.
+    let response = client()
+        .get(&url)
+        .header("if-match", "\"another\"")
+        .header("range", "bytes=0-0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 412);
+
+    // §13.1.4: If-Unmodified-Since before Last-Modified → 412.
+    let response = client()
+        .get(&url)
+        .header("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 412);
+
+    // §13.1.5: If-Range naming another revision → the whole object with 200.
+    let response = client()
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"another\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap(), body);
+    let response = client()
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.bytes().await.unwrap(), body[0..10]);
+
+    // HEAD answers as GET without a body, ignoring Range.
+    let response = client().head(&url).header("range", "bytes=0-9").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "1000");
+    assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(response.headers()["accept-ranges"], "bytes");
+    assert!(response.headers().contains_key("cache-status"));
+    let response = client().head(&url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(response.status(), 304);
+
+    // A missing object.
+    let response = client().get(server.object("rfc", "absent")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["cache-status"], "disk; fwd=uri-miss, memory; fwd=uri-miss");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_store_nothing_when_they_fail() {
+    let server = server();
+    let url = server.object("writes", "cond");
+    // If-None-Match: * creates only when absent.
+    let created = client()
+        .put(&url)
+        .header("if-none-match", "*")
+        .header("etag", "\"v1\"")
+        .body("one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    assert_eq!(created.headers()["etag"], "\"v1\"", "a client-supplied ETag is stored");
+    let refused = client().put(&url).header("if-none-match", "*").body("two").send().await.unwrap();
+    assert_eq!(refused.status(), 412);
+    // If-Match replaces only that version.
+    let refused =
+        client().put(&url).header("if-match", "\"v0\"").body("three").send().await.unwrap();
+    assert_eq!(refused.status(), 412);
+    let body = client().get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(body, "one", "failed conditional writes stored nothing");
+    let replaced = client()
+        .put(&url)
+        .header("if-match", "\"v1\"")
+        .header("etag", "\"v2\"")
+        .body("four")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 200);
+    let response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.headers()["etag"], "\"v2\"");
+    assert_eq!(response.bytes().await.unwrap(), "four");
+    // Generated ETags are unique per write.
+    let a = put(&server.object("writes", "gen"), b"same".to_vec()).await;
+    let b = put(&server.object("writes", "gen"), b"same".to_vec()).await;
+    assert_ne!(a, b, "each write gets its own ETag");
+    // Weak ETags cannot be stored.
+    let weak = client().put(&url).header("etag", "W/\"x\"").body("x").send().await.unwrap();
+    assert_eq!(weak.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
+    let dir = tempdir();
+    let config =
+        memory_and_disk(&dir).replace("max_object_size = \"256MiB\"", "max_object_size = \"1KiB\"");
+    let server = Server::start_in(&dir, &config);
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let get = |path: &str| client().get(server.url(path)).send();
+    assert_eq!(status(get("/api/v1/object/_bad/key").await.unwrap()), 400);
+    assert_eq!(status(get("/api/v1/object/a.b/key").await.unwrap()), 400);
+    assert_eq!(status(get("/api/v1/nowhere").await.unwrap()), 404);
+    assert_eq!(status(get("/api/v1/object/ns/absent").await.unwrap()), 404);
+    let patch = client().patch(server.object("ns", "k")).send().await.unwrap();
+    assert_eq!(patch.status(), 405);
+    // Too large: announced up front, or counted while streaming a chunked body.
+    let url = server.object("ns", "big");
+    let response = client().put(&url).body(vec![0u8; 2048]).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+    let chunks = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![1u8; 512])));
+    let response =
+        client().put(&url).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(get("/api/v1/object/ns/big").await.unwrap().status(), 404, "413 stored nothing");
+    let response =
+        client().put(&url).header("time-to-live", "soon").body("x").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let response =
+        client().put(&url).header("last-modified", "yesterday").body("x").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    // Delete: 200, then 404.
+    put(&server.object("ns", "gone"), b"x".to_vec()).await;
+    assert_eq!(client().delete(server.object("ns", "gone")).send().await.unwrap().status(), 200);
+    assert_eq!(client().delete(server.object("ns", "gone")).send().await.unwrap().status(), 404);
+    assert_eq!(get("/api/v1/object/ns/gone").await.unwrap().status(), 404);
+    // The server survived all of it.
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert!(!server.log().contains("panicked"), "no panic:\n{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_short_leaves_nothing_behind() {
+    let server = server();
+    for (name, close_early) in [("short", false), ("disconnected", true)] {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "PUT /api/v1/object/cut/{name} HTTP/1.1\r\nhost: {}\r\ncontent-length: 100000\r\n\r\n",
+            server.addr
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&data(50_000, 3)).await.unwrap();
+        if close_early {
+            drop(stream);
+        } else {
+            // Half-close: the server sees EOF with half of the announced bytes.
+            stream.shutdown().await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+                .await;
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                !answer.starts_with("HTTP/1.1 200"),
+                "a short upload is not accepted: {answer}"
+            );
+        }
+        let url = server.object("cut", name);
+        eventually("the cut upload to be abandoned", Duration::from_secs(10), || async {
+            server.metric("rangecache_requests_total{method=\"PUT\",status=\"400\"}").await >= 1.0
+                || server.log().contains(&format!("/api/v1/object/cut/{name}"))
+        })
+        .await;
+        let response = client().get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{name}: nothing stored");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_guard_reads_and_writes() {
+    let dir = tempdir();
+    let config = format!(
+        "{}\n[auth]\nread_token = \"r-secret\"\nwrite_token = \"w-secret\"\n",
+        memory_and_disk(&dir)
+    );
+    let server = Server::start_in(&dir, &config);
+    let url = server.object("auth", "k");
+    let response = client().put(&url).body("x").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let response = client().put(&url).bearer_auth("r-secret").body("x").send().await.unwrap();
+    assert_eq!(response.status(), 401, "the read token cannot write");
+    let response = client().put(&url).bearer_auth("w-secret").body("x").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let response = client().get(&url).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    for token in ["r-secret", "w-secret"] {
+        let response = client().get(&url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{token} reads");
+    }
+    let response = client().delete(&url).bearer_auth("r-secret").send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(client().get(server.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_namespaces_health_and_metrics() {
+    let server = server();
+    put(&server.object("zeta", "a"), data(100, 4)).await;
+    put(&server.object("alpha", "b"), data(50, 5)).await;
+    let names = get_json(&server.url("/api/v1/namespaces")).await;
+    assert_eq!(names, serde_json::json!(["alpha", "zeta"]));
+    let stats = get_json(&server.url("/api/v1/stats")).await;
+    assert_eq!(stats["objects"], 2, "{stats}");
+    assert_eq!(stats["size"], 150, "{stats}");
+    assert_eq!(stats["tiers"][0]["name"], "memory");
+    assert_eq!(stats["tiers"][0]["objects"], 2);
+    assert_eq!(stats["tiers"][1]["name"], "disk");
+    let _ =
+        client().get(server.object("zeta", "a")).header("range", "bytes=0-9").send().await.unwrap();
+    let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for family in [
+        "rangecache_requests_total{method=\"PUT\",status=\"200\"} 2",
+        "rangecache_requests_total{method=\"GET\",status=\"206\"} 1",
+        "rangecache_tier_reads_total{tier=\"memory\",result=\"hit\"} 1",
+        "rangecache_backfills_total{event=\"started\"} 0",
+        "rangecache_backfills_in_flight 0",
+        "rangecache_response_bytes_total",
+    ] {
+        assert!(metrics.contains(family), "missing {family:?} in\n{metrics}");
+    }
+    assert_eq!(client().get(server.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_objects_are_never_served() {
+    let server = server();
+    let url = server.object("ttl", "short");
+    let response =
+        client().put(&url).header("time-to-live", "1s").body("brief").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
+    eventually("the object to expire", Duration::from_secs(10), || async {
+        client().get(&url).send().await.unwrap().status() == 404
+    })
+    .await;
+}
+
+#[test]
+fn a_configuration_error_exits_2_with_one_line_naming_the_field() {
+    let dir = tempdir();
+    for (config, field) in [
+        ("bogus = 1\n", "bogus"),
+        ("[[tier]]\nname = \"m\"\nkind = \"memory\"\nmax_size = \"lots\"\n", "tier[0].max_size"),
+        ("listen = \"127.0.0.1:8080\"\n", "tier"),
+    ] {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, config).unwrap();
+        let output = std::process::Command::new(common::binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{config}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(field), "{stderr:?} names {field}");
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

@@ -1,0 +1,205 @@
+//! Two real servers chained: B (one disk tier, authoritative) and A (memory in front of B as
+//! a remote tier). Backfill into A's memory, its dedupe, its discard on early close, a write
+//! racing it, and shutdown in the middle of it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Server, client, data, disk_only, eventually, get_json, memory_and_remote, put, sha256, tempdir,
+};
+use futures::StreamExt;
+
+const GET_200: &str =
+    "rangecache_route_requests_total{route=\"object\",method=\"GET\",status=\"200\"}";
+const COMMITTED: &str = "rangecache_backfills_total{event=\"committed\"}";
+const DISCARDED: &str = "rangecache_backfills_total{event=\"discarded\"}";
+const IN_FLIGHT: &str = "rangecache_backfills_in_flight";
+
+fn chain() -> (Server, Server) {
+    let b = Server::start(&disk_only(&tempdir()));
+    let a = Server::start(&memory_and_remote(&b.base));
+    (a, b)
+}
+
+async fn memory_objects(server: &Server) -> u64 {
+    let stats = get_json(&server.url("/api/v1/stats")).await;
+    stats["tiers"][0]["objects"].as_u64().expect("tier 0 objects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_ranged_read_is_served_from_b_and_fills_a_with_the_whole_object() {
+    let (a, mut b) = chain();
+    let body = data(1 << 20, 10);
+    put(&b.object("chain", "cold"), body.clone()).await;
+
+    let response = client()
+        .get(a.object("chain", "cold"))
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.headers()["content-range"], "bytes 100-199/1048576");
+    assert_eq!(response.headers()["cache-status"], "upstream; hit, memory; fwd=uri-miss; stored");
+    assert_eq!(response.bytes().await.unwrap(), body[100..200]);
+
+    eventually("the background copy to commit", Duration::from_secs(20), || async {
+        a.metric(COMMITTED).await >= 1.0
+    })
+    .await;
+    // With B gone, A's memory alone answers, whole and ranged.
+    let _ = b.signal_and_wait("TERM", Duration::from_secs(10));
+    let response = client().get(a.object("chain", "cold")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    assert_eq!(sha256(&response.bytes().await.unwrap()), sha256(&body));
+    let response =
+        client().get(a.object("chain", "cold")).header("range", "bytes=-10").send().await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    assert_eq!(response.bytes().await.unwrap(), body[body.len() - 10..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_cold_ranged_reads_cause_one_whole_read_upstream() {
+    let (a, b) = chain();
+    let size = 20 << 20;
+    let body = std::sync::Arc::new(data(size, 11));
+    put(&b.object("chain", "herd"), body.to_vec()).await;
+    let whole_before = b.metric(GET_200).await;
+
+    let reads = (0..50).map(|i| {
+        let url = a.object("chain", "herd");
+        let body = body.clone();
+        async move {
+            let start = i * 300_000;
+            let end = start + 65_536;
+            let response = client()
+                .get(url)
+                .header("range", format!("bytes={start}-{}", end - 1))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 206, "read {i}");
+            let got = response.bytes().await.unwrap();
+            assert_eq!(got.len(), end - start, "read {i}");
+            assert!(got[..] == body[start..end], "read {i} has the right bytes");
+        }
+    });
+    futures::future::join_all(reads).await;
+
+    eventually("the one copy to commit", Duration::from_secs(60), || async {
+        a.metric(COMMITTED).await >= 1.0 && a.metric(IN_FLIGHT).await == 0.0
+    })
+    .await;
+    let a_metrics = client().get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        b.metric(GET_200).await - whole_before,
+        1.0,
+        "exactly one whole-object read on B; A's metrics:\n{a_metrics}"
+    );
+    assert_eq!(a.metric(COMMITTED).await, 1.0);
+    let response = client().get(a.object("chain", "herd")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    assert_eq!(sha256(&response.bytes().await.unwrap()), sha256(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_closed_early_leaves_no_copy_in_tier_0() {
+    let (a, b) = chain();
+    let body = data(32 << 20, 12);
+    put(&b.object("chain", "early"), body.clone()).await;
+
+    let response = client().get(a.object("chain", "early")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .ends_with("memory; fwd=uri-miss; stored"),
+        "{:?}",
+        response.headers()["cache-status"]
+    );
+    let mut stream = response.bytes_stream();
+    let first = stream.next().await.expect("a first chunk").expect("chunk");
+    assert!(!first.is_empty());
+    drop(stream);
+
+    eventually("the teed copy to be discarded", Duration::from_secs(20), || async {
+        a.metric(DISCARDED).await >= 1.0 && a.metric(IN_FLIGHT).await == 0.0
+    })
+    .await;
+    assert_eq!(a.metric(COMMITTED).await, 0.0);
+    assert_eq!(memory_objects(&a).await, 0, "no partial copy in A's memory");
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_backfill_wins() {
+    let (a, b) = chain();
+    let old = data(48 << 20, 13);
+    put(&b.object("chain", "race"), old.clone()).await;
+
+    // A ranged read starts a background copy of the old revision...
+    let response =
+        client().get(a.object("chain", "race")).header("range", "bytes=0-9").send().await.unwrap();
+    assert_eq!(response.status(), 206);
+    // ...and a write through A replaces the object while it runs.
+    let new = data(1000, 14);
+    let etag = put(&a.object("chain", "race"), new.clone()).await;
+
+    eventually("no copy in flight", Duration::from_secs(30), || async {
+        a.metric(IN_FLIGHT).await == 0.0
+    })
+    .await;
+    for server in [&a, &b] {
+        let response = client().get(server.object("chain", "race")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(response.bytes().await.unwrap(), new, "the write won on {}", server.base);
+    }
+    let cancelled = a.metric("rangecache_backfills_total{event=\"cancelled\"}").await;
+    let committed = a.metric(COMMITTED).await;
+    assert_eq!(cancelled, 1.0, "the write cancelled the copy in flight");
+    assert_eq!(committed, 0.0, "the stale copy never committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_backfill_exits_0_promptly_and_leaves_no_partial_object() {
+    let b = Server::start(&disk_only(&tempdir()));
+    let body = data(64 << 20, 15);
+    put(&b.object("chain", "term"), body.clone()).await;
+    // A keeps its tier 0 on disk here, so what a cut copy would leave is visible after restart.
+    let a_dir = tempdir();
+    let a_config = format!(
+        "[[tier]]\nname = \"near\"\nkind = \"disk\"\npath = \"{}\"\nmax_size = \"1GiB\"\n\n\
+         [[tier]]\nname = \"upstream\"\nkind = \"remote\"\nurl = \"{}\"\n",
+        a_dir.join("near").display(),
+        b.base
+    );
+    let mut a = Server::start_in(&a_dir, &a_config);
+    let response =
+        client().get(a.object("chain", "term")).header("range", "bytes=0-9").send().await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(a.metric(IN_FLIGHT).await, 1.0, "the background copy is running");
+    let started = std::time::Instant::now();
+    let status = a.signal_and_wait("TERM", Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}\n{}", a.log());
+    assert!(started.elapsed() < Duration::from_secs(10), "prompt: {:?}", started.elapsed());
+
+    let a = Server::start_in(&a_dir, &a_config);
+    let stats = get_json(&a.url("/api/v1/stats")).await;
+    let near = &stats["tiers"][0];
+    let objects = near["objects"].as_u64().unwrap();
+    if objects == 1 {
+        // The copy finished before the signal: then it must be whole.
+        assert_eq!(near["bytes"].as_u64().unwrap(), body.len() as u64);
+    } else {
+        assert_eq!(objects, 0, "{stats}");
+    }
+    let response = client().head(a.object("chain", "term")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], body.len().to_string().as_str());
+}

@@ -1,0 +1,293 @@
+//! What every end-to-end test needs: the real `rangecache` binary started on a free loopback
+//! port with its own configuration and directory, an HTTP client, metric scrapes, and waiting
+//! on a condition with a deadline.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// How long a server may take to start listening.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The server binary: `RANGECACHE_BIN` (set by `cargo xtask test`), else built here once.
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("RANGECACHE_BIN") {
+            return PathBuf::from(path);
+        }
+        let root =
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "rangecache", "--bin", "rangecache"])
+            .current_dir(root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the rangecache binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("rangecache")
+    })
+    .clone()
+}
+
+/// One running `rangecache serve`; killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `http://ADDR`.
+    pub base: String,
+    /// Its working directory (configuration, log, disk tiers).
+    pub dir: PathBuf,
+    _stdout: Option<std::process::ChildStdout>,
+}
+
+impl Server {
+    /// Starts a server in a fresh directory with `config` (TOML without `listen`).
+    pub fn start(config: &str) -> Server {
+        let dir = tempdir();
+        Server::start_in(&dir, config)
+    }
+
+    /// Starts a server in `dir` (kept across restarts) with `config`.
+    pub fn start_in(dir: &Path, config: &str) -> Server {
+        std::fs::create_dir_all(dir).expect("create the server directory");
+        let config_path = dir.join("rangecache.toml");
+        std::fs::write(&config_path, config).expect("write the configuration");
+        let log = std::fs::File::create(dir.join("server.log")).expect("create the log");
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env("RANGECACHE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start the rangecache binary");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = sender.send((line, reader.into_inner()));
+        });
+        let (line, stdout) = match receiver.recv_timeout(START_DEADLINE) {
+            Ok(got) => got,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not start in {START_DEADLINE:?}:\n{}", read_log(dir));
+            }
+        };
+        let Some(addr) = line.trim().strip_prefix("rangecache listening on http://") else {
+            let status = child.wait();
+            panic!("server did not start ({status:?}): {line:?}\n{}", read_log(dir));
+        };
+        let addr: SocketAddr = addr.parse().expect("the printed address parses");
+        Server {
+            child: Some(child),
+            addr,
+            base: format!("http://{addr}"),
+            dir: dir.to_path_buf(),
+            _stdout: Some(stdout),
+        }
+    }
+
+    /// The URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The URL of an object.
+    pub fn object(&self, namespace: &str, key: &str) -> String {
+        self.url(&format!("/api/v1/object/{namespace}/{key}"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits for the exit, at most `deadline`.
+    pub fn signal_and_wait(&mut self, signal: &str, deadline: Duration) -> ExitStatus {
+        let pid = self.pid();
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+        let mut child = self.child.take().expect("server is running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                return status;
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not exit within {deadline:?} of SIG{signal}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        read_log(&self.dir)
+    }
+
+    /// The value of one metric line, e.g. `rangecache_requests_total{method="GET",status="200"}`;
+    /// 0 when the series does not exist yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("scrape /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metric_value(&text, series)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The value of `series` in a Prometheus text exposition, 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+/// A fresh directory under the system's temporary directory, removed at exit of the test
+/// process only if the test passed (kept for post-mortems otherwise).
+pub fn tempdir() -> PathBuf {
+    let dir = tempfile::Builder::new().prefix("rangecache-e2e-").tempdir().expect("tempdir");
+    dir.keep()
+}
+
+/// A shared HTTP client with no proxy and no automatic decompression.
+pub fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| reqwest::Client::builder().no_proxy().build().expect("client")).clone()
+}
+
+/// `n` bytes that differ from object to object (`seed`) and are cheap to make.
+pub fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut out = vec![0u8; n];
+    rng.fill(&mut out);
+    out
+}
+
+/// Hex SHA-256.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Waits until `check` is true, polling, at most `deadline`; panics naming `what` otherwise.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// PUTs `body` and asserts 200; returns the stored ETag.
+pub async fn put(url: &str, body: Vec<u8>) -> String {
+    let response = client().put(url).body(body).send().await.expect("PUT");
+    assert_eq!(response.status(), 200, "PUT {url}");
+    response.headers()["etag"].to_str().expect("etag").to_owned()
+}
+
+/// Configuration of a server with one memory tier and one disk tier under `dir`.
+pub fn memory_and_disk(dir: &Path) -> String {
+    format!(
+        r#"max_object_size = "256MiB"
+
+[[tier]]
+name = "memory"
+kind = "memory"
+max_size = "512MiB"
+
+[[tier]]
+name = "disk"
+kind = "disk"
+path = "{}"
+max_size = "2GiB"
+"#,
+        dir.join("disk").display()
+    )
+}
+
+/// Configuration of B in the chained tests: one authoritative disk tier.
+pub fn disk_only(dir: &Path) -> String {
+    format!(
+        r#"[[tier]]
+name = "disk"
+kind = "disk"
+path = "{}"
+max_size = "2GiB"
+"#,
+        dir.join("disk").display()
+    )
+}
+
+/// Configuration of A in the chained tests: memory in front of the remote server `upstream`.
+pub fn memory_and_remote(upstream: &str) -> String {
+    format!(
+        r#"[[tier]]
+name = "memory"
+kind = "memory"
+max_size = "512MiB"
+
+[[tier]]
+name = "upstream"
+kind = "remote"
+url = "{upstream}"
+"#
+    )
+}
+
+/// GETs `url` and parses its JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let body = client().get(url).send().await.expect("GET").bytes().await.expect("body");
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body:?}"))
+}
