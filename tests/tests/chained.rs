@@ -203,3 +203,27 @@ async fn sigterm_during_a_backfill_exits_0_promptly_and_leaves_no_partial_object
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-length"], body.len().to_string().as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_tier_sends_its_token_upstream() {
+    let b_dir = tempdir();
+    let b_config =
+        format!("{}\n[auth]\nread_token = \"r-b\"\nwrite_token = \"w-b\"\n", disk_only(&b_dir));
+    let b = Server::start_in(&b_dir, &b_config);
+    let with_token = format!("{}token = \"w-b\"\n", memory_and_remote(&b.base));
+    let a = Server::start(&with_token);
+    let etag = put(&a.object("chain", "tok"), data(1000, 16)).await;
+    let response = client().get(b.object("chain", "tok")).bearer_auth("r-b").send().await.unwrap();
+    assert_eq!(response.status(), 200, "the write through A reached B");
+    assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+
+    // Without the token B refuses A, and A says its upstream failed rather than "not found".
+    let without = Server::start(&memory_and_remote(&b.base));
+    let response = client().get(without.object("chain", "tok")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let cache_status = response.headers()["cache-status"].to_str().unwrap().to_owned();
+    assert!(cache_status.starts_with("upstream; fwd=miss"), "{cache_status}");
+    assert!(cache_status.contains("detail=error"), "{cache_status}");
+    let response = client().put(without.object("chain", "tok")).body("x").send().await.unwrap();
+    assert_eq!(response.status(), 502);
+}

@@ -60,6 +60,11 @@ impl Server {
 
     /// Starts a server in `dir` (kept across restarts) with `config`.
     pub fn start_in(dir: &Path, config: &str) -> Server {
+        Server::start_with_env(dir, config, &[])
+    }
+
+    /// Starts a server in `dir` with `config` and extra environment variables.
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(String, String)]) -> Server {
         std::fs::create_dir_all(dir).expect("create the server directory");
         let config_path = dir.join("rangecache.toml");
         std::fs::write(&config_path, config).expect("write the configuration");
@@ -70,6 +75,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .current_dir(dir)
             .env("RANGECACHE_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -290,4 +296,99 @@ url = "{upstream}"
 pub async fn get_json(url: &str) -> serde_json::Value {
     let body = client().get(url).send().await.expect("GET").bytes().await.expect("body");
     serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body:?}"))
+}
+
+/// A real S3-compatible server: the one `cargo xtask test` started (named by
+/// `RANGECACHE_TEST_S3_ENDPOINT`), or an `s3s-fs` started here from `.tools/bin` or PATH. Without
+/// either the test fails, naming `cargo xtask s3-server`: it never passes without a server.
+pub struct S3 {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket to use.
+    pub bucket: String,
+    /// `AWS_*` variables for the rangecache process.
+    pub env: Vec<(String, String)>,
+    _server: Option<ChildGuard>,
+}
+
+struct ChildGuard(Child, PathBuf);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+impl S3 {
+    /// The server for this test.
+    pub fn get() -> S3 {
+        if let Ok(endpoint) = std::env::var("RANGECACHE_TEST_S3_ENDPOINT") {
+            let var = |name: &str| {
+                std::env::var(name).unwrap_or_else(|_| {
+                    panic!("RANGECACHE_TEST_S3_ENDPOINT is set but {name} is not")
+                })
+            };
+            let bucket = var("RANGECACHE_TEST_S3_BUCKET");
+            let env = vec![
+                ("AWS_ACCESS_KEY_ID".to_owned(), var("AWS_ACCESS_KEY_ID")),
+                ("AWS_SECRET_ACCESS_KEY".to_owned(), var("AWS_SECRET_ACCESS_KEY")),
+            ];
+            return S3 { endpoint, bucket, env, _server: None };
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let binary = [root.join(".tools/bin/s3s-fs"), PathBuf::from("s3s-fs")]
+            .into_iter()
+            .find(|candidate| {
+                Command::new(candidate).arg("--version").output().is_ok_and(|o| o.status.success())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no S3-compatible server: run the suites with `cargo xtask test`, or start one \
+                     with `cargo xtask s3-server` and export the variables it prints"
+                )
+            });
+        let (bucket, access, secret) = ("rangecache-e2e", "e2e-access", "e2e-secret");
+        let data = tempdir();
+        std::fs::create_dir_all(data.join(bucket)).expect("create the bucket directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", access, "--secret-key", secret])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let started = Instant::now();
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("s3s-fs exited before serving: {status}");
+            }
+            assert!(started.elapsed() < START_DEADLINE, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let env = vec![
+            ("AWS_ACCESS_KEY_ID".to_owned(), access.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), secret.to_owned()),
+        ];
+        S3 {
+            endpoint: format!("http://{addr}"),
+            bucket: bucket.to_owned(),
+            env,
+            _server: Some(ChildGuard(child, data)),
+        }
+    }
+
+    /// A `[[tier]]` table for this bucket under `prefix`.
+    pub fn tier(&self, name: &str, prefix: &str) -> String {
+        format!(
+            "[[tier]]\nname = \"{name}\"\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\n\
+             region = \"us-east-1\"\nprefix = \"{prefix}\"\n",
+            self.bucket, self.endpoint
+        )
+    }
 }
