@@ -1,13 +1,316 @@
 //! Building the wasm package into `wasm/pkg` and running its Node tests.
+//!
+//! The package holds two glues of one module: `rangecache_wasm.js` (wasm-bindgen's
+//! `experimental-nodejs-module` target, which Node 20 imports as it is) behind the entry
+//! `index.js`, and `web/` (the `web` target, initialised with `initSync`) behind `web.js` for
+//! module workers and bundlers. Both modules go through `wasm-opt` from the npm package
+//! `binaryen` 132; Debian's binaryen 108 emits a module whose externref table breaks at load.
 
-use anyhow::Result;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, root, run};
+
+/// The binaryen release whose `wasm-opt` the package is optimised with.
+const BINARYEN_VERSION: &str = "132";
+
+/// The glue's name: the crate's library name.
+const MODULE: &str = "rangecache_wasm";
+
+/// Files of `wasm/js` copied into the package as they are.
+const PACKAGE_FILES: &[&str] = &["index.js", "index.d.ts", "web.js", "worker.mjs", "worker.d.mts"];
 
 /// `cargo xtask wasm`.
 pub fn build_package() -> Result<()> {
+    crate::tools::ensure_rust_components()?;
+    let wasm_bindgen = ensure_wasm_bindgen()?;
+    let wasm_opt = ensure_wasm_opt()?;
+
+    // Size over speed where it is free: one codegen unit and LTO let the linker drop what the
+    // exports never reach. Set through the environment so the workspace's release profile, which
+    // the native builds share, is left alone.
+    run(cargo()
+        .args(["build", "-p", "rangecache-wasm", "--release", "--target", "wasm32-unknown-unknown"])
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false"))?;
+    let built = target_dir().join("wasm32-unknown-unknown/release").join(format!("{MODULE}.wasm"));
+
+    let pkg = root().join("wasm/pkg");
+    if pkg.exists() {
+        fs::remove_dir_all(&pkg).with_context(|| format!("could not remove {}", pkg.display()))?;
+    }
+    for (target, dir) in [("experimental-nodejs-module", pkg.clone()), ("web", pkg.join("web"))] {
+        run(Command::new(&wasm_bindgen)
+            .args(["--target", target, "--out-name", MODULE, "--out-dir"])
+            .arg(&dir)
+            .arg(&built))?;
+        let module = dir.join(format!("{MODULE}_bg.wasm"));
+        // The features rustc enables by default for wasm32-unknown-unknown; wasm-opt must keep
+        // them (reference types carry wasm-bindgen's externref table).
+        run(Command::new(&wasm_opt)
+            .args(["-O3", "--strip-debug", "--strip-producers"])
+            .args([
+                "--enable-reference-types",
+                "--enable-bulk-memory",
+                "--enable-mutable-globals",
+                "--enable-nontrapping-float-to-int",
+                "--enable-sign-ext",
+                "--enable-multivalue",
+            ])
+            .arg(&module)
+            .arg("-o")
+            .arg(&module))?;
+        check_no_env_imports(&module)?;
+    }
+    // wasm-bindgen writes a package.json of its own; the package's is written below.
+    let _ = fs::remove_file(pkg.join("package.json"));
+    let js = root().join("wasm/js");
+    for file in PACKAGE_FILES {
+        fs::copy(js.join(file), pkg.join(file))
+            .with_context(|| format!("could not copy wasm/js/{file} into the package"))?;
+    }
+    fs::write(pkg.join("package.json"), package_json()).context("could not write package.json")?;
+    let size = fs::metadata(pkg.join(format!("{MODULE}_bg.wasm")))?.len();
+    eprintln!("wasm/pkg: {MODULE}_bg.wasm is {size} bytes ({:.1} KiB)", size as f64 / 1024.0);
     Ok(())
 }
 
 /// `node --test` over the package and the edge-worker example.
 pub fn test_package() -> Result<()> {
+    let tests = root().join("wasm/js/test");
+    let mut files: Vec<PathBuf> = fs::read_dir(&tests)
+        .with_context(|| format!("could not list {}", tests.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "mjs"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no tests found in {}", tests.display());
+    }
+    run(Command::new("node").arg("--test").args(&files).current_dir(root().join("wasm")))
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR`, else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| if dir.is_absolute() { dir } else { root().join(dir) })
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Project-local installs, kept out of git.
+fn tools_dir() -> PathBuf {
+    root().join(".tools")
+}
+
+/// `wasm-bindgen` of exactly the version of the `wasm-bindgen` crate in Cargo.lock (the CLI
+/// refuses a module built by another version): from `.tools/bin` or `PATH`, else installed into
+/// `.tools`.
+fn ensure_wasm_bindgen() -> Result<PathBuf> {
+    let version = locked_version("wasm-bindgen")?;
+    let wanted = format!("wasm-bindgen {version}");
+    let local = tools_dir().join("bin/wasm-bindgen");
+    for candidate in [local.clone(), PathBuf::from("wasm-bindgen")] {
+        if version_output(&candidate).is_some_and(|out| out.trim() == wanted) {
+            eprintln!("wasm-bindgen: {} is {wanted}", candidate.display());
+            return Ok(candidate);
+        }
+    }
+    // Not `--locked`: the CLI's own lock file pins crates that no longer build here.
+    run(cargo()
+        .args(["install", "wasm-bindgen-cli", "--version", &version, "--root"])
+        .arg(tools_dir()))?;
+    match version_output(&local) {
+        Some(out) if out.trim() == wanted => Ok(local),
+        other => bail!("installed wasm-bindgen reports {other:?}, expected {wanted}"),
+    }
+}
+
+/// `wasm-opt` from the npm package `binaryen` (`BINARYEN_VERSION`), installed into
+/// `.tools/binaryen` when missing.
+fn ensure_wasm_opt() -> Result<PathBuf> {
+    let prefix = tools_dir().join("binaryen");
+    let local = prefix.join("node_modules/.bin/wasm-opt");
+    let wanted = format!("version {BINARYEN_VERSION}");
+    if version_output(&local).is_some_and(|out| out.contains(&wanted)) {
+        eprintln!("wasm-opt: {} is {wanted}", local.display());
+        return Ok(local);
+    }
+    if version_output(Path::new("npm")).is_none() {
+        bail!("npm is needed to install binaryen {BINARYEN_VERSION}; install Node.js 20 and npm");
+    }
+    fs::create_dir_all(&prefix)?;
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg(format!("binaryen@{BINARYEN_VERSION}")))?;
+    match version_output(&local) {
+        Some(out) if out.contains(&wanted) => Ok(local),
+        other => bail!("installed wasm-opt reports {other:?}, expected {wanted}"),
+    }
+}
+
+/// The version of `name` in the workspace's Cargo.lock.
+fn locked_version(name: &str) -> Result<String> {
+    let lock =
+        fs::read_to_string(root().join("Cargo.lock")).context("could not read Cargo.lock")?;
+    let wanted = format!("name = \"{name}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != wanted {
+            continue;
+        }
+        if let Some(version) = lines
+            .next()
+            .and_then(|l| l.trim().strip_prefix("version = \""))
+            .and_then(|v| v.strip_suffix('"'))
+        {
+            return Ok(version.to_owned());
+        }
+    }
+    bail!("{name} is not in Cargo.lock")
+}
+
+/// What `program --version` prints, or `None` if it does not run.
+fn version_output(program: &Path) -> Option<String> {
+    let started = Instant::now();
+    let out = Command::new(program).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "check: {} --version -> {:?} in {:.1?}",
+        program.display(),
+        text.trim(),
+        started.elapsed()
+    );
+    out.status.success().then_some(text)
+}
+
+/// Fails if the module imports anything from `"env"`: a sign that native-only code (a libc
+/// call, a clock) slipped into the build.
+fn check_no_env_imports(module: &Path) -> Result<()> {
+    let bytes = fs::read(module).with_context(|| format!("could not read {}", module.display()))?;
+    let modules = import_modules(&bytes)
+        .with_context(|| format!("{} is not a well-formed wasm module", module.display()))?;
+    if modules.iter().any(|m| m == "env") {
+        bail!("{} imports from \"env\": native-only code reached the wasm build", module.display());
+    }
+    eprintln!("check: {} imports only from {modules:?}", module.display());
     Ok(())
+}
+
+/// The distinct module names of a wasm binary's imports, read from its import section.
+fn import_modules(bytes: &[u8]) -> Option<Vec<String>> {
+    let mut at = 8; // magic and version
+    while at < bytes.len() {
+        let id = bytes[at];
+        at += 1;
+        let len = leb128(bytes, &mut at)? as usize;
+        let section = bytes.get(at..at.checked_add(len)?)?;
+        at += len;
+        if id != 2 {
+            continue;
+        }
+        let mut pos = 0;
+        let mut names = Vec::new();
+        for _ in 0..leb128(section, &mut pos)? {
+            let module = name(section, &mut pos)?;
+            let _field = name(section, &mut pos)?;
+            let kind = *section.get(pos)?;
+            pos += 1;
+            match kind {
+                0 => drop(leb128(section, &mut pos)?), // function: type index
+                1 => {
+                    pos += 1; // table: element type, then limits
+                    limits(section, &mut pos)?;
+                }
+                2 => limits(section, &mut pos)?,           // memory
+                3 => pos += 2,                             // global: value type and mutability
+                4 => pos += 1 + leb128_len(section, pos)?, // tag: attribute and type index
+                _ => return None,
+            }
+            if !names.contains(&module) {
+                names.push(module);
+            }
+        }
+        return Some(names);
+    }
+    Some(Vec::new())
+}
+
+fn limits(bytes: &[u8], pos: &mut usize) -> Option<()> {
+    let flags = *bytes.get(*pos)?;
+    *pos += 1;
+    leb128(bytes, pos)?;
+    if flags & 1 != 0 {
+        leb128(bytes, pos)?;
+    }
+    Some(())
+}
+
+fn name(bytes: &[u8], pos: &mut usize) -> Option<String> {
+    let len = leb128(bytes, pos)? as usize;
+    let text = bytes.get(*pos..pos.checked_add(len)?)?;
+    *pos += len;
+    String::from_utf8(text.to_vec()).ok()
+}
+
+fn leb128(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+fn leb128_len(bytes: &[u8], pos: usize) -> Option<usize> {
+    let mut end = pos;
+    leb128(bytes, &mut end)?;
+    Some(end - pos)
+}
+
+fn package_json() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    format!(
+        r#"{{
+  "name": "rangecache-wasm",
+  "version": "{version}",
+  "description": "rangecache's response planning, range resolution and backfill manager for JavaScript",
+  "license": "Apache-2.0",
+  "type": "module",
+  "main": "./index.js",
+  "types": "./index.d.ts",
+  "exports": {{
+    ".": {{
+      "types": "./index.d.ts",
+      "workerd": "./web.js",
+      "worker": "./web.js",
+      "browser": "./web.js",
+      "default": "./index.js"
+    }},
+    "./worker": {{
+      "types": "./worker.d.mts",
+      "default": "./worker.mjs"
+    }},
+    "./web": "./web/{MODULE}.js",
+    "./web/{MODULE}_bg.wasm": "./web/{MODULE}_bg.wasm"
+  }},
+  "files": ["*.js", "*.mjs", "*.d.ts", "*.d.mts", "*.wasm", "web/"],
+  "sideEffects": true
+}}
+"#
+    )
 }

@@ -1,0 +1,290 @@
+// planResponse and resolveRange against the RFC case table the Rust tests read
+// (core/tests/data/rfc_cases.json), so the two hosts cannot drift; and the TypeErrors that bad
+// arguments raise without harming the module.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { BackfillManager, describeObject, objectKey, planResponse, resolveRange } from "../../pkg/index.js";
+import * as web from "../../pkg/web/rangecache_wasm.js";
+
+const table = JSON.parse(
+  readFileSync(new URL("../../../core/tests/data/rfc_cases.json", import.meta.url), "utf8"),
+);
+assert.equal(table.format, 1);
+assert.ok(table.cases.length > 0, "the RFC table has cases");
+
+const encoder = new TextEncoder();
+
+/** Bytes a planned GET body sends, counted from the plan alone. */
+function bodyLength(body, size) {
+  switch (body.kind) {
+    case "none":
+      return 0;
+    case "full":
+      return size;
+    case "range":
+      return body.end - body.start;
+    case "multipart":
+      return (
+        body.parts.reduce((n, part) => n + encoder.encode(part.head).length + part.end - part.start, 0) +
+        encoder.encode(body.closing).length
+      );
+    default:
+      throw new Error(`unknown body kind ${body.kind}`);
+  }
+}
+
+function checkCase(plan, { request, object, expected }) {
+  assert.equal(plan.status, expected.status, "status");
+  for (const [name, value] of Object.entries(expected.headers ?? {})) {
+    assert.equal(plan.headers[name], value, `header ${name}`);
+  }
+  for (const name of expected.absentHeaders ?? []) {
+    assert.equal(plan.headers[name], undefined, `header ${name} must be absent`);
+  }
+  for (const [name, prefix] of Object.entries(expected.headerPrefixes ?? {})) {
+    assert.ok(plan.headers[name]?.startsWith(prefix), `header ${name} starts with ${prefix}`);
+  }
+  assert.equal(plan.body.kind, expected.body.kind, "body kind");
+  if (expected.body.kind === "range") {
+    assert.deepEqual([plan.body.start, plan.body.end], [expected.body.start, expected.body.end]);
+  }
+  if (expected.body.kind === "multipart") {
+    assert.deepEqual(
+      plan.body.parts.map((p) => ({ start: p.start, end: p.end })),
+      expected.body.parts.map((p) => ({ start: p.start, end: p.end })),
+    );
+    const { boundary } = plan.body;
+    assert.equal(plan.headers["content-type"], `multipart/byteranges; boundary=${boundary}`);
+    const partType = object.headers?.["content-type"];
+    plan.body.parts.forEach((part, i) => {
+      const range = `bytes ${part.start}-${part.end - 1}/${object.size}`;
+      const typeLine = partType === undefined ? "" : `Content-Type: ${partType}\r\n`;
+      assert.equal(part.head, `${i === 0 ? "" : "\r\n"}--${boundary}\r\n${typeLine}Content-Range: ${range}\r\n\r\n`);
+      assert.equal(part.headers["content-range"], range);
+    });
+    assert.equal(plan.body.closing, `\r\n--${boundary}--\r\n`);
+  }
+  if (request.method === "GET" && plan.headers["content-length"] !== undefined) {
+    assert.equal(Number(plan.headers["content-length"]), bodyLength(plan.body, object.size), "content-length");
+  }
+  if ([200, 206, 416].includes(plan.status)) {
+    assert.equal(plan.headers["accept-ranges"], "bytes");
+  }
+}
+
+for (const c of table.cases) {
+  test(`rfc table: ${c.name} (${c.section})`, () => checkCase(planResponse(c.request, c.object), c));
+}
+
+// The cases where only the Range decides (a GET with no precondition and no If-Range) also say
+// what resolveRange must give.
+const rangeOnly = table.cases.filter(
+  (c) =>
+    c.request.method === "GET" &&
+    Object.keys(c.request.headers).length === 1 &&
+    c.request.headers.range !== undefined,
+);
+
+test("the table has range-only cases for resolveRange", () => {
+  assert.ok(rangeOnly.length >= 5, `${rangeOnly.length} range-only cases`);
+});
+
+for (const c of rangeOnly) {
+  test(`resolveRange agrees with the table: ${c.name}`, () => {
+    const got = resolveRange(c.request.headers.range, c.object.size);
+    const { body, status } = c.expected;
+    if (status === 416) {
+      assert.deepEqual(got, { kind: "unsatisfiable" });
+    } else if (body.kind === "full") {
+      assert.deepEqual(got, { kind: "full" });
+    } else if (body.kind === "range") {
+      assert.deepEqual(got, { kind: "partial", ranges: [{ start: body.start, end: body.end }] });
+    } else {
+      assert.deepEqual(got, { kind: "partial", ranges: body.parts.map(({ start, end }) => ({ start, end })) });
+    }
+  });
+}
+
+test("resolveRange: absent and invalid ranges select everything, suffixes count from the end", () => {
+  assert.deepEqual(resolveRange(undefined, 10), { kind: "full" });
+  assert.deepEqual(resolveRange(null, 10), { kind: "full" });
+  assert.deepEqual(resolveRange("bytes=5-2", 10), { kind: "full" });
+  assert.deepEqual(resolveRange("items=0-1", 10), { kind: "full" });
+  assert.deepEqual(resolveRange("bytes=-3", 10), { kind: "partial", ranges: [{ start: 7, end: 10 }] });
+  assert.deepEqual(resolveRange("bytes=4-", 10), { kind: "partial", ranges: [{ start: 4, end: 10 }] });
+  assert.deepEqual(resolveRange("bytes=10-", 10), { kind: "unsatisfiable" });
+});
+
+test("planResponse without validators plans no ETag or Last-Modified and ignores date conditions", () => {
+  const object = { size: 10 };
+  const plain = planResponse({ method: "GET", headers: {} }, object);
+  assert.equal(plain.status, 200);
+  assert.equal(plain.headers.etag, undefined);
+  assert.equal(plain.headers["last-modified"], undefined);
+  // RFC 9110 §13.1.3: If-Modified-Since is ignored when there is no modification date.
+  const ims = planResponse({ method: "GET", headers: { "if-modified-since": "Sun, 06 Nov 1994 08:49:37 GMT" } }, object);
+  assert.equal(ims.status, 200);
+  // `*` matches any current representation; a named tag matches none.
+  assert.equal(planResponse({ method: "GET", headers: { "if-none-match": "*" } }, object).status, 304);
+  assert.equal(planResponse({ method: "GET", headers: { "if-match": '"x"' } }, object).status, 412);
+  // An If-Range with a tag never holds without one: the full object.
+  const ifRange = planResponse({ method: "GET", headers: { range: "bytes=0-1", "if-range": '"x"' } }, object);
+  assert.equal(ifRange.status, 200);
+});
+
+test("header names are matched case-insensitively", () => {
+  const plan = planResponse({ method: "GET", headers: { Range: "bytes=0-1" } }, { size: 10, etag: '"a"' });
+  assert.equal(plan.status, 206);
+  assert.deepEqual(plan.body, { kind: "range", start: 0, end: 2 });
+});
+
+test("objectKey keeps 64 hex digits, hashes other keys and refuses bad namespaces", () => {
+  const hex = "ab".repeat(32);
+  assert.equal(objectKey("ns", hex), `ns/${hex}`);
+  assert.equal(objectKey("ns", "hello"), "ns/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+  assert.equal(objectKey("_bad", "x"), null);
+  assert.equal(objectKey("a/b", "x"), null);
+});
+
+test("describeObject reads the size, the validators and the stored fields of a response", () => {
+  const described = describeObject({
+    "content-length": "42",
+    etag: '"v1"',
+    "last-modified": "Sun, 06 Nov 1994 08:49:37 GMT",
+    "content-type": "text/plain",
+    "set-cookie": "a=b",
+    connection: "close",
+  });
+  assert.deepEqual(described, {
+    size: 42,
+    etag: '"v1"',
+    lastModified: "Sun, 06 Nov 1994 08:49:37 GMT",
+    headers: { "content-type": "text/plain" },
+  });
+  assert.deepEqual(describeObject({ "content-length": "-1", etag: "unquoted", "last-modified": "yesterday" }), {
+    headers: {},
+  });
+});
+
+/** Asserts that `f` throws a TypeError whose message contains `words`. */
+function throwsTypeError(f, words) {
+  assert.throws(f, (error) => {
+    assert.ok(error instanceof TypeError, `${error} is a TypeError`);
+    assert.ok(error.message.includes(words), `${JSON.stringify(error.message)} mentions ${JSON.stringify(words)}`);
+    return true;
+  });
+}
+
+const GET = { method: "GET", headers: {} };
+
+test("bad arguments throw a TypeError naming the field", () => {
+  throwsTypeError(() => planResponse(GET, { size: -1 }), "object.size");
+  throwsTypeError(() => planResponse(GET, { size: 1.5 }), "object.size");
+  throwsTypeError(() => planResponse(GET, { size: Number.NaN }), "object.size");
+  throwsTypeError(() => planResponse(GET, { size: 2 ** 60 }), "object.size");
+  throwsTypeError(() => planResponse(GET, { size: "10" }), "object.size must be a number");
+  throwsTypeError(() => planResponse(GET, {}), "object.size");
+  throwsTypeError(() => planResponse(GET, null), "object must be an object");
+  throwsTypeError(() => planResponse(GET), "object must be an object");
+  throwsTypeError(() => planResponse({ method: "GET", headers: { range: 5 } }, { size: 1 }), 'request.headers["range"] must be a string');
+  throwsTypeError(() => planResponse({ method: "GET", headers: { "x-other": null } }, { size: 1 }), "x-other");
+  throwsTypeError(() => planResponse({ method: "GET", headers: ["range"] }, { size: 1 }), "request.headers must be an object");
+  throwsTypeError(() => planResponse({ headers: {} }, { size: 1 }), "request.method is missing");
+  throwsTypeError(() => planResponse({ method: 7 }, { size: 1 }), "request.method must be a string");
+  throwsTypeError(() => planResponse({ method: "G T" }, { size: 1 }), "request.method");
+  throwsTypeError(() => planResponse("GET", { size: 1 }), "request must be an object");
+  throwsTypeError(() => planResponse(GET, { size: 1, etag: "v1" }), "object.etag");
+  throwsTypeError(() => planResponse(GET, { size: 1, etag: 1 }), "object.etag must be a string");
+  throwsTypeError(() => planResponse(GET, { size: 1, lastModified: "today" }), "object.lastModified");
+  throwsTypeError(() => planResponse(GET, { size: 1, headers: { "content-type": 1 } }), "object.headers");
+  throwsTypeError(() => resolveRange(5, 10), "rangeHeader must be a string");
+  throwsTypeError(() => resolveRange("bytes=0-1", -1), "size");
+  throwsTypeError(() => resolveRange("bytes=0-1"), "size must be a number");
+  throwsTypeError(() => objectKey("ns"), "key is missing");
+  throwsTypeError(() => describeObject({ etag: 1 }), "headers");
+  const manager = new BackfillManager();
+  throwsTypeError(() => manager.sourceRead(0, 10), "copy 0 was never issued");
+  throwsTypeError(() => manager.sourceRead(-1, 10), "copy");
+  throwsTypeError(() => manager.generation("bad namespace", "k"), "namespace");
+  throwsTypeError(() => manager.mutationStarted("ns", "k", "rename"), "kind");
+  throwsTypeError(() => new BackfillManager({ maxInFlight: -1 }), "config.maxInFlight");
+  const seen = manager.generation("ns", "k");
+  throwsTypeError(
+    () => manager.copyRequested(seen, { namespace: "ns", key: "k", from: 1, object: { size: 1 }, mode: "eager" }),
+    "request.mode",
+  );
+  throwsTypeError(() => manager.copyRequested(seen, { namespace: "ns", key: "k", from: 1, mode: "tee" }), "object");
+});
+
+test("the module keeps working after any number of bad calls and odd headers", () => {
+  for (let i = 0; i < 200; i++) {
+    assert.throws(() => planResponse(GET, { size: -i - 1 }), TypeError);
+  }
+  // Odd but well-typed input is planned, never trapped on.
+  const odd = ["", ",", "bytes=", "bytes=-0", "bytes=99999999999999999999999-", "W/", '"', "*", "\u0000", "bytes=0-0,".repeat(100), "é"];
+  for (const a of odd) {
+    for (const b of odd) {
+      const headers = { range: a, "if-range": b, "if-match": b, "if-none-match": a, "if-modified-since": a, "if-unmodified-since": b };
+      for (const method of ["GET", "HEAD", "POST"]) {
+        const plan = planResponse({ method, headers }, { size: 100, etag: '"e"', lastModified: "Sun, 06 Nov 1994 08:49:37 GMT" });
+        assert.ok([200, 206, 304, 412, 416].includes(plan.status), `${method} ${JSON.stringify(headers)} -> ${plan.status}`);
+      }
+      resolveRange(a, 0);
+      resolveRange(b, Number.MAX_SAFE_INTEGER);
+    }
+  }
+  assert.equal(planResponse({ method: "GET", headers: { range: "bytes=0-0" } }, { size: 1, etag: '"a"' }).status, 206);
+});
+
+test("the worker-friendly glue plans the same answers once initialised with the module", () => {
+  web.initSync({ module: readFileSync(new URL("../../pkg/web/rangecache_wasm_bg.wasm", import.meta.url)) });
+  for (const c of table.cases) {
+    assert.deepEqual(web.planResponse(c.request, c.object), planResponse(c.request, c.object), c.name);
+  }
+});
+
+test("the backfill manager dedupes a key's copies and commits only a complete one", () => {
+  const manager = new BackfillManager();
+  const drain = () => {
+    const out = [];
+    for (let a = manager.pollOutput(); a !== null; a = manager.pollOutput()) out.push(a);
+    return out;
+  };
+  const request = { namespace: "ns", key: "k", from: 1, object: { size: 10, etag: '"v1"' }, mode: "background" };
+  manager.copyRequested(manager.generation("ns", "k"), request);
+  const [start] = drain();
+  assert.equal(start.type, "startCopy");
+  assert.equal(start.mode, "background");
+  assert.equal(start.key, objectKey("ns", "k").slice(3));
+  manager.copyRequested(manager.generation("ns", "k"), request);
+  assert.deepEqual(drain(), [{ type: "refuse", namespace: "ns", key: start.key, why: "deduplicated", copy: start.copy }]);
+  manager.sourceRead(start.copy, 10);
+  manager.chunkWritten(start.copy, 10);
+  assert.deepEqual(drain(), []);
+  manager.sourceEnded(start.copy);
+  assert.deepEqual(drain(), [{ type: "commit", copy: start.copy }]);
+  manager.commitFinished(start.copy, true);
+  assert.deepEqual(drain(), []);
+  const counters = manager.counters();
+  assert.equal(counters.started, 1);
+  assert.equal(counters.deduped, 1);
+  assert.equal(counters.committed, 1);
+  assert.equal(counters.inFlight, 0);
+  // A write during a copy cancels it; the copy is then discarded, never committed.
+  const seen = manager.generation("ns", "k");
+  manager.copyRequested(seen, request);
+  const [second] = drain();
+  manager.mutationStarted("ns", "k", "write");
+  assert.deepEqual(drain(), [
+    { type: "cancel", copy: second.copy },
+    { type: "proceedWithMutation", namespace: "ns", key: start.key },
+  ]);
+  manager.copyStopped(second.copy);
+  assert.deepEqual(drain(), [{ type: "discard", copy: second.copy, why: "superseded" }]);
+  manager.mutationEnded("ns", "k", "write");
+  // A read that took its generation before the write is refused.
+  manager.copyRequested(seen, request);
+  assert.equal(drain()[0].why, "superseded");
+});
