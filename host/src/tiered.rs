@@ -738,8 +738,11 @@ impl Tiered {
             match output {
                 read::Output::OpenTier { tier, span, conditions } => {
                     held = None;
-                    let input =
-                        self.open_for(key, tier, span, conditions, req.now, &mut held).await;
+                    let input = if req.method == http::Method::HEAD {
+                        self.stat_for(key, tier, req.now).await
+                    } else {
+                        self.open_for(key, tier, span, conditions, req.now, &mut held).await
+                    };
                     machine.handle_input(input);
                 }
                 read::Output::DropBody { .. } => held = None,
@@ -803,6 +806,21 @@ impl Tiered {
             }
         }
         unreachable!("the read machine always ends in Serve")
+    }
+
+    /// A HEAD sends no byte, so the tier is asked for its metadata only (a HEAD upstream
+    /// rather than a GET of the whole object); the machine evaluates the preconditions
+    /// against that revision as it would against an opened one.
+    async fn stat_for(&self, key: &ObjectKey, tier: TierIdx, now: Timestamp) -> read::Input {
+        let slot = &self.slots[tier.get()];
+        match slot.tier.stat(key, now).await {
+            Ok(Some(meta)) => read::Input::TierOpened { tier, meta, window: None },
+            Ok(None) => read::Input::TierMissed { tier },
+            Err(e) => {
+                tracing::warn!(tier = slot.tier.name(), %key, error = %e, "tier stat failed");
+                read::Input::TierFailed { tier }
+            }
+        }
     }
 
     /// Opens one tier and turns its answer into the machine's input, keeping the body.

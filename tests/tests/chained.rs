@@ -34,6 +34,16 @@ async fn a_cold_ranged_read_is_served_from_b_and_fills_a_with_the_whole_object()
     let body = data(1 << 20, 10);
     put(&b.object("chain", "cold"), body.clone()).await;
 
+    // A HEAD on A reads no byte from B: B answers a HEAD, not a GET of the object.
+    let response = client().head(a.object("chain", "cold")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "1048576");
+    assert_eq!(response.headers()["cache-status"], "upstream; hit, memory; fwd=uri-miss");
+    assert_eq!(b.metric(GET_200).await, 0.0);
+    let b_heads =
+        "rangecache_route_requests_total{route=\"object\",method=\"HEAD\",status=\"200\"}";
+    assert_eq!(b.metric(b_heads).await, 1.0);
+
     let response = client()
         .get(a.object("chain", "cold"))
         .header("range", "bytes=100-199")
