@@ -655,6 +655,7 @@ impl Tiered {
         // Unbounded, yet bounded in fact: the manager discards a copy whose backlog (read by the
         // tee, not yet written by the task) passes its byte bound, which closes this channel.
         let (sink, mut chunks) = mpsc::unbounded_channel::<Bytes>();
+        let remaining = job.meta.size;
         let this = self.clone();
         self.spawn(async move {
             let source = futures::stream::poll_fn(move |cx| {
@@ -662,7 +663,12 @@ impl Tiered {
             });
             this.run_copy(job, Box::pin(source), false).await;
         });
-        Box::pin(Tee { inner: body, copy, tiered: self.clone(), sink: Some(sink) })
+        let mut tee = Tee { inner: body, copy, tiered: self.clone(), sink: Some(sink), remaining };
+        if remaining == 0 {
+            // An empty object is whole before any byte flows.
+            tee.ended();
+        }
+        Box::pin(tee)
     }
 }
 
@@ -672,6 +678,17 @@ struct Tee {
     copy: CopyId,
     tiered: Arc<Tiered>,
     sink: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Bytes of the object not seen yet. The server stops polling a body once it has sent
+    /// Content-Length bytes, so the last byte, not the stream's end, is the source's EOF.
+    remaining: u64,
+}
+
+impl Tee {
+    fn ended(&mut self) {
+        if self.sink.take().is_some() {
+            self.tiered.handle(backfill::Input::SourceEnded { copy: self.copy });
+        }
+    }
 }
 
 impl Stream for Tee {
@@ -693,17 +710,17 @@ impl Stream for Tee {
                         self.sink = None;
                     }
                 }
+                self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
+                if self.remaining == 0 {
+                    self.ended();
+                }
             }
             Poll::Ready(Some(Err(_))) => {
                 if self.sink.take().is_some() {
                     self.tiered.handle(backfill::Input::SourceFailed { copy });
                 }
             }
-            Poll::Ready(None) => {
-                if self.sink.take().is_some() {
-                    self.tiered.handle(backfill::Input::SourceEnded { copy });
-                }
-            }
+            Poll::Ready(None) => self.ended(),
         }
         polled
     }

@@ -237,3 +237,65 @@ async fn the_remote_tier_sends_its_token_upstream() {
     let response = client().put(without.object("chain", "tok")).body("x").send().await.unwrap();
     assert_eq!(response.status(), 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cold_read_is_teed_into_memory_and_committed_at_eof() {
+    let (a, b) = chain();
+    let body = data(5 << 20, 17);
+    put(&b.object("chain", "tee"), body.clone()).await;
+    let response = client().get(a.object("chain", "tee")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-status"], "upstream; hit, memory; fwd=uri-miss; stored");
+    assert_eq!(sha256(&response.bytes().await.unwrap()), sha256(&body));
+    eventually("the tee to commit", Duration::from_secs(20), || async {
+        a.metric(COMMITTED).await == 1.0
+    })
+    .await;
+    assert_eq!(b.metric(GET_200).await, 1.0, "the client's read was the only read of B");
+    let response = client().get(a.object("chain", "tee")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    assert_eq!(sha256(&response.bytes().await.unwrap()), sha256(&body));
+
+    // An empty object is whole at once, and is copied too.
+    put(&b.object("chain", "empty"), Vec::new()).await;
+    let response = client().get(a.object("chain", "empty")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.bytes().await.unwrap().is_empty());
+    eventually("the empty copy to commit", Duration::from_secs(20), || async {
+        a.metric(COMMITTED).await == 2.0
+    })
+    .await;
+    let response = client().get(a.object("chain", "empty")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_read_through_a_is_sent_part_by_part_from_b() {
+    let (a, b) = chain();
+    let body = data(1 << 20, 18);
+    put(&b.object("chain", "parts"), body.clone()).await;
+    let response = client()
+        .get(a.object("chain", "parts"))
+        .header("range", "bytes=0-99,500000-500099,-100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("multipart/byteranges; boundary="), "{content_type}");
+    let length: usize = response.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let got = response.bytes().await.unwrap();
+    assert_eq!(got.len(), length);
+    let mut at = 0;
+    for window in [0..100, 500_000..500_100, body.len() - 100..body.len()] {
+        let part = &body[window.clone()];
+        let found = got[at..].windows(part.len()).position(|w| w == part);
+        at += found.unwrap_or_else(|| panic!("part {window:?} in order")) + part.len();
+    }
+    // The parts were ranged reads of B; the whole object came once, in the background.
+    eventually("the background copy to commit", Duration::from_secs(20), || async {
+        a.metric(COMMITTED).await == 1.0
+    })
+    .await;
+    assert_eq!(b.metric(GET_200).await, 1.0);
+}
