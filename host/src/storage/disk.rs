@@ -137,7 +137,7 @@ impl Tier for DiskTier {
         }
         let window = match judge(&meta, &req.conditions, req.span) {
             Ok(window) => window,
-            Err(answer) => return Ok(answer),
+            Err(refusal) => return Ok(refusal.answer(meta)),
         };
         let bounds = window.bounds(meta.size);
         let body = read_stream(file, offset + bounds.start, bounds.end - bounds.start);

@@ -114,7 +114,7 @@ impl Tier for MemoryTier {
         };
         let window = match judge(&stored.meta, &req.conditions, req.span) {
             Ok(window) => window,
-            Err(answer) => return Ok(answer),
+            Err(refusal) => return Ok(refusal.answer(stored.meta)),
         };
         let bounds = window.bounds(stored.meta.size);
         // Both bounds lie inside the buffer: the core resolved them against this revision's size.

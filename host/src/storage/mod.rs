@@ -232,25 +232,45 @@ impl WriteCondition {
     }
 }
 
+/// Why a live revision is answered without a body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// [`Opened::NotSatisfiable`].
+    NotSatisfiable,
+    /// [`Opened::PreconditionFailed`].
+    PreconditionFailed,
+    /// [`Opened::NotModified`].
+    NotModified,
+}
+
+impl Refusal {
+    /// The answer for `meta`, the revision judged.
+    pub(crate) fn answer(self, meta: ObjectMeta) -> Opened {
+        match self {
+            Refusal::NotSatisfiable => Opened::NotSatisfiable { meta },
+            Refusal::PreconditionFailed => Opened::PreconditionFailed { meta },
+            Refusal::NotModified => Opened::NotModified { meta },
+        }
+    }
+}
+
 /// The core's verdict on reading `span` of the live revision `meta` under `conditions`: the
-/// window to send, or the bodiless answer. Preconditions come first (RFC 9110 §13.2.2), then
+/// window to send, or why there is no body. Preconditions come first (RFC 9110 §13.2.2), then
 /// the span (SPEC §1).
 pub(crate) fn judge(
     meta: &ObjectMeta,
     conditions: &Conditions,
     span: Span,
-) -> Result<OpenWindow, Opened> {
+) -> Result<OpenWindow, Refusal> {
     let mut req = RequestHeaders::new(&Method::GET);
     req.if_match = conditions.if_match.as_deref();
     req.if_none_match = conditions.if_none_match.as_deref();
     req.if_modified_since = conditions.if_modified_since.as_deref();
     req.if_unmodified_since = conditions.if_unmodified_since.as_deref();
     match conditional::evaluate_preconditions(&req, meta) {
-        Precondition::Failed => Err(Opened::PreconditionFailed { meta: meta.clone() }),
-        Precondition::NotModified => Err(Opened::NotModified { meta: meta.clone() }),
-        Precondition::Proceed => {
-            span.resolve(meta.size).ok_or_else(|| Opened::NotSatisfiable { meta: meta.clone() })
-        }
+        Precondition::Failed => Err(Refusal::PreconditionFailed),
+        Precondition::NotModified => Err(Refusal::NotModified),
+        Precondition::Proceed => span.resolve(meta.size).ok_or(Refusal::NotSatisfiable),
     }
 }
 

@@ -44,8 +44,12 @@ const META_FIELD: &str = "rangecache";
 /// Entity-tag translations remembered; past this the map starts over (it is only an
 /// optimisation of conditional GETs).
 const MAX_TRANSLATIONS: usize = 16_384;
-/// GETs tried when the server pairs metadata and bytes of different revisions.
-const MAX_ATTEMPTS: usize = 3;
+/// GETs tried when the server pairs metadata and bytes of different revisions; between them the
+/// tier waits 5, 10, 20 then 40 ms, longer than s3s-fs takes to store the metadata after the
+/// bytes.
+const MAX_ATTEMPTS: u32 = 5;
+/// The error of a read that kept finding one revision's metadata with another's bytes.
+pub const MIXED_REVISIONS: &str = "metadata and bytes of different revisions";
 /// The size stored in the metadata field when the writer did not know it in advance.
 const UNKNOWN_SIZE: u64 = u64::MAX;
 
@@ -78,6 +82,8 @@ impl S3Tier {
     /// A tier over `config`'s bucket; makes no request.
     pub fn new(name: &str, config: &S3Config) -> Result<S3Tier, TierError> {
         let backend = |message: String| TierError::Backend { tier: name.to_owned(), message };
+        // The reqwest transport, installed once per process (later calls do nothing).
+        opendal::install_default();
         let mut builder = services::S3::default()
             .bucket(&config.bucket)
             .region(&config.region)
@@ -153,7 +159,7 @@ impl S3Tier {
         match self.head(key).await? {
             Some((meta, _)) if !meta.is_expired(req.now) => {
                 match judge(&meta, &req.conditions, req.span) {
-                    Err(answer) => Ok(answer),
+                    Err(refusal) => Ok(refusal.answer(meta)),
                     // The span is satisfiable for this revision after all (it changed since
                     // the GET); the caller retries the GET.
                     Ok(_) => Err(self.backend("the object changed during the read")),
@@ -163,16 +169,19 @@ impl S3Tier {
         }
     }
 
-    /// One GET of `span`, with `conditions` sent when S3 can evaluate them.
+    /// One GET of `span`, with `conditions` sent when S3 can evaluate them, or pinned to one S3
+    /// ETag.
     async fn get(
         &self,
         key: &ObjectKey,
         span: Span,
         conditions: &Conditions,
+        pin: Option<&str>,
     ) -> opendal::Result<(Metadata, opendal::FuturesBytesStream)> {
         let object_path = path(key);
         let mut reader = self.op.reader_with(&object_path);
-        if let Some(value) = conditions.if_match.as_deref().and_then(|v| self.translate(key, v)) {
+        let if_match = conditions.if_match.as_deref().and_then(|v| self.translate(key, v));
+        if let Some(value) = pin.map(str::to_owned).or(if_match) {
             reader = reader.if_match(&value);
         }
         if let Some(value) =
@@ -212,9 +221,12 @@ impl Tier for S3Tier {
             return self.answer_from_head(key, req).await;
         }
         let mut conditions = req.conditions.clone();
+        // What the GET asks for: the span itself, or the explicit window a HEAD resolved it to.
+        let mut sent = req.span;
+        let mut pin: Option<String> = None;
         let mut last_error = None;
-        for _ in 0..MAX_ATTEMPTS {
-            let (found, stream) = match self.get(key, req.span, &conditions).await {
+        for attempt in 0..MAX_ATTEMPTS {
+            let (found, stream) = match self.get(key, sent, &conditions, pin.as_deref()).await {
                 Ok(got) => got,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Opened::NotFound),
                 Err(e)
@@ -234,6 +246,29 @@ impl Tier for S3Tier {
                         }
                     }
                 }
+                // s3s-fs 0.14.1 answers a suffix range longer than the object (or any suffix of
+                // an empty object) with 500 instead of the whole object (or 416). Only then is
+                // the size fetched first: the window is resolved from a HEAD and read as an
+                // explicit range pinned to the revision the HEAD saw, three requests instead of
+                // one.
+                Err(e) if matches!(sent, Span::Last(_)) && e.kind() == ErrorKind::Unexpected => {
+                    let Some((meta, s3_etag)) = self.head(key).await? else {
+                        return Ok(Opened::NotFound);
+                    };
+                    if meta.is_expired(req.now) {
+                        return Ok(Opened::NotFound);
+                    }
+                    match judge(&meta, &req.conditions, req.span) {
+                        Err(refusal) => return Ok(refusal.answer(meta)),
+                        Ok(window) => {
+                            let bounds = window.bounds(meta.size);
+                            sent = Span::From { start: bounds.start, end: Some(bounds.end) };
+                            pin = s3_etag;
+                            last_error = Some(self.backend(e));
+                            continue;
+                        }
+                    }
+                }
                 Err(e) => return Err(self.backend(e)),
             };
             let (meta, announced) = decode_meta(&found).map_err(|e| self.backend(e))?;
@@ -244,13 +279,23 @@ impl Tier for S3Tier {
             if announced.is_some_and(|size| size != meta.size) {
                 // A server that stores metadata beside the bytes (s3s-fs) can pair two revisions
                 // during an overwrite; read again rather than serve the mix.
-                last_error = Some(self.backend("metadata and bytes of different revisions"));
+                last_error = Some(self.backend(MIXED_REVISIONS));
+                tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
                 continue;
             }
             let window = match judge(&meta, &req.conditions, req.span) {
                 Ok(window) => window,
-                Err(answer) => return Ok(answer),
+                Err(refusal) => return Ok(refusal.answer(meta)),
             };
+            if sent != req.span {
+                let bounds = window.bounds(meta.size);
+                if sent != (Span::From { start: bounds.start, end: Some(bounds.end) }) {
+                    // The object changed between the HEAD and the GET: start over.
+                    (sent, pin) = (req.span, None);
+                    last_error = Some(self.backend("the object changed during the read"));
+                    continue;
+                }
+            }
             let len = window.len(meta.size);
             let body = exact_length(stream, len);
             return Ok(Opened::Body { meta, window, body });
@@ -267,13 +312,11 @@ impl Tier for S3Tier {
         key: &ObjectKey,
         new: NewObject,
     ) -> Result<Box<dyn TierWriter>, TierError> {
-        let object_path = path(key);
-        let mut writer = self.op.writer_with(&object_path).chunk(PART_SIZE).concurrent(1);
         // The condition is judged now by the core against the live revision, and S3 makes it
         // hold until the commit: the PUT or the multipart completion carries the S3 ETag judged
         // (If-Match) or If-None-Match: *.
-        match &new.condition {
-            WriteCondition::None => {}
+        let guard = match &new.condition {
+            WriteCondition::None => Guard::None,
             condition @ (WriteCondition::IfAbsent | WriteCondition::IfMatch(_)) => {
                 let current = self.head(key).await?;
                 let live = current.as_ref().filter(|(meta, _)| !meta.is_expired(wall_clock()));
@@ -281,30 +324,31 @@ impl Tier for S3Tier {
                     return Err(TierError::PreconditionFailed { tier: self.name.clone() });
                 }
                 match current {
-                    Some((_, Some(s3_etag))) => writer = writer.if_match(&s3_etag),
+                    Some((_, Some(s3_etag))) => Guard::IfMatch(s3_etag),
                     Some((_, None)) => return Err(self.backend("the server sent no ETag")),
-                    None => writer = writer.if_not_exists(true),
+                    None => Guard::IfAbsent,
                 }
             }
-        }
+        };
         let meta = ObjectMeta {
             size: new.expected_size.unwrap_or(UNKNOWN_SIZE),
-            etag: new.etag.clone(),
+            etag: new.etag,
             last_modified: new.last_modified,
-            headers: new.headers.clone(),
+            headers: new.headers,
             expires: new.expires,
         };
-        let encoded = encode_meta(&meta).map_err(|e| self.backend(e))?;
-        writer = writer.user_metadata([(META_FIELD.to_owned(), encoded)]);
-        let writer = writer.await.map_err(|e| self.backend(e))?;
         Ok(Box::new(S3Writer {
             tier: self.name.clone(),
+            op: self.op.clone(),
             key: key.clone(),
             translations: Arc::clone(&self.translations),
             meta,
+            guard,
             expected_size: new.expected_size,
-            writer: Some(writer),
+            pending: Vec::new(),
+            writer: None,
             received: 0,
+            closed: false,
         }))
     }
 
@@ -345,32 +389,83 @@ impl Tier for S3Tier {
 }
 
 /// A write in progress; nothing is visible until the commit completes the PUT or the upload.
+///
+/// The first [`PART_SIZE`] bytes are held here: an object that fits goes up in one PUT at the
+/// commit, whose metadata then always names its size (so a read can tell when a server paired
+/// it with another revision's bytes). A larger one starts a multipart upload, announcing the
+/// size only if the writer was told it in advance.
 struct S3Writer {
     tier: String,
+    op: Operator,
     key: ObjectKey,
     translations: Arc<Mutex<HashMap<ObjectKey, (EntityTag, String)>>>,
     meta: ObjectMeta,
+    guard: Guard,
     expected_size: Option<u64>,
+    pending: Vec<Bytes>,
     writer: Option<opendal::Writer>,
     received: u64,
+    /// Committed or aborted.
+    closed: bool,
+}
+
+/// What S3 checks when the object is completed.
+enum Guard {
+    None,
+    /// `If-None-Match: *`.
+    IfAbsent,
+    /// `If-Match` with S3's ETag of the revision the condition was judged against.
+    IfMatch(String),
 }
 
 impl S3Writer {
     fn backend(&self, error: impl std::fmt::Display) -> TierError {
         TierError::Backend { tier: self.tier.clone(), message: error.to_string() }
     }
+
+    /// Starts the upload with the metadata as it is now known, and hands it the held bytes.
+    async fn start_upload(&mut self) -> Result<(), TierError> {
+        let object_path = path(&self.key);
+        let encoded = encode_meta(&self.meta).map_err(|e| self.backend(e))?;
+        let mut writer = self
+            .op
+            .writer_with(&object_path)
+            .chunk(PART_SIZE)
+            .concurrent(1)
+            .user_metadata([(META_FIELD.to_owned(), encoded)]);
+        match &self.guard {
+            Guard::None => {}
+            Guard::IfAbsent => writer = writer.if_not_exists(true),
+            Guard::IfMatch(s3_etag) => writer = writer.if_match(s3_etag),
+        }
+        let writer = writer.await.map_err(|e| self.backend(e))?;
+        let writer = self.writer.insert(writer);
+        for chunk in self.pending.drain(..) {
+            // A failed part leaves the upload to be aborted when the writer is dropped.
+            if let Err(e) = writer.write(chunk).await {
+                return Err(TierError::Backend { tier: self.tier.clone(), message: e.to_string() });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl TierWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
-        self.received += chunk.len() as u64;
-        let Some(writer) = self.writer.as_mut() else {
+        if self.closed {
             return Err(self.backend("writer already closed"));
-        };
-        // A failed part leaves the upload to be aborted when the writer is dropped.
-        let written = writer.write(chunk).await;
-        written.map_err(|e| self.backend(e))
+        }
+        self.received += chunk.len() as u64;
+        if let Some(writer) = self.writer.as_mut() {
+            let written = writer.write(chunk).await;
+            return written.map_err(|e| self.backend(e));
+        }
+        self.pending.push(chunk);
+        if self.received > PART_SIZE as u64 {
+            self.start_upload().await?;
+        }
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<ObjectMeta, TierError> {
@@ -383,7 +478,12 @@ impl TierWriter for S3Writer {
                 received: self.received,
             });
         }
-        let mut writer = self.writer.take().ok_or_else(|| self.backend("writer already closed"))?;
+        if self.writer.is_none() {
+            self.meta.size = self.received;
+            self.start_upload().await?;
+        }
+        self.closed = true;
+        let mut writer = self.writer.take().expect("the upload was started above");
         match writer.close().await {
             Ok(written) => {
                 let meta = ObjectMeta { size: self.received, ..self.meta.clone() };
@@ -405,6 +505,7 @@ impl TierWriter for S3Writer {
     }
 
     async fn abort(mut self: Box<Self>) {
+        self.closed = true;
         if let Some(writer) = self.writer.take() {
             abort_quietly(writer).await;
         }
@@ -414,7 +515,7 @@ impl TierWriter for S3Writer {
 impl Drop for S3Writer {
     fn drop(&mut self) {
         // Dropped mid-write (a cancelled upload): abort the multipart upload in the background;
-        // a single PUT was never sent, so there is nothing else to undo.
+        // bytes still held here were never sent, so there is nothing else to undo.
         if let Some(writer) = self.writer.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -512,6 +613,13 @@ fn exact_length(
     let mut done = false;
     Box::pin(futures::stream::poll_fn(move |cx| {
         if done {
+            return Poll::Ready(None);
+        }
+        if seen == len {
+            // The window is complete. opendal would next check the byte count against the
+            // range it asked for, which exceeds the window when the end was clamped to the
+            // size, so the stream ends here.
+            done = true;
             return Poll::Ready(None);
         }
         match stream.poll_next_unpin(cx) {
