@@ -26,7 +26,8 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use opendal::{ErrorKind, Metadata, Operator, services};
+use opendal::{ErrorKind, HttpTransporter, Metadata, Operator, services};
+use opendal_http_transport_reqwest::ReqwestTransport;
 use rangecache_core::range::Span;
 use rangecache_core::validators::{EtagList, parse_http_date};
 use rangecache_core::{EntityTag, Namespace, ObjectKey, ObjectMeta, Timestamp};
@@ -82,8 +83,6 @@ impl S3Tier {
     /// A tier over `config`'s bucket; makes no request.
     pub fn new(name: &str, config: &S3Config) -> Result<S3Tier, TierError> {
         let backend = |message: String| TierError::Backend { tier: name.to_owned(), message };
-        // The reqwest transport, installed once per process (later calls do nothing).
-        opendal::install_default();
         let mut builder = services::S3::default()
             .bucket(&config.bucket)
             .region(&config.region)
@@ -101,6 +100,12 @@ impl S3Tier {
             builder = builder.access_key_id(&access_key).secret_access_key(&secret_key);
         }
         let op = Operator::new(builder).map_err(|e| backend(e.to_string()))?;
+        // A client of its own rather than opendal's process-wide one: its pooled connections
+        // belong to the runtime that uses this tier, never to another one that may have ended.
+        let client = reqwest::Client::builder().build().map_err(|e| backend(e.to_string()))?;
+        let transport = HttpTransporter::new(ReqwestTransport::new(client));
+        let context = op.context().with_http_transport(transport);
+        let op = op.with_context(context);
         Ok(S3Tier { name: name.to_owned(), op, translations: Arc::new(Mutex::new(HashMap::new())) })
     }
 
