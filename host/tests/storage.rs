@@ -661,6 +661,26 @@ async fn s3_ranged_reads_are_one_ranged_get_each() {
         assert_eq!(seen[0].method, "GET");
         assert_eq!(seen[0].range.as_deref(), Some(header), "{seen:?}");
     }
+    // Conditions travel with the GET, in S3's terms: our entity-tag as the S3 ETag this tier
+    // saw for it, dates as they are; the answer is still judged against our metadata.
+    let conditional = OpenRequest {
+        conditions: Conditions {
+            if_match: Some("\"v1\"".into()),
+            if_modified_since: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
+            ..Conditions::default()
+        },
+        ..request(Span::Last(5))
+    };
+    let got = read(&through, &k, &conditional).await;
+    assert!(matches!(&got, Got::Body { bytes, .. } if bytes[..] == body[99_995..]), "{got:?}");
+    let seen = proxy.take();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let [if_match, if_modified_since] = seen[0].conditions.as_slice() else {
+        panic!("two conditions sent: {seen:?}");
+    };
+    assert!(if_match.starts_with("if-match: \"") && if_match != "if-match: \"v1\"", "{seen:?}");
+    assert_eq!(if_modified_since, "if-modified-since: Sun, 06 Nov 1994 08:49:37 GMT");
+
     // A whole read is one GET without a Range.
     let got = read(&through, &k, &request(Span::WHOLE)).await;
     assert!(matches!(got, Got::Body { bytes, .. } if bytes == body));

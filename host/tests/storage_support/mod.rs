@@ -161,6 +161,8 @@ pub struct SeenRequest {
     pub method: String,
     pub target: String,
     pub range: Option<String>,
+    /// Conditional fields sent (`if-match: "..."`, ...), lower-case names.
+    pub conditions: Vec<String>,
 }
 
 /// A TCP proxy in front of the S3 server that records the head of every HTTP request passing
@@ -227,16 +229,20 @@ async fn forward_requests(
         let method = request_line.next().unwrap_or_default().to_owned();
         let target = request_line.next().unwrap_or_default().to_owned();
         let mut range = None;
+        let mut conditions = Vec::new();
         let mut body_len: usize = 0;
         for line in lines {
             let Some((name, value)) = line.split_once(':') else { continue };
-            match name.trim().to_ascii_lowercase().as_str() {
+            let name = name.trim().to_ascii_lowercase();
+            match name.as_str() {
                 "range" => range = Some(value.trim().to_owned()),
                 "content-length" => body_len = value.trim().parse().unwrap_or(0),
+                n if n.starts_with("if-") => conditions.push(format!("{n}: {}", value.trim())),
                 _ => {}
             }
         }
-        log.lock().unwrap().push(SeenRequest { method, target, range });
+        conditions.sort();
+        log.lock().unwrap().push(SeenRequest { method, target, range, conditions });
         to.write_all(&buf[..head_end]).await?;
         buf.drain(..head_end);
         while buf.len() < body_len {
