@@ -1,8 +1,17 @@
 //! Storage tiers: one async [`Tier`] trait and its implementations (memory, disk, s3, remote).
 //!
-//! A tier stores whole objects and reads back windows of them. It makes no policy decision: the
-//! window to read arrives resolved by the core, and preconditions are evaluated by the core's
-//! pure functions against the metadata of the revision the tier actually opened.
+//! A tier stores whole objects and reads back windows of them. It makes no policy decision: a
+//! span is resolved against the size of the revision actually opened by the core's
+//! `Span::resolve`, preconditions are evaluated against that revision's metadata by
+//! `conditional::evaluate_preconditions`, and write conditions by `conditional::is_write_allowed`.
+//!
+//! Every tier answers an `open` with the metadata and the bytes of one revision, and makes a
+//! write visible only at its commit (dropping a writer aborts it):
+//!
+//! * [`MemoryTier`]: `Bytes` in a size-bounded LRU; a window is a zero-copy slice.
+//! * [`DiskTier`]: one file per revision (metadata header, then bytes) renamed into place.
+//! * [`S3Tier`]: one object per revision with its metadata as user metadata; one GET per read.
+//! * `remote.rs`: another server over `/api/v1`.
 
 use std::io;
 use std::pin::Pin;
