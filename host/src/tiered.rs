@@ -30,7 +30,7 @@ use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 use crate::http::ApiError;
 use crate::metrics::Metrics;
 use crate::storage::{
-    ByteStream, Conditions, NewObject, OpenRequest, Opened, Tier, TierStats, TierWriter,
+    ByteStream, Conditions, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
     WriteCondition,
 };
 
@@ -119,6 +119,10 @@ pub struct Tiered {
     tasks: Mutex<JoinSet<()>>,
     shutdown: CancellationToken,
     drained: Notify,
+    /// Striped locks serializing the commit phase of writes of one key (64 stripes keep
+    /// unrelated keys from waiting on each other).
+    commit_locks: Vec<tokio::sync::Mutex<()>>,
+    lock_hasher: std::collections::hash_map::RandomState,
 }
 
 impl Tiered {
@@ -142,6 +146,8 @@ impl Tiered {
             tasks: Mutex::new(JoinSet::new()),
             shutdown: CancellationToken::new(),
             drained: Notify::new(),
+            commit_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            lock_hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -153,8 +159,10 @@ impl Tiered {
     /// Stores `body` in every tier; visible only once every tier committed.
     ///
     /// Tiers commit deepest first, so the authoritative tier checks the write's condition
-    /// before any nearer copy exists; if a tier fails, the tiers that already committed are
-    /// cleaned up and the rest abort.
+    /// before any nearer copy exists. A nearer tier too small for the object is left out of the
+    /// write and its copy of the key dropped, so it never serves the older revision. If a commit
+    /// fails after another succeeded, the key is removed from every tier: no tier may keep a
+    /// revision the others disagree with.
     pub async fn write(
         self: &Arc<Self>,
         key: &ObjectKey,
@@ -167,7 +175,8 @@ impl Tiered {
         // A write cancels any copy of the key under way and waits for a commit in progress.
         let _mutation = self.start_mutation(key, MutationKind::Write).await?;
         let last = self.slots.len() - 1;
-        let mut writers: Vec<Box<dyn TierWriter>> = Vec::with_capacity(self.slots.len());
+        let mut writers: Vec<Option<Box<dyn TierWriter>>> = Vec::with_capacity(self.slots.len());
+        let mut left_out: Vec<usize> = Vec::new();
         for (idx, slot) in self.slots.iter().enumerate() {
             let new = NewObject {
                 etag: write.etag.clone(),
@@ -179,7 +188,11 @@ impl Tiered {
                 expected_size: write.content_length,
             };
             match slot.tier.create(key, new).await {
-                Ok(writer) => writers.push(writer),
+                Ok(writer) => writers.push(Some(writer)),
+                Err(TierError::TooLarge { .. }) if idx < last => {
+                    left_out.push(idx);
+                    writers.push(None);
+                }
                 Err(e) => {
                     abort_all(writers).await;
                     return Err(e.into());
@@ -217,11 +230,27 @@ impl Tiered {
                     "received more than the {expected} bytes announced"
                 )));
             }
-            let results =
-                futures::future::join_all(writers.iter_mut().map(|w| w.write(chunk.clone()))).await;
-            if let Some(e) = results.into_iter().find_map(Result::err) {
-                abort_all(writers).await;
-                return Err(e.into());
+            let results = futures::future::join_all(writers.iter_mut().map(|w| async {
+                match w {
+                    Some(writer) => writer.write(chunk.clone()).await,
+                    None => Ok(()),
+                }
+            }))
+            .await;
+            for (idx, result) in results.into_iter().enumerate() {
+                match result {
+                    Ok(()) => {}
+                    Err(TierError::TooLarge { .. }) if idx < last => {
+                        if let Some(writer) = writers[idx].take() {
+                            writer.abort().await;
+                        }
+                        left_out.push(idx);
+                    }
+                    Err(e) => {
+                        abort_all(writers).await;
+                        return Err(e.into());
+                    }
+                }
             }
         }
         if let Some(expected) = write.content_length
@@ -232,30 +261,52 @@ impl Tiered {
                 "received {received} of the {expected} bytes announced"
             )));
         }
-        // Deepest first, tier 0 last; the mutation holds off any copy of the key meanwhile.
-        let mut committed: Vec<usize> = Vec::new();
+        // Concurrent writes of one key commit one after the other, each deepest first, so every
+        // tier ends with the same revision.
+        let _commits = self.commit_lock(key).lock().await;
+        let mut n_committed = 0;
         let mut meta = None;
         while let Some(writer) = writers.pop() {
             let idx = writers.len();
+            let Some(writer) = writer else { continue };
             match writer.commit().await {
                 Ok(m) => {
                     self.metrics.tier_write(self.slots[idx].tier.name(), "committed");
-                    committed.push(idx);
+                    n_committed += 1;
                     meta.get_or_insert(m);
                 }
                 Err(e) => {
                     self.metrics.tier_write(self.slots[idx].tier.name(), "error");
                     abort_all(writers).await;
-                    for idx in committed {
-                        if let Err(cleanup) = self.slots[idx].tier.delete(key).await {
-                            tracing::warn!(%key, error = %cleanup, "cleanup after a failed write");
-                        }
+                    if n_committed > 0 {
+                        self.delete_everywhere(key).await;
                     }
                     return Err(e.into());
                 }
             }
         }
-        Ok(meta.expect("at least one tier committed"))
+        for idx in left_out {
+            tracing::debug!(tier = self.slots[idx].tier.name(), %key, "object too large for tier");
+            if let Err(e) = self.slots[idx].tier.delete(key).await {
+                tracing::warn!(%key, error = %e, "dropping an older copy the write left out");
+            }
+        }
+        Ok(meta.expect("the authoritative tier committed"))
+    }
+
+    async fn delete_everywhere(&self, key: &ObjectKey) {
+        for slot in &self.slots {
+            if let Err(e) = slot.tier.delete(key).await {
+                tracing::warn!(tier = slot.tier.name(), %key, error = %e, "cleanup after a failed write");
+            }
+        }
+    }
+
+    fn commit_lock(&self, key: &ObjectKey) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::hash::BuildHasher::build_hasher(&self.lock_hasher);
+        std::hash::Hash::hash(key, &mut hasher);
+        let stripe = std::hash::Hasher::finish(&hasher) % self.commit_locks.len() as u64;
+        &self.commit_locks[usize::try_from(stripe).expect("a stripe index fits usize")]
     }
 
     /// Removes the object from every tier; true if any tier held it.
@@ -352,8 +403,8 @@ fn millis(duration: Option<Duration>) -> Option<u64> {
     duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-async fn abort_all(writers: Vec<Box<dyn TierWriter>>) {
-    futures::future::join_all(writers.into_iter().map(|w| w.abort())).await;
+async fn abort_all(writers: Vec<Option<Box<dyn TierWriter>>>) {
+    futures::future::join_all(writers.into_iter().flatten().map(|w| w.abort())).await;
 }
 
 /// The backfill manager and what the host keeps beside it for each copy it started.

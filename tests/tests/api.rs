@@ -379,3 +379,31 @@ fn a_configuration_error_exits_2_with_one_line_naming_the_field() {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_too_large_for_memory_is_stored_deeper_and_the_old_copy_dropped() {
+    let dir = tempdir();
+    let config = memory_and_disk(&dir).replace("max_size = \"512MiB\"", "max_size = \"4KiB\"");
+    let server = Server::start_in(&dir, &config);
+    let url = server.object("sizes", "grows");
+    put(&url, data(1000, 40)).await;
+    let response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    // Announced up front, and discovered while streaming a chunked body.
+    for (round, chunked) in [(41, false), (42, true)] {
+        let big = data(64 << 10, round);
+        let request = client().put(&url);
+        let request = if chunked {
+            let chunks =
+                big.chunks(8192).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>();
+            request.body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        } else {
+            request.body(big.clone())
+        };
+        assert_eq!(request.send().await.unwrap().status(), 200, "chunked: {chunked}");
+        let response = client().get(&url).send().await.unwrap();
+        let cache_status = response.headers()["cache-status"].to_str().unwrap().to_owned();
+        assert!(cache_status.starts_with("disk; hit, memory; fwd=uri-miss"), "{cache_status}");
+        assert!(response.bytes().await.unwrap() == big, "the new revision, chunked: {chunked}");
+    }
+}
