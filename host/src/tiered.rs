@@ -312,6 +312,7 @@ impl Tiered {
     /// Removes the object from every tier; true if any tier held it.
     pub async fn delete(self: &Arc<Self>, key: &ObjectKey) -> Result<bool, ApiError> {
         let _mutation = self.start_mutation(key, MutationKind::Delete).await?;
+        let _commits = self.commit_lock(key).lock().await;
         let mut existed = false;
         // Nearest first: once the authoritative copy is gone nothing can bring it back, and a
         // nearer copy that outlived it would be served.
@@ -324,6 +325,7 @@ impl Tiered {
     /// Drops the copies held by the non-authoritative tiers.
     pub async fn invalidate(self: &Arc<Self>, key: &ObjectKey) -> Result<(), ApiError> {
         let _mutation = self.start_mutation(key, MutationKind::Invalidate).await?;
+        let _commits = self.commit_lock(key).lock().await;
         for slot in &self.slots[..self.slots.len() - 1] {
             slot.tier.delete(key).await?;
         }

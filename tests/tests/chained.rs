@@ -299,3 +299,22 @@ async fn a_multipart_read_through_a_is_sent_part_by_part_from_b() {
     .await;
     assert_eq!(b.metric(GET_200).await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_drops_a_copy_and_the_next_read_refills_it() {
+    let (a, b) = chain();
+    let body = data(100_000, 19);
+    put(&a.object("chain", "inv"), body.clone()).await;
+    let response = client().get(a.object("chain", "inv")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    let response =
+        client().post(a.url("/api/v1/object/chain/inv/invalidate")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client().get(a.object("chain", "inv")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "upstream; hit, memory; fwd=uri-miss; stored");
+    assert_eq!(response.bytes().await.unwrap(), body);
+    // Delete through A removes it from B too.
+    assert_eq!(client().delete(a.object("chain", "inv")).send().await.unwrap().status(), 200);
+    assert_eq!(client().get(b.object("chain", "inv")).send().await.unwrap().status(), 404);
+    assert_eq!(client().get(a.object("chain", "inv")).send().await.unwrap().status(), 404);
+}
