@@ -1,10 +1,6 @@
-// rangecache-wasm for Node and other hosts that can read the module from disk: the glue of
+// rangecache-wasm for Node and other hosts that read the module from disk: the glue of
 // wasm-bindgen's `experimental-nodejs-module` target, which instantiates the module on import.
-export {
-  planResponse,
-  resolveRange,
-  objectKey,
-  describeObject,
-  BackfillManager,
-  Seen,
-} from "./rangecache_wasm.js";
+import { bind } from "./api.js";
+import * as raw from "./rangecache_wasm.js";
+
+export const { planResponse, resolveRange, objectKey, describeObject, BackfillManager, Seen } = bind(raw);

@@ -1,17 +1,8 @@
-// rangecache-wasm for module workers and bundlers: the `web` glue, instantiated from the
-// compiled module that the runtime hands to a `.wasm` import (workerd, wrangler and esbuild's
-// `copy`/`file` loaders configured for it). Hosts that load the bytes themselves import
-// "rangecache-wasm/web" and call `initSync({ module })` instead.
-import { initSync } from "./web/rangecache_wasm.js";
-import module from "./web/rangecache_wasm_bg.wasm";
+// rangecache-wasm over wasm-bindgen's `web` glue, for hosts that obtain the module themselves:
+// call `initSync({ module })` with a WebAssembly.Module or the bytes of
+// `web/rangecache_wasm_bg.wasm` (or await `init(...)`) before the first call.
+import { bind } from "./api.js";
+import * as raw from "./web/rangecache_wasm.js";
 
-initSync({ module });
-
-export {
-  planResponse,
-  resolveRange,
-  objectKey,
-  describeObject,
-  BackfillManager,
-  Seen,
-} from "./web/rangecache_wasm.js";
+export { default as init, initSync } from "./web/rangecache_wasm.js";
+export const { planResponse, resolveRange, objectKey, describeObject, BackfillManager, Seen } = bind(raw);

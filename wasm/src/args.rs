@@ -4,7 +4,6 @@
 //! a malformed entity-tag or date) becomes a `TypeError` whose message names the field, so a bad
 //! argument is an exception in JavaScript and never a trap that would abort the instance.
 
-use http::Method;
 use js_sys::{Array, Object, Reflect};
 use rangecache_core::Timestamp;
 use rangecache_core::validators::{EntityTag, parse_http_date};
@@ -12,18 +11,6 @@ use wasm_bindgen::{JsCast, JsValue};
 
 /// Largest integer a JavaScript number holds exactly (`Number.MAX_SAFE_INTEGER`).
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
-
-/// The request fields a plan reads, as raw field values.
-#[derive(Debug, Default)]
-pub(crate) struct Request {
-    pub method: Option<Method>,
-    pub if_match: Option<String>,
-    pub if_none_match: Option<String>,
-    pub if_modified_since: Option<String>,
-    pub if_unmodified_since: Option<String>,
-    pub range: Option<String>,
-    pub if_range: Option<String>,
-}
 
 /// An object's description as JavaScript gives it: validators are optional there.
 #[derive(Debug)]
@@ -39,48 +26,6 @@ pub(crate) fn type_error(message: impl AsRef<str>) -> JsValue {
     js_sys::TypeError::new(message.as_ref()).into()
 }
 
-/// Reads `request = { method, headers }`; `headers` is a plain object of field name (matched
-/// case-insensitively) to string value, and fields a plan does not use are checked but
-/// otherwise ignored.
-pub(crate) fn read_request(value: &JsValue) -> Result<Request, JsValue> {
-    let request = plain_object(value, "request")?;
-    let method = string_field(&request, "request", "method")?.ok_or_else(|| {
-        type_error("request.method is missing; expected a string such as \"GET\"")
-    })?;
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| {
-        type_error(format!("request.method {} is not an HTTP method token", quoted(&method)))
-    })?;
-    let mut out = Request { method: Some(method), ..Request::default() };
-    let headers = get(&request, "request", "headers")?;
-    if headers.is_undefined() || headers.is_null() {
-        return Ok(out);
-    }
-    let headers = plain_object(&headers, "request.headers")?;
-    for entry in Object::entries(&headers).iter() {
-        let entry: Array = entry.unchecked_into();
-        let name = entry.get(0).as_string().unwrap_or_default();
-        let value = entry.get(1);
-        let Some(value) = value.as_string() else {
-            return Err(type_error(format!(
-                "request.headers[{}] must be a string, got {}",
-                quoted(&name),
-                describe(&value)
-            )));
-        };
-        let slot = match name.to_ascii_lowercase().as_str() {
-            "if-match" => &mut out.if_match,
-            "if-none-match" => &mut out.if_none_match,
-            "if-modified-since" => &mut out.if_modified_since,
-            "if-unmodified-since" => &mut out.if_unmodified_since,
-            "range" => &mut out.range,
-            "if-range" => &mut out.if_range,
-            _ => continue,
-        };
-        join_field(slot, value);
-    }
-    Ok(out)
-}
-
 /// Reads `object = { size, etag?, lastModified?, headers? }`: `etag` as sent in an ETag field
 /// (`"abc"` with its quotes, or `W/"abc"`), `lastModified` an HTTP date, `headers` the stored
 /// end-to-end fields returned with the object (such as `content-type`).
@@ -88,31 +33,56 @@ pub(crate) fn read_object(value: &JsValue) -> Result<ObjectArg, JsValue> {
     let object = plain_object(value, "object")?;
     let size = get(&object, "object", "size")?;
     let size = read_size(&size, "object.size")?;
-    let etag = match string_field(&object, "object", "etag")? {
-        None => None,
-        Some(raw) => Some(EntityTag::parse(&raw).ok_or_else(|| {
-            type_error(format!(
-                "object.etag {} is not an entity-tag; expected a quoted value such as '\"v1\"'",
-                quoted(&raw)
-            ))
-        })?),
-    };
-    let last_modified = match string_field(&object, "object", "lastModified")? {
-        None => None,
-        Some(raw) => Some(parse_http_date(&raw).ok_or_else(|| {
-            type_error(format!(
-                "object.lastModified {} is not an HTTP date such as 'Sun, 06 Nov 1994 08:49:37 GMT'",
-                quoted(&raw)
-            ))
-        })?),
-    };
+    let etag = string_field(&object, "object", "etag")?;
+    let last_modified = string_field(&object, "object", "lastModified")?;
     let headers = get(&object, "object", "headers")?;
     let headers = if headers.is_undefined() || headers.is_null() {
         Vec::new()
     } else {
         read_string_map(&headers, "object.headers")?
     };
+    object_arg(size, etag.as_deref(), last_modified.as_deref(), headers)
+}
+
+/// An object from its parts: the validators are parsed here, and one that does not parse is a
+/// `TypeError` naming it.
+pub(crate) fn object_arg(
+    size: u64,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+    headers: Vec<(String, String)>,
+) -> Result<ObjectArg, JsValue> {
+    let etag = match etag {
+        None => None,
+        Some(raw) => Some(EntityTag::parse(raw).ok_or_else(|| {
+            type_error(format!(
+                "object.etag {} is not an entity-tag; expected a quoted value such as '\"v1\"'",
+                quoted(raw)
+            ))
+        })?),
+    };
+    let last_modified = match last_modified {
+        None => None,
+        Some(raw) => Some(parse_http_date(raw).ok_or_else(|| {
+            type_error(format!(
+                "object.lastModified {} is not an HTTP date such as 'Sun, 06 Nov 1994 08:49:37 GMT'",
+                quoted(raw)
+            ))
+        })?),
+    };
     Ok(ObjectArg { size, etag, last_modified, headers })
+}
+
+/// Reads a size passed as a number by the package's own JavaScript, which checked it already;
+/// checked again so that no caller of the raw export can reach a panic.
+pub(crate) fn size_of(value: f64, what: &str) -> Result<u64, JsValue> {
+    if !((0.0..=MAX_SAFE_INTEGER).contains(&value) && value.fract() == 0.0) {
+        return Err(type_error(format!(
+            "{what} must be a non-negative integer no larger than Number.MAX_SAFE_INTEGER"
+        )));
+    }
+    // Exact: a non-negative integer below 2^53.
+    Ok(value as u64)
 }
 
 /// Reads an object size: a non-negative integer number no larger than
@@ -229,16 +199,6 @@ fn number_text(value: &JsValue) -> String {
         .to_string_with_radix(10)
         .map(String::from)
         .unwrap_or_else(|_| "a number".to_owned())
-}
-
-fn join_field(slot: &mut Option<String>, value: String) {
-    match slot {
-        Some(joined) => {
-            joined.push_str(", ");
-            joined.push_str(&value);
-        }
-        None => *slot = Some(value),
-    }
 }
 
 /// `text` quoted and escaped as JavaScript would print it; Rust's `{:?}` would link the Unicode

@@ -8,15 +8,14 @@
 //! Copies are named by the numbers the manager issued in `startCopy`; a number it never issued
 //! is a `TypeError` here rather than reaching the core, which treats it as a bug.
 
+use js_sys::{Object, Reflect};
 use rangecache_core::backfill::{self, Config, CopyId, DiscardReason, Mode, MutationKind, Refusal};
 use rangecache_core::key::{Key, Namespace};
 use rangecache_core::{Generation, ObjectKey, TierIdx};
-use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::args::{get, plain_object, quoted, read_object, read_size, required_string, type_error};
 use crate::plan::meta_of;
-use crate::to_js;
 
 /// The generation of a key as read before a read opens any tier; handed back to
 /// `copyRequested` so a copy that spans a change of its key is refused.
@@ -34,66 +33,23 @@ pub struct BackfillManager {
     issued: Vec<CopyId>,
 }
 
-/// One action for JavaScript, tagged by `type`.
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-enum OutputOut {
-    #[serde(rename_all = "camelCase")]
-    StartCopy {
-        copy: f64,
-        namespace: String,
-        key: String,
-        from: f64,
-        mode: &'static str,
-    },
-    #[serde(rename_all = "camelCase")]
-    Refuse {
-        namespace: String,
-        key: String,
-        why: &'static str,
-        copy: Option<f64>,
-    },
-    Cancel {
-        copy: f64,
-    },
-    Commit {
-        copy: f64,
-    },
-    Discard {
-        copy: f64,
-        why: &'static str,
-    },
-    #[serde(rename_all = "camelCase")]
-    ProceedWithMutation {
-        namespace: String,
-        key: String,
-    },
-    ShutdownComplete,
-}
+/// A plain object built field by field (actions are few and small; the plans, which are many,
+/// cross as one string instead).
+struct Obj(Object);
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CountersOut {
-    started: f64,
-    deduped: f64,
-    committed: f64,
-    cancelled: f64,
-    skipped: f64,
-    discarded: Counts,
-    in_flight: f64,
-}
+impl Obj {
+    fn new(kind: &str) -> Obj {
+        Obj(Object::new()).set("type", kind)
+    }
 
-/// Counts by name, serialized as a plain object in this order.
-struct Counts(Vec<(&'static str, f64)>);
+    fn set(self, name: &str, value: impl Into<JsValue>) -> Obj {
+        // Defining a data property on a fresh plain object cannot fail.
+        let _ = Reflect::set(&self.0, &JsValue::from_str(name), &value.into());
+        self
+    }
 
-impl Serialize for Counts {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, n) in &self.0 {
-            map.serialize_entry(name, n)?;
-        }
-        map.end()
+    fn key(self, key: &ObjectKey) -> Obj {
+        self.set("namespace", key.namespace.as_str()).set("key", key.key.as_str())
     }
 }
 
@@ -278,58 +234,54 @@ impl BackfillManager {
                 if let Err(at) = self.issued.binary_search_by_key(&copy.get(), |c| c.get()) {
                     self.issued.insert(at, copy);
                 }
-                OutputOut::StartCopy {
-                    copy: copy.get() as f64,
-                    namespace: key.namespace.to_string(),
-                    key: key.key.to_string(),
-                    from: from.get() as f64,
-                    mode: match mode {
-                        Mode::Tee => "tee",
-                        Mode::Background => "background",
-                    },
-                }
+                let mode = match mode {
+                    Mode::Tee => "tee",
+                    Mode::Background => "background",
+                };
+                Obj::new("startCopy")
+                    .set("copy", copy.get() as f64)
+                    .key(&key)
+                    .set("from", from.get() as f64)
+                    .set("mode", mode)
             }
             backfill::Output::Refuse { key, why } => {
                 let (why, copy) = refusal(why);
-                OutputOut::Refuse {
-                    namespace: key.namespace.to_string(),
-                    key: key.key.to_string(),
-                    why,
-                    copy,
+                let out = Obj::new("refuse").key(&key).set("why", why);
+                match copy {
+                    Some(copy) => out.set("copy", copy),
+                    None => out,
                 }
             }
-            backfill::Output::Cancel { copy } => OutputOut::Cancel { copy: copy.get() as f64 },
-            backfill::Output::Commit { copy } => OutputOut::Commit { copy: copy.get() as f64 },
+            backfill::Output::Cancel { copy } => Obj::new("cancel").set("copy", copy.get() as f64),
+            backfill::Output::Commit { copy } => Obj::new("commit").set("copy", copy.get() as f64),
             backfill::Output::Discard { copy, why } => {
-                OutputOut::Discard { copy: copy.get() as f64, why: why.as_str() }
+                Obj::new("discard").set("copy", copy.get() as f64).set("why", why.as_str())
             }
-            backfill::Output::ProceedWithMutation { key } => OutputOut::ProceedWithMutation {
-                namespace: key.namespace.to_string(),
-                key: key.key.to_string(),
-            },
-            backfill::Output::ShutdownComplete => OutputOut::ShutdownComplete,
+            backfill::Output::ProceedWithMutation { key } => {
+                Obj::new("proceedWithMutation").key(&key)
+            }
+            backfill::Output::ShutdownComplete => Obj::new("shutdownComplete"),
         };
-        to_js(&out)
+        Ok(out.0.into())
     }
 
     /// `{ started, deduped, committed, cancelled, skipped, discarded: { reason: n }, inFlight }`.
-    pub fn counters(&self) -> Result<JsValue, JsValue> {
+    pub fn counters(&self) -> JsValue {
         let counters = self.manager.counters();
-        let out = CountersOut {
-            started: counters.started as f64,
-            deduped: counters.deduped as f64,
-            committed: counters.committed as f64,
-            cancelled: counters.cancelled as f64,
-            skipped: counters.skipped as f64,
-            discarded: Counts(
-                DiscardReason::ALL
-                    .iter()
-                    .map(|why| (why.as_str(), counters.discarded(*why) as f64))
-                    .collect(),
-            ),
-            in_flight: self.manager.n_in_flight() as f64,
-        };
-        to_js(&out)
+        let discarded = Object::new();
+        for why in DiscardReason::ALL {
+            let n = JsValue::from_f64(counters.discarded(why) as f64);
+            let _ = Reflect::set(&discarded, &JsValue::from_str(why.as_str()), &n);
+        }
+        let out = Obj(Object::new())
+            .set("started", counters.started as f64)
+            .set("deduped", counters.deduped as f64)
+            .set("committed", counters.committed as f64)
+            .set("cancelled", counters.cancelled as f64)
+            .set("skipped", counters.skipped as f64)
+            .set("discarded", discarded)
+            .set("inFlight", self.manager.n_in_flight() as f64);
+        out.0.into()
     }
 
     /// The number of the key's copy that may still commit, or `null`.

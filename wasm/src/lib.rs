@@ -1,80 +1,100 @@
 //! rangecache-wasm: the core's decisions exported to JavaScript through wasm-bindgen.
 //!
-//! * `planResponse(request, object)`: status, headers and body of the answer to a GET or HEAD,
-//!   from the core's `conditional::plan_response` (RFC 9110 §13.2.2, §14).
-//! * `resolveRange(rangeHeader, size)`: what a Range selects, from `range::parse_range` and
-//!   `range::resolve`.
-//! * `objectKey(namespace, key)`: the storage key of SPEC §3 for a request path.
+//! The package's public functions live in `js/api.js`, which checks the arguments (a bad one is
+//! a `TypeError` naming the field), calls the raw exports below with plain strings and numbers,
+//! and decodes their one-string answers (see [`plan`]) into plain objects:
 //!
-//! The JavaScript surface has its own types (arguments read in [`args`], results serialized
-//! with serde-wasm-bindgen from the types of [`plan`]); the core's types never cross it. A bad
-//! argument becomes a `TypeError` naming the field, and no input reaches a panic, so a caller's
-//! mistake never aborts the instance.
+//! * `planResponse(request, object)` over [`plan_raw`]: the core's `conditional::plan_response`
+//!   (RFC 9110 §13.2.2, §14);
+//! * `resolveRange(rangeHeader, size)` over [`resolve_raw`]: `range::parse_range` and
+//!   `range::resolve`;
+//! * `objectKey(namespace, key)` and `describeObject(headers)`: the storage key of SPEC §3, and
+//!   what a cache keeps of an origin's response;
+//! * `BackfillManager`, exported as it is (see [`backfill`]).
+//!
+//! Every raw export checks its arguments again and none reaches a panic, whatever it is passed,
+//! so even a direct caller never aborts the instance. The core's types never reach JavaScript.
 
 mod args;
 mod backfill;
 mod plan;
 
+use http::Method;
 use rangecache_core::RangeLimits;
 use rangecache_core::key::{Key, Namespace};
-use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::args::{
-    optional_string, read_object, read_request, read_size, required_string, type_error,
-};
+use crate::args::{object_arg, quoted, size_of, type_error};
+use crate::plan::{Request, SEP};
 
-/// Plans the answer to a GET or HEAD of one object revision.
+/// The plan for a request and an object, both encoded by `js/api.js` into `input`: the method,
+/// then If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Range, If-Range, the
+/// entity-tag and Last-Modified (each empty when absent, else its value after a `=`), then the
+/// stored fields as `name, value` pairs, all separated by NUL. Answers in the wire form of
+/// [`plan`].
 ///
-/// `request = { method, headers }` (`headers` a plain object of field name to string value);
-/// `object = { size, etag?, lastModified?, headers? }`. Returns `{ status, headers, body }`
-/// where `body` is `{ kind: "none" }`, `{ kind: "full" }`, `{ kind: "range", start, end }`
-/// (half-open) or `{ kind: "multipart", boundary, parts: [{ start, end, headers, head }],
-/// closing }`. Throws a `TypeError` on a bad argument.
-#[wasm_bindgen(js_name = planResponse, skip_typescript)]
-pub fn plan_response(request: JsValue, object: JsValue) -> Result<JsValue, JsValue> {
-    let request = read_request(&request)?;
-    let object = read_object(&object)?;
-    to_js(&plan::plan(&request, object, &RangeLimits::default()))
+/// One UTF-8 buffer rather than an argument per field: `api.js` encodes it with
+/// `TextEncoder.encodeInto`, where passing strings costs a character-by-character copy each,
+/// a sixth of the call.
+#[wasm_bindgen(js_name = planRaw, skip_typescript)]
+pub fn plan_raw(input: &[u8], size: f64) -> Result<String, JsValue> {
+    let input = std::str::from_utf8(input)
+        .map_err(|_| type_error("planRaw: input is not UTF-8; call planResponse instead"))?;
+    let mut fields = input.split(SEP);
+    let method = fields.next().unwrap_or_default();
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| {
+        type_error(format!("request.method {} is not an HTTP method token", quoted(method)))
+    })?;
+    let mut next = || fields.next().and_then(|field| field.strip_prefix('='));
+    let request = Request {
+        method,
+        if_match: next(),
+        if_none_match: next(),
+        if_modified_since: next(),
+        if_unmodified_since: next(),
+        range: next(),
+        if_range: next(),
+    };
+    let etag = next();
+    let last_modified = next();
+    let stored = pairs(fields);
+    let size = size_of(size, "object.size")?;
+    let object = object_arg(size, etag, last_modified, stored)?;
+    Ok(plan::plan(&request, object, &RangeLimits::default()))
 }
 
-/// What a Range field value selects from an object of `size` bytes: `{ kind: "full" }`,
-/// `{ kind: "partial", ranges: [{ start, end }] }` (half-open) or `{ kind: "unsatisfiable" }`.
-/// An absent (`null`, `undefined`) or invalid Range selects the whole object. Throws a
-/// `TypeError` on a bad argument.
-#[wasm_bindgen(js_name = resolveRange, skip_typescript)]
-pub fn resolve_range(range_header: JsValue, size: JsValue) -> Result<JsValue, JsValue> {
-    let range = optional_string(&range_header, "rangeHeader")?;
-    let size = read_size(&size, "size")?;
-    to_js(&plan::resolve_range(range.as_deref(), size, &RangeLimits::default()))
+/// What a Range selects from `size` bytes, in the wire form of [`plan`].
+#[wasm_bindgen(js_name = resolveRaw, skip_typescript)]
+pub fn resolve_raw(range: Option<String>, size: f64) -> Result<String, JsValue> {
+    let size = size_of(size, "size")?;
+    Ok(plan::resolve_range(range.as_deref(), size, &RangeLimits::default()))
 }
 
 /// The storage key for `/{namespace}/{key}` (SPEC §3): `namespace/key`, where a key of exactly
-/// 64 hex characters is kept and any other is replaced by its hex SHA-256. Returns `null` for a
-/// namespace outside `^[a-zA-Z0-9][a-zA-Z0-9_-]*$` (answer 400). Throws a `TypeError` on a bad
-/// argument.
-#[wasm_bindgen(js_name = objectKey, skip_typescript)]
-pub fn object_key(namespace: JsValue, key: JsValue) -> Result<JsValue, JsValue> {
-    let namespace = required_string(&namespace, "namespace")?;
-    let key = required_string(&key, "key")?;
-    let Ok(namespace) = Namespace::parse(&namespace) else {
-        return Ok(JsValue::NULL);
-    };
-    Ok(JsValue::from_str(&format!("{namespace}/{}", Key::from_segment(&key))))
+/// 64 hex characters is kept and any other is replaced by its hex SHA-256; `None` for a
+/// namespace outside `^[a-zA-Z0-9][a-zA-Z0-9_-]*$`.
+#[wasm_bindgen(js_name = objectKeyRaw, skip_typescript)]
+pub fn object_key_raw(namespace: &str, key: &str) -> Option<String> {
+    let namespace = Namespace::parse(namespace).ok()?;
+    Some(format!("{namespace}/{}", Key::from_segment(key)))
 }
 
-/// Describes an origin's response for `planResponse` and the store, from its header fields (a
-/// plain object, lower-case names): `{ size?, etag?, lastModified?, headers }` with `size` from
-/// Content-Length, the validators when they parse, and the end-to-end fields a cache stores with
-/// an object (SPEC §3). Throws a `TypeError` on a bad argument.
-#[wasm_bindgen(js_name = describeObject, skip_typescript)]
-pub fn describe_object(headers: JsValue) -> Result<JsValue, JsValue> {
-    let fields = args::read_string_map(&headers, "headers")?;
-    to_js(&plan::describe(&fields))
+/// An origin response's fields (`name NUL value NUL ...`, lower-case names) described as an
+/// object, in the wire form of [`plan`].
+#[wasm_bindgen(js_name = describeRaw, skip_typescript)]
+pub fn describe_raw(fields: &str) -> String {
+    let fields = pairs(fields.split(SEP));
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    plan::describe(&fields)
 }
 
-/// Serializes a result: maps as plain objects, numbers as numbers.
-fn to_js(value: &impl Serialize) -> Result<JsValue, JsValue> {
-    let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
-    value.serialize(&serializer).map_err(|e| type_error(format!("result could not be built: {e}")))
+/// `name, value, ...` as pairs; a trailing unpaired name is dropped.
+fn pairs<'a>(mut fields: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        if !name.is_empty() {
+            out.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    out
 }

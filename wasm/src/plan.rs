@@ -1,8 +1,14 @@
-//! The JavaScript-facing results of `planResponse` and `resolveRange`, and their translation
-//! from the core's plans.
+//! Plans, resolved ranges and object descriptions, translated from the core's types into the
+//! package's own wire form: one string of fields separated by NUL, which `js/api.js` turns into
+//! plain objects.
 //!
-//! These types are this crate's own: the core's `ResponsePlan` and `Resolved` never cross into
-//! JavaScript, so the core can change its representation without changing the package.
+//! One string per call is the cheapest way across the boundary: building the result object
+//! field by field from Rust costs a crossing and a UTF-8 decode per name and value, ten times
+//! the plan itself. NUL never occurs in what is encoded: header names and values are checked by
+//! the core (`HeaderValue` refuses control characters), and the rest are numbers and tokens.
+//! The core's types never reach JavaScript, so the core can change them freely.
+
+use std::fmt::Write;
 
 use http::Method;
 use rangecache_core::conditional::plan_response;
@@ -12,65 +18,22 @@ use rangecache_core::validators::parse_http_date;
 use rangecache_core::{
     Body, EntityTag, ObjectMeta, RangeLimits, RequestHeaders, Resolved, Timestamp,
 };
-use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::args::{ObjectArg, Request};
+use crate::args::ObjectArg;
 
-/// `{ status, headers, body }`.
-#[derive(serde::Serialize)]
-pub(crate) struct PlanOut {
-    status: u16,
-    headers: Fields,
-    body: BodyOut,
+/// Separates the fields of the wire form.
+pub(crate) const SEP: char = '\0';
+
+/// The request fields a plan reads, as raw field values.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub if_match: Option<&'a str>,
+    pub if_none_match: Option<&'a str>,
+    pub if_modified_since: Option<&'a str>,
+    pub if_unmodified_since: Option<&'a str>,
+    pub range: Option<&'a str>,
+    pub if_range: Option<&'a str>,
 }
-
-/// `body` of a plan, tagged by `kind`; positions are half-open `[start, end)`.
-#[derive(serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub(crate) enum BodyOut {
-    None,
-    Full,
-    Range {
-        start: f64,
-        end: f64,
-    },
-    Multipart {
-        boundary: String,
-        parts: Vec<PartOut>,
-        /// The closing delimiter written after the last part.
-        closing: String,
-    },
-}
-
-/// One part of a multipart body.
-#[derive(serde::Serialize)]
-pub(crate) struct PartOut {
-    start: f64,
-    end: f64,
-    /// The part's header fields, lower-case names.
-    headers: Fields,
-    /// The exact bytes written before the part's window: delimiter, headers, blank line.
-    head: String,
-}
-
-/// `{ kind: "full" }`, `{ kind: "partial", ranges }` or `{ kind: "unsatisfiable" }`.
-#[derive(serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub(crate) enum ResolvedOut {
-    Full,
-    Partial { ranges: Vec<RangeOut> },
-    Unsatisfiable,
-}
-
-/// `{ start, end }`, half-open.
-#[derive(serde::Serialize)]
-pub(crate) struct RangeOut {
-    start: f64,
-    end: f64,
-}
-
-/// Header fields as a plain object whose keys keep the order the core planned them in.
-pub(crate) struct Fields(Vec<(String, String)>);
 
 // The placeholder entity-tag planned against when the caller gave none. It never reaches the
 // output (the ETag field is dropped), and no client can hold it, so only `*` matches it in
@@ -78,53 +41,59 @@ pub(crate) struct Fields(Vec<(String, String)>);
 // requires for a representation without one.
 const NO_ETAG: &str = "rangecache-wasm:no-entity-tag";
 
-/// Plans the answer to `request` for `object` with the core's `plan_response`.
-pub(crate) fn plan(request: &Request, object: ObjectArg, limits: &RangeLimits) -> PlanOut {
+/// Plans the answer to `request` for `object` with the core's `plan_response`, encoded as
+/// `status, n, n × (name, value), body` where body is `none`, `full`, `range, start, end` or
+/// `multipart, boundary, closing, n, n × (start, end, head)`.
+pub(crate) fn plan(request: &Request<'_>, object: ObjectArg, limits: &RangeLimits) -> String {
     let has_etag = object.etag.is_some();
     let has_date = object.last_modified.is_some();
     let meta = meta_of(object);
-    let method = request.method.clone().unwrap_or(Method::GET);
-    let mut req = RequestHeaders::new(&method);
-    req.if_match = request.if_match.as_deref();
-    req.if_none_match = request.if_none_match.as_deref();
-    req.range = request.range.as_deref();
-    req.if_range = request.if_range.as_deref();
+    let mut req = RequestHeaders::new(&request.method);
+    req.if_match = request.if_match;
+    req.if_none_match = request.if_none_match;
+    req.range = request.range;
+    req.if_range = request.if_range;
     // RFC 9110 §13.1.3, §13.1.4: both date conditions are ignored for a representation that has
     // no modification date (the placeholder date would make them decide).
     if has_date {
-        req.if_modified_since = request.if_modified_since.as_deref();
-        req.if_unmodified_since = request.if_unmodified_since.as_deref();
+        req.if_modified_since = request.if_modified_since;
+        req.if_unmodified_since = request.if_unmodified_since;
     }
     let planned = plan_response(&req, &meta, limits);
-    let headers = planned
+    let headers: Vec<(&str, &str)> = planned
         .headers
         .iter()
         .filter(|(name, _)| {
             (has_etag || name != http::header::ETAG)
                 && (has_date || name != http::header::LAST_MODIFIED)
         })
-        .map(|(name, value)| (name.as_str().to_owned(), value.clone()));
-    let body = match planned.body {
-        Body::None => BodyOut::None,
-        Body::Full => BodyOut::Full,
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let mut out = String::with_capacity(256);
+    push(&mut out, planned.status.as_u16());
+    push_fields(&mut out, &headers);
+    match &planned.body {
+        Body::None => push_str(&mut out, "none"),
+        Body::Full => push_str(&mut out, "full"),
         Body::Window(window) => {
-            BodyOut::Range { start: window.start() as f64, end: window.end() as f64 }
+            push_str(&mut out, "range");
+            push(&mut out, window.start());
+            push(&mut out, window.end());
         }
-        Body::Multipart { boundary, parts, closing } => BodyOut::Multipart {
-            parts: parts
-                .into_iter()
-                .map(|part| PartOut {
-                    start: part.window.start() as f64,
-                    end: part.window.end() as f64,
-                    headers: Fields::joined(part_fields(&part.head)),
-                    head: part.head,
-                })
-                .collect(),
-            boundary,
-            closing,
-        },
-    };
-    PlanOut { status: planned.status.as_u16(), headers: Fields::joined(headers), body }
+        Body::Multipart { boundary, parts, closing } => {
+            push_str(&mut out, "multipart");
+            push_str(&mut out, boundary);
+            push_str(&mut out, closing);
+            push(&mut out, parts.len());
+            for part in parts {
+                push(&mut out, part.window.start());
+                push(&mut out, part.window.end());
+                push_str(&mut out, &part.head);
+            }
+        }
+    }
+    out.pop();
+    out
 }
 
 /// The core's metadata for an object described from JavaScript; a missing entity-tag or date
@@ -141,84 +110,93 @@ pub(crate) fn meta_of(object: ObjectArg) -> ObjectMeta {
     }
 }
 
-/// Resolves a Range field value against `size` with the core's `parse_range` and `resolve`; an
-/// absent or invalid Range selects the whole object.
-pub(crate) fn resolve_range(range: Option<&str>, size: u64, limits: &RangeLimits) -> ResolvedOut {
+/// Resolves a Range field value against `size` with the core's `parse_range` and `resolve`,
+/// encoded as `full`, `unsatisfiable` or `partial, n × (start, end)`; an absent or invalid
+/// Range selects the whole object.
+pub(crate) fn resolve_range(range: Option<&str>, size: u64, limits: &RangeLimits) -> String {
     let Some(specs) = range.and_then(parse_range) else {
-        return ResolvedOut::Full;
+        return "full".to_owned();
     };
     match resolve(&specs, size, limits) {
-        Resolved::Full => ResolvedOut::Full,
-        Resolved::Unsatisfiable => ResolvedOut::Unsatisfiable,
-        Resolved::Partial(windows) => ResolvedOut::Partial {
-            ranges: windows
-                .into_iter()
-                .map(|w| RangeOut { start: w.start() as f64, end: w.end() as f64 })
-                .collect(),
-        },
-    }
-}
-
-impl Fields {
-    /// Fields from (lower-case name, value) pairs; a repeated name is joined with `, `
-    /// (RFC 9110 §5.3), since a plain object holds one value per name.
-    fn joined(pairs: impl IntoIterator<Item = (String, String)>) -> Fields {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for (name, value) in pairs {
-            match out.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, joined)) => {
-                    joined.push_str(", ");
-                    joined.push_str(&value);
-                }
-                None => out.push((name, value)),
+        Resolved::Full => "full".to_owned(),
+        Resolved::Unsatisfiable => "unsatisfiable".to_owned(),
+        Resolved::Partial(windows) => {
+            let mut out = String::from("partial");
+            for window in windows {
+                let _ = write!(out, "{SEP}{}{SEP}{}", window.start(), window.end());
             }
+            out
         }
-        Fields(out)
     }
 }
 
-impl Serialize for Fields {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
-/// The fields of a part's head (`--boundary` line, then `Name: value` lines), names lower-cased.
-fn part_fields(head: &str) -> Vec<(String, String)> {
-    head.split("\r\n")
-        .filter_map(|line| line.split_once(": "))
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
-        .collect()
-}
-
-/// `{ size?, etag?, lastModified?, headers }`: an origin response described as an object.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct DescribedOut {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    size: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    etag: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_modified: Option<String>,
-    headers: Fields,
-}
-
-/// Describes a response from its fields: Content-Length as the size, validators that parse,
-/// and the stored end-to-end fields chosen by the core's `select_stored_headers`.
-pub(crate) fn describe(fields: &[(String, String)]) -> DescribedOut {
-    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
+/// Describes a response from its fields, encoded as `size, etag, lastModified, n × (name,
+/// value)` (empty when absent): Content-Length as the size, validators that parse, and the
+/// stored end-to-end fields chosen by the core's `select_stored_headers`.
+pub(crate) fn describe(fields: &[(&str, &str)]) -> String {
+    let field = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v.trim());
     let size = field("content-length")
         .filter(|v| !v.is_empty() && v.len() <= 15 && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|n| n as f64);
-    let etag = field("etag").and_then(EntityTag::parse).map(|tag| tag.to_string());
-    let last_modified =
-        field("last-modified").and_then(|v| parse_http_date(v).map(|_| v.to_owned()));
-    let stored = select_stored_headers(fields.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-    DescribedOut { size, etag, last_modified, headers: Fields(stored) }
+        .and_then(|v| v.parse::<u64>().ok());
+    let etag = field("etag").and_then(EntityTag::parse);
+    let last_modified = field("last-modified").filter(|v| parse_http_date(v).is_some());
+    let stored = select_stored_headers(fields.iter().copied());
+    let mut out = String::new();
+    match size {
+        Some(size) => push(&mut out, size),
+        None => out.push(SEP),
+    }
+    match etag {
+        Some(tag) => push(&mut out, tag),
+        None => out.push(SEP),
+    }
+    push_str(&mut out, last_modified.unwrap_or(""));
+    let stored: Vec<(&str, &str)> = stored.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    push_fields(&mut out, &stored);
+    out.pop();
+    out
+}
+
+/// Appends `value` and a separator.
+fn push(out: &mut String, value: impl std::fmt::Display) {
+    let _ = write!(out, "{value}");
+    out.push(SEP);
+}
+
+/// Appends `text` and a separator, without the formatting machinery.
+fn push_str(out: &mut String, text: &str) {
+    out.push_str(text);
+    out.push(SEP);
+}
+
+/// Field names sent as `\u{1}` and a letter (`a` for the first): JavaScript then uses its own
+/// constant for the name, which makes the result object as cheap to build as a literal, where a
+/// name sliced from the answer must be hashed and interned first. `js/api.js` holds the same
+/// list in the same order.
+const KNOWN_NAMES: [&str; 8] = [
+    "accept-ranges",
+    "content-length",
+    "content-range",
+    "content-type",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "expires",
+];
+
+/// Appends `n, n × (name, value)`; `api.js` joins a repeated name.
+fn push_fields(out: &mut String, fields: &[(&str, &str)]) {
+    push(out, fields.len());
+    for (name, value) in fields {
+        match KNOWN_NAMES.iter().position(|known| known == name) {
+            Some(idx) => {
+                out.push('\u{1}');
+                out.push(char::from(b'a' + idx as u8));
+            }
+            None => out.push_str(name),
+        }
+        out.push(SEP);
+        out.push_str(value);
+        out.push(SEP);
+    }
 }

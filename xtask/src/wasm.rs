@@ -1,9 +1,10 @@
 //! Building the wasm package into `wasm/pkg` and running its Node tests.
 //!
-//! The package holds two glues of one module: `rangecache_wasm.js` (wasm-bindgen's
-//! `experimental-nodejs-module` target, which Node 20 imports as it is) behind the entry
-//! `index.js`, and `web/` (the `web` target, initialised with `initSync`) behind `web.js` for
-//! module workers and bundlers. Both modules go through `wasm-opt` from the npm package
+//! The package holds two glues of one module, both wrapped by the hand-written `api.js`:
+//! `rangecache_wasm.js` (wasm-bindgen's `experimental-nodejs-module` target, which Node 20
+//! imports as it is) behind the entry `index.js`, and `web/` (the `web` target) behind `web.js`
+//! (initialised with `initSync`) and `workerd.js` (initialised from a `.wasm` import, as module
+//! workers do). Both modules go through `wasm-opt` from the npm package
 //! `binaryen` 132; Debian's binaryen 108 emits a module whose externref table breaks at load.
 
 use std::fs;
@@ -22,7 +23,16 @@ const BINARYEN_VERSION: &str = "132";
 const MODULE: &str = "rangecache_wasm";
 
 /// Files of `wasm/js` copied into the package as they are.
-const PACKAGE_FILES: &[&str] = &["index.js", "index.d.ts", "web.js", "worker.mjs", "worker.d.mts"];
+const PACKAGE_FILES: &[&str] = &[
+    "api.js",
+    "index.js",
+    "index.d.ts",
+    "web.js",
+    "web.d.ts",
+    "workerd.js",
+    "worker.mjs",
+    "worker.d.mts",
+];
 
 /// `cargo xtask wasm`.
 pub fn build_package() -> Result<()> {
@@ -296,16 +306,18 @@ fn package_json() -> String {
   "exports": {{
     ".": {{
       "types": "./index.d.ts",
-      "workerd": "./web.js",
-      "worker": "./web.js",
-      "browser": "./web.js",
+      "workerd": "./workerd.js",
+      "worker": "./workerd.js",
       "default": "./index.js"
     }},
     "./worker": {{
       "types": "./worker.d.mts",
       "default": "./worker.mjs"
     }},
-    "./web": "./web/{MODULE}.js",
+    "./web": {{
+      "types": "./web.d.ts",
+      "default": "./web.js"
+    }},
     "./web/{MODULE}_bg.wasm": "./web/{MODULE}_bg.wasm"
   }},
   "files": ["*.js", "*.mjs", "*.d.ts", "*.d.mts", "*.wasm", "web/"],

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import { BackfillManager, describeObject, objectKey, planResponse, resolveRange } from "../../pkg/index.js";
-import * as web from "../../pkg/web/rangecache_wasm.js";
+import * as web from "../../pkg/web.js";
 
 const table = JSON.parse(
   readFileSync(new URL("../../../core/tests/data/rfc_cases.json", import.meta.url), "utf8"),
@@ -194,6 +194,7 @@ test("bad arguments throw a TypeError naming the field", () => {
   throwsTypeError(() => planResponse({ headers: {} }, { size: 1 }), "request.method is missing");
   throwsTypeError(() => planResponse({ method: 7 }, { size: 1 }), "request.method must be a string");
   throwsTypeError(() => planResponse({ method: "G T" }, { size: 1 }), "request.method");
+  throwsTypeError(() => planResponse({ method: "GET", headers: null }, { size: 1, etag: '"a' }), "object.etag");
   throwsTypeError(() => planResponse("GET", { size: 1 }), "request must be an object");
   throwsTypeError(() => planResponse(GET, { size: 1, etag: "v1" }), "object.etag");
   throwsTypeError(() => planResponse(GET, { size: 1, etag: 1 }), "object.etag must be a string");

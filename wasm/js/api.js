@@ -1,0 +1,295 @@
+// The package's functions over the raw exports of either glue (Node's or the web one).
+//
+// This file checks arguments and translates shapes; it decides nothing. Arguments cross into
+// wasm as plain strings and numbers, and each answer comes back as one string of fields
+// separated by NUL (wasm/src/plan.rs describes the layouts), because building the result
+// object field by field from Rust costs a boundary crossing and a UTF-8 decode per name and
+// value, which is ten times the cost of the plan itself.
+
+const SEP = "\0";
+
+// Names the wire sends as a code (see KNOWN_NAMES in wasm/src/plan.rs, same order): constant
+// strings make the headers object as cheap to build as a literal.
+const KNOWN_NAMES = [
+  "accept-ranges",
+  "content-length",
+  "content-range",
+  "content-type",
+  "etag",
+  "last-modified",
+  "cache-control",
+  "expires",
+];
+
+/** The public functions, bound to the raw exports `raw` of an instantiated glue. */
+export function bind(raw) {
+  function planResponse(request, object) {
+    checkObject(request, "request");
+    const { method } = request;
+    if (method === undefined || method === null) {
+      throw new TypeError('request.method is missing; expected a string such as "GET"');
+    }
+    checkString(method, "request.method");
+    let ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange;
+    const { headers } = request;
+    if (headers !== undefined && headers !== null) {
+      checkObject(headers, "request.headers");
+      for (const name of Object.keys(headers)) {
+        const value = headers[name];
+        if (typeof value !== "string") {
+          throw new TypeError(`request.headers[${JSON.stringify(name)}] must be a string, got ${describe(value)}`);
+        }
+        // Names are matched case-insensitively; a repeated field is joined (RFC 9110 §5.3).
+        switch (name.toLowerCase()) {
+          case "if-match":
+            ifMatch = join(ifMatch, value);
+            break;
+          case "if-none-match":
+            ifNoneMatch = join(ifNoneMatch, value);
+            break;
+          case "if-modified-since":
+            ifModifiedSince = join(ifModifiedSince, value);
+            break;
+          case "if-unmodified-since":
+            ifUnmodifiedSince = join(ifUnmodifiedSince, value);
+            break;
+          case "range":
+            range = join(range, value);
+            break;
+          case "if-range":
+            ifRange = join(ifRange, value);
+            break;
+        }
+      }
+    }
+    checkObject(object, "object");
+    const size = checkSize(object.size, "object.size");
+    const etag = optionalString(object.etag, "object.etag");
+    const lastModified = optionalString(object.lastModified, "object.lastModified");
+    const stored = encodeFields(object.headers, "object.headers");
+    const input =
+      method +
+      field(ifMatch) +
+      field(ifNoneMatch) +
+      field(ifModifiedSince) +
+      field(ifUnmodifiedSince) +
+      field(range) +
+      field(ifRange) +
+      field(etag) +
+      field(lastModified) +
+      SEP +
+      stored;
+    const wire = raw.planRaw(encode(input), size);
+    return decodePlan(wire);
+  }
+
+  function resolveRange(rangeHeader, size) {
+    const range = optionalString(rangeHeader, "rangeHeader");
+    const checked = checkSize(size, "size");
+    const fields = raw.resolveRaw(range, checked).split(SEP);
+    if (fields[0] !== "partial") return { kind: fields[0] };
+    const ranges = [];
+    for (let i = 1; i < fields.length; i += 2) {
+      ranges.push({ start: Number(fields[i]), end: Number(fields[i + 1]) });
+    }
+    return { kind: "partial", ranges };
+  }
+
+  function objectKey(namespace, key) {
+    checkString(namespace, "namespace");
+    checkString(key, "key");
+    return raw.objectKeyRaw(namespace, key) ?? null;
+  }
+
+  function describeObject(headers) {
+    const fields = new Fields(raw.describeRaw(encodeFields(headers, "headers")));
+    const out = {};
+    const size = fields.next();
+    const etag = fields.next();
+    const lastModified = fields.next();
+    if (size !== "") out.size = Number(size);
+    if (etag !== "") out.etag = etag;
+    if (lastModified !== "") out.lastModified = lastModified;
+    out.headers = fields.fields();
+    return out;
+  }
+
+  return {
+    planResponse,
+    resolveRange,
+    objectKey,
+    describeObject,
+    BackfillManager: raw.BackfillManager,
+    Seen: raw.Seen,
+  };
+}
+
+const encoder = new TextEncoder();
+let buffer = new Uint8Array(1024);
+
+/** `text` as UTF-8 in a buffer reused across calls (the glue copies it into wasm memory). */
+function encode(text) {
+  // Three bytes per UTF-16 unit is the most UTF-8 can take.
+  if (buffer.length < text.length * 3) buffer = new Uint8Array(text.length * 3);
+  const { written } = encoder.encodeInto(text, buffer);
+  return buffer.subarray(0, written);
+}
+
+/** Reads a wire string field by field (faster than `split`, which copies them all at once). */
+class Fields {
+  constructor(wire) {
+    this.wire = wire;
+    this.at = 0;
+  }
+  next() {
+    const { wire, at } = this;
+    let end = wire.indexOf(SEP, at);
+    if (end < 0) end = wire.length;
+    this.at = end + 1;
+    return wire.slice(at, end);
+  }
+  number() {
+    return Number(this.next());
+  }
+  /** A field name: one of KNOWN_NAMES when sent as U+0001 and a letter, else as sent. */
+  name() {
+    const { wire, at } = this;
+    if (wire.charCodeAt(at) === 1) {
+      this.at = at + 3;
+      return KNOWN_NAMES[wire.charCodeAt(at + 1) - 97];
+    }
+    return this.next();
+  }
+  /** `n, n × (name, value)`; names are unique (the core plans each once, and `encodeFields`
+   * joins repeated ones). */
+  fields() {
+    const out = {};
+    for (let n = this.number(); n > 0; n--) {
+      const name = this.name();
+      out[name] = this.next();
+    }
+    return out;
+  }
+}
+
+function decodePlan(wire) {
+  const fields = new Fields(wire);
+  const status = fields.number();
+  const headers = fields.fields();
+  const kind = fields.next();
+  let body;
+  switch (kind) {
+    case "none":
+    case "full":
+      body = { kind };
+      break;
+    case "range":
+      body = { kind, start: fields.number(), end: fields.number() };
+      break;
+    case "multipart": {
+      const boundary = fields.next();
+      const closing = fields.next();
+      const parts = [];
+      for (let n = fields.number(); n > 0; n--) {
+        const start = fields.number();
+        const end = fields.number();
+        const head = fields.next();
+        parts.push({ start, end, headers: partFields(head), head });
+      }
+      body = { kind, boundary, parts, closing };
+      break;
+    }
+    default:
+      throw new Error(`rangecache-wasm: unknown body kind ${JSON.stringify(kind)}`);
+  }
+  return { status, headers, body };
+}
+
+/** The fields of a part's head (`--boundary` line, then `Name: value` lines), names lower-cased. */
+function partFields(head) {
+  const out = {};
+  for (const line of head.split("\r\n")) {
+    const colon = line.indexOf(": ");
+    if (colon > 0) out[line.slice(0, colon).toLowerCase()] = line.slice(colon + 2);
+  }
+  return out;
+}
+
+/**
+ * A plain object of string values as `name NUL value NUL ...`. A field whose name or value
+ * holds NUL is left out: it is no valid field (RFC 9110 §5.5), and the core would drop it.
+ */
+function encodeFields(map, what) {
+  if (map === undefined || map === null) return "";
+  checkObject(map, what);
+  let out = "";
+  let lowerCase = true;
+  for (const name of Object.keys(map)) {
+    const value = map[name];
+    if (typeof value !== "string") {
+      throw new TypeError(`${what}[${JSON.stringify(name)}] must be a string, got ${describe(value)}`);
+    }
+    if (name.includes(SEP) || value.includes(SEP)) continue;
+    lowerCase &&= name === name.toLowerCase();
+    out += out === "" ? `${name}${SEP}${value}` : `${SEP}${name}${SEP}${value}`;
+  }
+  if (lowerCase) return out; // the keys of an object are unique: no field repeats
+  // Names that differ only in case are one field, joined (RFC 9110 §5.3).
+  const joined = {};
+  for (const name of Object.keys(map)) {
+    const value = map[name];
+    if (name.includes(SEP) || value.includes(SEP)) continue;
+    const low = name.toLowerCase();
+    joined[low] = low in joined ? `${joined[low]}, ${value}` : value;
+  }
+  return Object.entries(joined)
+    .map(([name, value]) => `${name}${SEP}${value}`)
+    .join(SEP);
+}
+
+/**
+ * One optional value of planRaw's input: a separator, then nothing when absent or `=` and the
+ * value. A NUL inside a value becomes U+0001: either makes the field invalid (RFC 9110 §5.5), so
+ * the core answers the same, and the separator stays unambiguous.
+ */
+function field(value) {
+  if (value === undefined) return SEP;
+  return `${SEP}=${value.includes(SEP) ? value.replaceAll(SEP, "\u0001") : value}`;
+}
+
+function join(joined, value) {
+  return joined === undefined ? value : `${joined}, ${value}`;
+}
+
+function checkObject(value, what) {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new TypeError(`${what} must be an object, got ${describe(value)}`);
+  }
+}
+
+function checkString(value, what) {
+  if (value === undefined || value === null) throw new TypeError(`${what} is missing`);
+  if (typeof value !== "string") throw new TypeError(`${what} must be a string, got ${describe(value)}`);
+}
+
+function optionalString(value, what) {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw new TypeError(`${what} must be a string, got ${describe(value)}`);
+  return value;
+}
+
+function checkSize(value, what) {
+  if (typeof value !== "number") throw new TypeError(`${what} must be a number, got ${describe(value)}`);
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new TypeError(`${what} must be a non-negative integer no larger than Number.MAX_SAFE_INTEGER, got ${value}`);
+  }
+  return value;
+}
+
+function describe(value) {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "number") return `the number ${value}`;
+  if (typeof value === "boolean") return `the boolean ${value}`;
+  return typeof value;
+}
