@@ -240,6 +240,26 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
     assert_eq!(client().delete(server.object("ns", "gone")).send().await.unwrap().status(), 200);
     assert_eq!(client().delete(server.object("ns", "gone")).send().await.unwrap().status(), 404);
     assert_eq!(get("/api/v1/object/ns/gone").await.unwrap().status(), 404);
+    // A conditional field that is not text, and a header block far too large.
+    let response = client()
+        .get(server.object("ns", "gone"))
+        .header("if-none-match", reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'x', 600_000));
+    head.extend(b"\r\n\r\n");
+    let _ = stream.write_all(&head).await;
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     // The server survived all of it.
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert!(!server.log().contains("panicked"), "no panic:\n{}", server.log());
