@@ -427,3 +427,19 @@ async fn an_object_too_large_for_memory_is_stored_deeper_and_the_old_copy_droppe
         assert!(response.bytes().await.unwrap() == big, "the new revision, chunked: {chunked}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_the_server_with_exit_0_and_the_disk_tier_keeps_its_objects() {
+    let dir = tempdir();
+    let config = memory_and_disk(&dir);
+    let mut server = Server::start_in(&dir, &config);
+    let body = data(10_000, 50);
+    put(&server.object("keep", "k"), body.clone()).await;
+    let status = server.signal_and_wait("INT", Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", server.log());
+    assert!(server.log().contains("stopped"));
+    let server = Server::start_in(&dir, &config);
+    let response = client().get(server.object("keep", "k")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "disk; hit, memory; fwd=uri-miss; stored");
+    assert_eq!(response.bytes().await.unwrap(), body);
+}
