@@ -33,22 +33,32 @@ pub struct RemoteTier {
     base: String,
     token: Option<String>,
     client: reqwest::Client,
+    /// Uploads wait on the client's pace, so they get no read timeout.
+    upload_client: reqwest::Client,
 }
 
 impl RemoteTier {
     /// A tier named `name` talking to the server at `base` (e.g. `http://127.0.0.1:8081`).
     pub fn new(name: &str, base: &str, token: Option<String>) -> Result<RemoteTier, TierError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .no_proxy()
-            .build()
-            .map_err(|e| backend(name, format!("cannot build an HTTP client: {e}")))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_secs(30))
+                .no_proxy()
+        };
+        let built = |result: reqwest::Result<reqwest::Client>| {
+            result.map_err(|e| backend(name, format!("cannot build an HTTP client: {e}")))
+        };
+        // A stalled upstream fails the read (the next tier or a 502 answers) instead of holding
+        // the client forever.
+        let client = built(builder().read_timeout(Duration::from_secs(30)).build())?;
+        let upload_client = built(builder().build())?;
         Ok(RemoteTier {
             name: name.to_owned(),
             base: base.trim_end_matches('/').to_owned(),
             token,
             client,
+            upload_client,
         })
     }
 
@@ -57,7 +67,9 @@ impl RemoteTier {
     }
 
     fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-        let builder = self.client.request(method, url);
+        let client =
+            if method == reqwest::Method::PUT { &self.upload_client } else { &self.client };
+        let builder = client.request(method, url);
         match &self.token {
             Some(token) => builder.bearer_auth(token),
             None => builder,
