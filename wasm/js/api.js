@@ -114,14 +114,180 @@ export function bind(raw) {
     return out;
   }
 
-  return {
-    planResponse,
-    resolveRange,
-    objectKey,
-    describeObject,
-    BackfillManager: raw.BackfillManager,
-    Seen: raw.Seen,
-  };
+  /**
+   * The backfill manager of SPEC §4 over the raw class: each event method checks its arguments
+   * and pushes one input; `pollOutput()` answers one action at a time, `null` when none is left.
+   */
+  class BackfillManager {
+    #raw;
+
+    constructor(config) {
+      let maxInFlight, maxBacklogBytes;
+      if (config !== undefined && config !== null) {
+        checkObject(config, "config");
+        if (config.maxInFlight !== undefined) maxInFlight = checkSize(config.maxInFlight, "config.maxInFlight");
+        if (config.maxBacklogBytes !== undefined) {
+          maxBacklogBytes = checkSize(config.maxBacklogBytes, "config.maxBacklogBytes");
+        }
+      }
+      this.#raw = new raw.BackfillRaw(maxInFlight, maxBacklogBytes);
+    }
+
+    free() {
+      this.#raw.free();
+    }
+
+    generation(namespace, key) {
+      checkString(namespace, "namespace");
+      checkString(key, "key");
+      return this.#raw.generation(namespace, key);
+    }
+
+    copyRequested(seen, request) {
+      if (!(seen instanceof raw.Seen)) {
+        throw new TypeError(`seen must be what generation() returned, got ${describe(seen)}`);
+      }
+      checkObject(request, "request");
+      checkString(request.namespace, "request.namespace");
+      checkString(request.key, "request.key");
+      const from = checkSize(request.from, "request.from");
+      checkObject(request.object, "request.object");
+      const size = checkSize(request.object.size, "request.object.size");
+      const etag = optionalString(request.object.etag, "request.object.etag");
+      const lastModified = optionalString(request.object.lastModified, "request.object.lastModified");
+      if (request.mode !== "tee" && request.mode !== "background") {
+        throw new TypeError(`request.mode must be "tee" or "background", got ${JSON.stringify(request.mode)}`);
+      }
+      const background = request.mode === "background";
+      this.#raw.copyRequested(seen, request.namespace, request.key, from, size, etag, lastModified, background);
+    }
+
+    sourceRead(copy, bytes) {
+      this.#event(0, copy, checkSize(bytes, "bytes"));
+    }
+    chunkWritten(copy, bytes) {
+      this.#event(1, copy, checkSize(bytes, "bytes"));
+    }
+    sourceEnded(copy) {
+      this.#event(2, copy, 0);
+    }
+    sourceFailed(copy) {
+      this.#event(3, copy, 0);
+    }
+    writerFailed(copy) {
+      this.#event(4, copy, 0);
+    }
+    clientClosed(copy) {
+      this.#event(5, copy, 0);
+    }
+    copyStopped(copy) {
+      this.#event(6, copy, 0);
+    }
+    commitFinished(copy, committed) {
+      if (typeof committed !== "boolean") {
+        throw new TypeError(`committed must be a boolean, got ${describe(committed)}`);
+      }
+      this.#event(committed ? 7 : 8, copy, 0);
+    }
+
+    #event(code, copy, bytes) {
+      this.#raw.copyEvent(code, checkSize(copy, "copy"), bytes);
+    }
+
+    mutationStarted(namespace, key, kind) {
+      this.#mutation(false, namespace, key, kind);
+    }
+    mutationEnded(namespace, key, kind) {
+      this.#mutation(true, namespace, key, kind);
+    }
+
+    #mutation(ended, namespace, key, kind) {
+      checkString(namespace, "namespace");
+      checkString(key, "key");
+      const code = MUTATION_KINDS.indexOf(kind);
+      if (code < 0) throw new TypeError(`kind must be "write", "delete" or "invalidate", got ${JSON.stringify(kind)}`);
+      this.#raw.mutation(ended, namespace, key, code);
+    }
+
+    shutdownRequested() {
+      this.#raw.shutdownRequested();
+    }
+
+    pollOutput() {
+      const wire = this.#raw.pollOutput();
+      return wire === undefined ? null : decodeAction(wire);
+    }
+
+    counters() {
+      const fields = new Fields(this.#raw.counters());
+      const out = {
+        started: fields.number(),
+        deduped: fields.number(),
+        committed: fields.number(),
+        cancelled: fields.number(),
+        skipped: fields.number(),
+        inFlight: fields.number(),
+        discarded: {},
+      };
+      while (fields.at < fields.wire.length) {
+        const why = fields.next();
+        out.discarded[why] = fields.number();
+      }
+      return out;
+    }
+
+    liveCopy(namespace, key) {
+      checkString(namespace, "namespace");
+      checkString(key, "key");
+      return this.#raw.liveCopy(namespace, key) ?? null;
+    }
+
+    isShuttingDown() {
+      return this.#raw.isShuttingDown();
+    }
+
+    isStopped() {
+      return this.#raw.isStopped();
+    }
+  }
+
+  return { planResponse, resolveRange, objectKey, describeObject, BackfillManager, Seen: raw.Seen };
+}
+
+const MUTATION_KINDS = ["write", "delete", "invalidate"];
+
+/** One action of the backfill manager, from its wire form (see wasm/src/backfill.rs). */
+function decodeAction(wire) {
+  const fields = new Fields(wire);
+  const type = fields.next();
+  switch (type) {
+    case "startCopy":
+      return {
+        type,
+        copy: fields.number(),
+        namespace: fields.next(),
+        key: fields.next(),
+        from: fields.number(),
+        mode: fields.next(),
+      };
+    case "refuse": {
+      const out = { type, namespace: fields.next(), key: fields.next(), why: fields.next() };
+      const copy = fields.next();
+      if (copy !== "") out.copy = Number(copy);
+      return out;
+    }
+    case "cancel":
+    case "commit":
+      return { type, copy: fields.number() };
+    case "discard":
+      return { type, copy: fields.number(), why: fields.next() };
+    case "proceedWithMutation":
+      return { type, namespace: fields.next(), key: fields.next() };
+    case "shutdownComplete":
+      return { type };
+    default:
+      throw new Error(`rangecache-wasm: unknown backfill action ${JSON.stringify(type)}`);
+  }
 }
 
 const encoder = new TextEncoder();

@@ -1,21 +1,21 @@
-//! `BackfillManager`: the core's `backfill::Manager` (SPEC §4) as a JavaScript class.
+//! The core's `backfill::Manager` (SPEC §4) for JavaScript, behind `BackfillManager` in
+//! `js/api.js`, which checks the arguments and names the events.
 //!
-//! JavaScript pushes what it observed through one method per event (`copyRequested`,
-//! `sourceRead`, `chunkWritten`, `sourceEnded`, ...) and, after each, drains `pollOutput()`
-//! until it returns `null`, carrying out every action (`startCopy`, `refuse`, `cancel`,
-//! `commit`, `discard`, `proceedWithMutation`, `shutdownComplete`) before the next event.
+//! The raw class takes plain strings and numbers: one method for the copy requests, one for the
+//! events about a copy (`copyEvent`, with the event's code), one for mutations, and
+//! `pollOutput()` answering one action at a time in the wire form of [`crate::plan`]. A narrow
+//! surface keeps the module small, since each export carries its own argument glue.
 //!
 //! Copies are named by the numbers the manager issued in `startCopy`; a number it never issued
 //! is a `TypeError` here rather than reaching the core, which treats it as a bug.
 
-use js_sys::{Object, Reflect};
 use rangecache_core::backfill::{self, Config, CopyId, DiscardReason, Mode, MutationKind, Refusal};
 use rangecache_core::key::{Key, Namespace};
 use rangecache_core::{Generation, ObjectKey, TierIdx};
 use wasm_bindgen::prelude::*;
 
-use crate::args::{get, plain_object, quoted, read_object, read_size, required_string, type_error};
-use crate::plan::meta_of;
+use crate::args::{object_arg, quoted, size_of, type_error};
+use crate::plan::{SEP, meta_of};
 
 /// The generation of a key as read before a read opens any tier; handed back to
 /// `copyRequested` so a copy that spans a change of its key is refused.
@@ -24,86 +24,61 @@ pub struct Seen {
     generation: Generation,
 }
 
-/// The backfill manager: at most one copy per key, commit only of a complete and current copy.
-#[wasm_bindgen(js_name = BackfillManager, skip_typescript)]
-pub struct BackfillManager {
+/// The manager and the handles it issued.
+#[wasm_bindgen(js_name = BackfillRaw, skip_typescript)]
+pub struct BackfillRaw {
     manager: backfill::Manager,
     /// Every copy issued, sorted by number, so that JavaScript's numbers map back to handles (a
     /// sorted vector rather than a map: another map type would add its code to the module).
     issued: Vec<CopyId>,
 }
 
-/// A plain object built field by field (actions are few and small; the plans, which are many,
-/// cross as one string instead).
-struct Obj(Object);
-
-impl Obj {
-    fn new(kind: &str) -> Obj {
-        Obj(Object::new()).set("type", kind)
-    }
-
-    fn set(self, name: &str, value: impl Into<JsValue>) -> Obj {
-        // Defining a data property on a fresh plain object cannot fail.
-        let _ = Reflect::set(&self.0, &JsValue::from_str(name), &value.into());
-        self
-    }
-
-    fn key(self, key: &ObjectKey) -> Obj {
-        self.set("namespace", key.namespace.as_str()).set("key", key.key.as_str())
-    }
-}
-
-#[wasm_bindgen(js_class = BackfillManager)]
-impl BackfillManager {
-    /// A manager; `config = { maxInFlight?, maxBacklogBytes? }` overrides the core's defaults.
+#[wasm_bindgen(js_class = BackfillRaw)]
+impl BackfillRaw {
+    /// A manager with the core's default bounds, or these.
     #[wasm_bindgen(constructor)]
-    pub fn new(config: JsValue) -> Result<BackfillManager, JsValue> {
+    pub fn new(
+        max_in_flight: Option<f64>,
+        max_backlog_bytes: Option<f64>,
+    ) -> Result<BackfillRaw, JsValue> {
         let mut bounds = Config::default();
-        if !config.is_undefined() && !config.is_null() {
-            let config = plain_object(&config, "config")?;
-            let max_in_flight = get(&config, "config", "maxInFlight")?;
-            if !max_in_flight.is_undefined() {
-                let n = read_size(&max_in_flight, "config.maxInFlight")?;
-                bounds.max_in_flight = usize::try_from(n)
-                    .map_err(|_| type_error("config.maxInFlight is too large"))?;
-            }
-            let max_backlog = get(&config, "config", "maxBacklogBytes")?;
-            if !max_backlog.is_undefined() {
-                bounds.max_backlog_bytes = read_size(&max_backlog, "config.maxBacklogBytes")?;
-            }
+        if let Some(n) = max_in_flight {
+            bounds.max_in_flight = usize::try_from(size_of(n, "config.maxInFlight")?)
+                .map_err(|_| type_error("config.maxInFlight is too large"))?;
         }
-        Ok(BackfillManager { manager: backfill::Manager::new(bounds), issued: Vec::new() })
+        if let Some(n) = max_backlog_bytes {
+            bounds.max_backlog_bytes = size_of(n, "config.maxBacklogBytes")?;
+        }
+        Ok(BackfillRaw { manager: backfill::Manager::new(bounds), issued: Vec::new() })
     }
 
-    /// The key's generation; take it before opening any tier for a read.
-    pub fn generation(&self, namespace: JsValue, key: JsValue) -> Result<Seen, JsValue> {
-        let key = object_key(&namespace, &key)?;
+    /// The key's generation; taken before a read opens any tier.
+    pub fn generation(&self, namespace: &str, key: &str) -> Result<Seen, JsValue> {
+        let key = object_key(namespace, key)?;
         Ok(Seen { generation: self.manager.generation(&key) })
     }
 
-    /// A read served from tier `from` (> 0) asks for a copy into tier 0:
-    /// `request = { namespace, key, from, object, mode }` with `object` as for `planResponse`
-    /// and `mode` `"tee"` (a full read being streamed) or `"background"` (for a ranged read).
+    /// `Input::CopyRequested`: a read served from tier `from` asks for a copy of the revision
+    /// (`size`, `etag`, `last_modified`) into tier 0, teed or in the background.
+    #[allow(clippy::too_many_arguments)]
     #[wasm_bindgen(js_name = copyRequested)]
-    pub fn copy_requested(&mut self, seen: &Seen, request: JsValue) -> Result<(), JsValue> {
-        let request = plain_object(&request, "request")?;
-        let namespace = get(&request, "request", "namespace")?;
-        let key = get(&request, "request", "key")?;
-        let key = object_key(&namespace, &key)?;
-        let from = read_size(&get(&request, "request", "from")?, "request.from")?;
-        let from = usize::try_from(from).map_err(|_| type_error("request.from is too large"))?;
-        let object = read_object(&get(&request, "request", "object")?)?;
-        let mode =
-            match required_string(&get(&request, "request", "mode")?, "request.mode")?.as_str() {
-                "tee" => Mode::Tee,
-                "background" => Mode::Background,
-                other => {
-                    return Err(type_error(format!(
-                        "request.mode {} is not \"tee\" or \"background\"",
-                        quoted(other)
-                    )));
-                }
-            };
+    pub fn copy_requested(
+        &mut self,
+        seen: &Seen,
+        namespace: &str,
+        key: &str,
+        from: f64,
+        size: f64,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        background: bool,
+    ) -> Result<(), JsValue> {
+        let key = object_key(namespace, key)?;
+        let from = usize::try_from(size_of(from, "request.from")?)
+            .map_err(|_| type_error("request.from is too large"))?;
+        let size = size_of(size, "request.object.size")?;
+        let object = object_arg(size, etag.as_deref(), last_modified.as_deref(), Vec::new())?;
+        let mode = if background { Mode::Background } else { Mode::Tee };
         self.manager.handle_input(backfill::Input::CopyRequested {
             key,
             seen: seen.generation,
@@ -114,121 +89,65 @@ impl BackfillManager {
         Ok(())
     }
 
-    /// The copy's source delivered `bytes` more bytes.
-    #[wasm_bindgen(js_name = sourceRead)]
-    pub fn source_read(&mut self, copy: JsValue, bytes: JsValue) -> Result<(), JsValue> {
-        let copy = self.copy(&copy)?;
-        let bytes = read_size(&bytes, "bytes")?;
-        self.manager.handle_input(backfill::Input::SourceRead { copy, bytes });
+    /// An event about copy `copy`: 0 `SourceRead { bytes }`, 1 `ChunkWritten { bytes }`,
+    /// 2 `SourceEnded`, 3 `SourceFailed`, 4 `WriterFailed`, 5 `ClientClosed`, 6 `CopyStopped`,
+    /// 7 `CommitFinished { committed: true }`, 8 `CommitFinished { committed: false }`.
+    #[wasm_bindgen(js_name = copyEvent)]
+    pub fn copy_event(&mut self, event: u8, copy: f64, bytes: f64) -> Result<(), JsValue> {
+        let copy = self.copy(copy)?;
+        let input = match event {
+            0 => backfill::Input::SourceRead { copy, bytes: size_of(bytes, "bytes")? },
+            1 => backfill::Input::ChunkWritten { copy, bytes: size_of(bytes, "bytes")? },
+            2 => backfill::Input::SourceEnded { copy },
+            3 => backfill::Input::SourceFailed { copy },
+            4 => backfill::Input::WriterFailed { copy },
+            5 => backfill::Input::ClientClosed { copy },
+            6 => backfill::Input::CopyStopped { copy },
+            7 => backfill::Input::CommitFinished { copy, committed: true },
+            8 => backfill::Input::CommitFinished { copy, committed: false },
+            _ => return Err(type_error(format!("copy event {event} does not exist"))),
+        };
+        self.manager.handle_input(input);
         Ok(())
     }
 
-    /// Tier 0's writer accepted `bytes` more bytes of the copy.
-    #[wasm_bindgen(js_name = chunkWritten)]
-    pub fn chunk_written(&mut self, copy: JsValue, bytes: JsValue) -> Result<(), JsValue> {
-        let copy = self.copy(&copy)?;
-        let bytes = read_size(&bytes, "bytes")?;
-        self.manager.handle_input(backfill::Input::ChunkWritten { copy, bytes });
-        Ok(())
-    }
-
-    /// The copy's source reached its end.
-    #[wasm_bindgen(js_name = sourceEnded)]
-    pub fn source_ended(&mut self, copy: JsValue) -> Result<(), JsValue> {
-        let copy = self.copy(&copy)?;
-        self.manager.handle_input(backfill::Input::SourceEnded { copy });
-        Ok(())
-    }
-
-    /// The copy's source failed.
-    #[wasm_bindgen(js_name = sourceFailed)]
-    pub fn source_failed(&mut self, copy: JsValue) -> Result<(), JsValue> {
-        let copy = self.copy(&copy)?;
-        self.manager.handle_input(backfill::Input::SourceFailed { copy });
-        Ok(())
-    }
-
-    /// Tier 0's writer failed.
-    #[wasm_bindgen(js_name = writerFailed)]
-    pub fn writer_failed(&mut self, copy: JsValue) -> Result<(), JsValue> {
-        let copy = self.copy(&copy)?;
-        self.manager.handle_input(backfill::Input::WriterFailed { copy });
-        Ok(())
-    }
-
-    /// The client of a teed read went away before the source's end.
-    #[wasm_bindgen(js_name = clientClosed)]
-    pub fn client_closed(&mut self, copy: JsValue) -> Result<(), JsValue> {
-        let copy = self.copy(&copy)?;
-        self.manager.handle_input(backfill::Input::ClientClosed { copy });
-        Ok(())
-    }
-
-    /// The task of a cancelled copy stopped.
-    #[wasm_bindgen(js_name = copyStopped)]
-    pub fn copy_stopped(&mut self, copy: JsValue) -> Result<(), JsValue> {
-        let copy = self.copy(&copy)?;
-        self.manager.handle_input(backfill::Input::CopyStopped { copy });
-        Ok(())
-    }
-
-    /// The commit asked for by a `commit` action finished; `committed` is false if tier 0
-    /// refused it.
-    #[wasm_bindgen(js_name = commitFinished)]
-    pub fn commit_finished(&mut self, copy: JsValue, committed: JsValue) -> Result<(), JsValue> {
-        let copy = self.copy(&copy)?;
-        let committed = committed.as_bool().ok_or_else(|| {
-            type_error(format!(
-                "committed must be a boolean, got {}",
-                crate::args::describe(&committed)
-            ))
-        })?;
-        self.manager.handle_input(backfill::Input::CommitFinished { copy, committed });
-        Ok(())
-    }
-
-    /// A write, delete or invalidate (`kind`) of the key is about to start; wait for
-    /// `proceedWithMutation` before touching a tier.
-    #[wasm_bindgen(js_name = mutationStarted)]
-    pub fn mutation_started(
+    /// `MutationStarted` (or, with `ended`, `MutationEnded`) of the key; `kind` 0 write,
+    /// 1 delete, 2 invalidate.
+    pub fn mutation(
         &mut self,
-        namespace: JsValue,
-        key: JsValue,
-        kind: JsValue,
+        ended: bool,
+        namespace: &str,
+        key: &str,
+        kind: u8,
     ) -> Result<(), JsValue> {
-        let key = object_key(&namespace, &key)?;
-        let kind = mutation_kind(&kind)?;
-        self.manager.handle_input(backfill::Input::MutationStarted { key, kind });
+        let key = object_key(namespace, key)?;
+        let kind = match kind {
+            0 => MutationKind::Write,
+            1 => MutationKind::Delete,
+            2 => MutationKind::Invalidate,
+            _ => return Err(type_error(format!("mutation kind {kind} does not exist"))),
+        };
+        self.manager.handle_input(if ended {
+            backfill::Input::MutationEnded { key, kind }
+        } else {
+            backfill::Input::MutationStarted { key, kind }
+        });
         Ok(())
     }
 
-    /// The mutation reported by `mutationStarted` finished.
-    #[wasm_bindgen(js_name = mutationEnded)]
-    pub fn mutation_ended(
-        &mut self,
-        namespace: JsValue,
-        key: JsValue,
-        kind: JsValue,
-    ) -> Result<(), JsValue> {
-        let key = object_key(&namespace, &key)?;
-        let kind = mutation_kind(&kind)?;
-        self.manager.handle_input(backfill::Input::MutationEnded { key, kind });
-        Ok(())
-    }
-
-    /// The worker is stopping: every copy is cancelled, `shutdownComplete` follows the last.
+    /// `Input::ShutdownRequested`.
     #[wasm_bindgen(js_name = shutdownRequested)]
     pub fn shutdown_requested(&mut self) {
         self.manager.handle_input(backfill::Input::ShutdownRequested);
     }
 
-    /// The next action to carry out, or `null` when there is none.
+    /// The next action, as `type` and its fields: `startCopy, copy, namespace, key, from, mode`;
+    /// `refuse, namespace, key, why, copy or empty`; `cancel, copy`; `commit, copy`;
+    /// `discard, copy, why`; `proceedWithMutation, namespace, key`; `shutdownComplete`.
     #[wasm_bindgen(js_name = pollOutput)]
-    pub fn poll_output(&mut self) -> Result<JsValue, JsValue> {
-        let Some(output) = self.manager.poll_output() else {
-            return Ok(JsValue::NULL);
-        };
-        let out = match output {
+    pub fn poll_output(&mut self) -> Option<String> {
+        let mut out = String::new();
+        match self.manager.poll_output()? {
             backfill::Output::StartCopy { copy, key, from, meta: _, mode } => {
                 // Numbers are issued in increasing order, so this is nearly always a push.
                 if let Err(at) = self.issued.binary_search_by_key(&copy.get(), |c| c.get()) {
@@ -238,60 +157,56 @@ impl BackfillManager {
                     Mode::Tee => "tee",
                     Mode::Background => "background",
                 };
-                Obj::new("startCopy")
-                    .set("copy", copy.get() as f64)
-                    .key(&key)
-                    .set("from", from.get() as f64)
-                    .set("mode", mode)
+                let from = from.get();
+                fields(&mut out, &["startCopy", &copy.to_number(), ns(&key), k(&key)]);
+                fields(&mut out, &[&from.to_string(), mode]);
             }
             backfill::Output::Refuse { key, why } => {
                 let (why, copy) = refusal(why);
-                let out = Obj::new("refuse").key(&key).set("why", why);
-                match copy {
-                    Some(copy) => out.set("copy", copy),
-                    None => out,
-                }
+                let copy = copy.map(|c| c.to_number()).unwrap_or_default();
+                fields(&mut out, &["refuse", ns(&key), k(&key), why, &copy]);
             }
-            backfill::Output::Cancel { copy } => Obj::new("cancel").set("copy", copy.get() as f64),
-            backfill::Output::Commit { copy } => Obj::new("commit").set("copy", copy.get() as f64),
+            backfill::Output::Cancel { copy } => fields(&mut out, &["cancel", &copy.to_number()]),
+            backfill::Output::Commit { copy } => fields(&mut out, &["commit", &copy.to_number()]),
             backfill::Output::Discard { copy, why } => {
-                Obj::new("discard").set("copy", copy.get() as f64).set("why", why.as_str())
+                fields(&mut out, &["discard", &copy.to_number(), why.as_str()])
             }
             backfill::Output::ProceedWithMutation { key } => {
-                Obj::new("proceedWithMutation").key(&key)
+                fields(&mut out, &["proceedWithMutation", ns(&key), k(&key)])
             }
-            backfill::Output::ShutdownComplete => Obj::new("shutdownComplete"),
-        };
-        Ok(out.0.into())
-    }
-
-    /// `{ started, deduped, committed, cancelled, skipped, discarded: { reason: n }, inFlight }`.
-    pub fn counters(&self) -> JsValue {
-        let counters = self.manager.counters();
-        let discarded = Object::new();
-        for why in DiscardReason::ALL {
-            let n = JsValue::from_f64(counters.discarded(why) as f64);
-            let _ = Reflect::set(&discarded, &JsValue::from_str(why.as_str()), &n);
+            backfill::Output::ShutdownComplete => fields(&mut out, &["shutdownComplete"]),
         }
-        let out = Obj(Object::new())
-            .set("started", counters.started as f64)
-            .set("deduped", counters.deduped as f64)
-            .set("committed", counters.committed as f64)
-            .set("cancelled", counters.cancelled as f64)
-            .set("skipped", counters.skipped as f64)
-            .set("discarded", discarded)
-            .set("inFlight", self.manager.n_in_flight() as f64);
-        out.0.into()
+        out.pop();
+        Some(out)
     }
 
-    /// The number of the key's copy that may still commit, or `null`.
+    /// `started, deduped, committed, cancelled, skipped, inFlight`, then each discard reason
+    /// and its count.
+    pub fn counters(&self) -> String {
+        let counters = self.manager.counters();
+        let mut out = String::new();
+        for n in [
+            counters.started,
+            counters.deduped,
+            counters.committed,
+            counters.cancelled,
+            counters.skipped,
+            self.manager.n_in_flight() as u64,
+        ] {
+            fields(&mut out, &[&n.to_string()]);
+        }
+        for why in DiscardReason::ALL {
+            fields(&mut out, &[why.as_str(), &counters.discarded(why).to_string()]);
+        }
+        out.pop();
+        out
+    }
+
+    /// The number of the key's copy that may still commit.
     #[wasm_bindgen(js_name = liveCopy)]
-    pub fn live_copy(&self, namespace: JsValue, key: JsValue) -> Result<JsValue, JsValue> {
-        let key = object_key(&namespace, &key)?;
-        Ok(self
-            .manager
-            .live_copy(&key)
-            .map_or(JsValue::NULL, |copy| JsValue::from_f64(copy.get() as f64)))
+    pub fn live_copy(&self, namespace: &str, key: &str) -> Result<Option<f64>, JsValue> {
+        let key = object_key(namespace, key)?;
+        Ok(self.manager.live_copy(&key).map(|copy| copy.get() as f64))
     }
 
     /// True once a shutdown was requested.
@@ -307,10 +222,10 @@ impl BackfillManager {
     }
 }
 
-impl BackfillManager {
+impl BackfillRaw {
     /// The handle behind a number this manager issued.
-    fn copy(&self, value: &JsValue) -> Result<CopyId, JsValue> {
-        let n = read_size(value, "copy")?;
+    fn copy(&self, n: f64) -> Result<CopyId, JsValue> {
+        let n = size_of(n, "copy")?;
         self.issued
             .binary_search_by_key(&n, |c| c.get())
             .map(|at| self.issued[at])
@@ -318,34 +233,47 @@ impl BackfillManager {
     }
 }
 
-/// The key of `/{namespace}/{key}`, as `objectKey` computes it.
-fn object_key(namespace: &JsValue, key: &JsValue) -> Result<ObjectKey, JsValue> {
-    let raw = required_string(namespace, "namespace")?;
-    let namespace = Namespace::parse(&raw).map_err(|_| {
-        type_error(format!(
-            "namespace {} must be letters, digits, '_' and '-', starting with a letter or digit",
-            quoted(&raw)
-        ))
-    })?;
-    let key = Key::from_segment(&required_string(key, "key")?);
-    Ok(ObjectKey { namespace, key })
+/// A copy's number as JavaScript reads it.
+trait ToNumber {
+    fn to_number(self) -> String;
 }
 
-fn mutation_kind(value: &JsValue) -> Result<MutationKind, JsValue> {
-    match required_string(value, "kind")?.as_str() {
-        "write" => Ok(MutationKind::Write),
-        "delete" => Ok(MutationKind::Delete),
-        "invalidate" => Ok(MutationKind::Invalidate),
-        other => Err(type_error(format!(
-            "kind {} is not \"write\", \"delete\" or \"invalidate\"",
-            quoted(other)
-        ))),
+impl ToNumber for CopyId {
+    fn to_number(self) -> String {
+        self.get().to_string()
     }
 }
 
-fn refusal(why: Refusal) -> (&'static str, Option<f64>) {
+fn ns(key: &ObjectKey) -> &str {
+    key.namespace.as_str()
+}
+
+fn k(key: &ObjectKey) -> &str {
+    key.key.as_str()
+}
+
+/// Appends each field and a separator.
+fn fields(out: &mut String, values: &[&str]) {
+    for value in values {
+        out.push_str(value);
+        out.push(SEP);
+    }
+}
+
+/// The key of `/{namespace}/{key}`, as `objectKey` computes it.
+fn object_key(namespace: &str, key: &str) -> Result<ObjectKey, JsValue> {
+    let parsed = Namespace::parse(namespace).map_err(|_| {
+        type_error(format!(
+            "namespace {} must be letters, digits, '_' and '-', starting with a letter or digit",
+            quoted(namespace)
+        ))
+    })?;
+    Ok(ObjectKey { namespace: parsed, key: Key::from_segment(key) })
+}
+
+fn refusal(why: Refusal) -> (&'static str, Option<CopyId>) {
     match why {
-        Refusal::Deduplicated { copy } => ("deduplicated", Some(copy.get() as f64)),
+        Refusal::Deduplicated { copy } => ("deduplicated", Some(copy)),
         Refusal::TooManyInFlight => ("tooManyInFlight", None),
         Refusal::KeyChanging => ("keyChanging", None),
         Refusal::Superseded => ("superseded", None),

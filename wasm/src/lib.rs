@@ -10,7 +10,7 @@
 //!   `range::resolve`;
 //! * `objectKey(namespace, key)` and `describeObject(headers)`: the storage key of SPEC §3, and
 //!   what a cache keeps of an origin's response;
-//! * `BackfillManager`, exported as it is (see [`backfill`]).
+//! * `BackfillManager` over the raw class of [`backfill`].
 //!
 //! Every raw export checks its arguments again and none reaches a panic, whatever it is passed,
 //! so even a direct caller never aborts the instance. The core's types never reach JavaScript.

@@ -210,13 +210,19 @@ test("bad arguments throw a TypeError naming the field", () => {
   throwsTypeError(() => manager.sourceRead(-1, 10), "copy");
   throwsTypeError(() => manager.generation("bad namespace", "k"), "namespace");
   throwsTypeError(() => manager.mutationStarted("ns", "k", "rename"), "kind");
+  throwsTypeError(() => manager.commitFinished(0, "yes"), "committed must be a boolean");
+  throwsTypeError(() => manager.copyRequested({}, {}), "seen");
   throwsTypeError(() => new BackfillManager({ maxInFlight: -1 }), "config.maxInFlight");
   const seen = manager.generation("ns", "k");
   throwsTypeError(
     () => manager.copyRequested(seen, { namespace: "ns", key: "k", from: 1, object: { size: 1 }, mode: "eager" }),
     "request.mode",
   );
-  throwsTypeError(() => manager.copyRequested(seen, { namespace: "ns", key: "k", from: 1, mode: "tee" }), "object");
+  throwsTypeError(() => manager.copyRequested(seen, { namespace: "ns", key: "k", from: 1, mode: "tee" }), "request.object");
+  throwsTypeError(
+    () => manager.copyRequested(seen, { namespace: "ns", key: "k", from: 1, object: { size: 1, etag: "x" }, mode: "tee" }),
+    "etag",
+  );
 });
 
 test("the module keeps working after any number of bad calls and odd headers", () => {
