@@ -318,3 +318,33 @@ async fn invalidate_drops_a_copy_and_the_next_read_refills_it() {
     assert_eq!(client().get(b.object("chain", "inv")).send().await.unwrap().status(), 404);
     assert_eq!(client().get(a.object("chain", "inv")).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_and_unsatisfiable_answers_come_back_through_the_remote_tier() {
+    let (a, b) = chain();
+    let etag = put(&b.object("chain", "cond"), data(5000, 20)).await;
+    let url = a.object("chain", "cond");
+    let response = client().get(&url).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(response.status(), 304);
+    assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(response.headers()["cache-status"], "upstream; hit, memory; fwd=uri-miss");
+    let response = client().get(&url).header("if-match", "\"other\"").send().await.unwrap();
+    assert_eq!(response.status(), 412);
+    let response = client().get(&url).header("range", "bytes=9000-").send().await.unwrap();
+    assert_eq!(response.status(), 416);
+    assert_eq!(response.headers()["content-range"], "bytes */5000");
+    // If-Range naming the current revision: the range, from B.
+    let response = client()
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .header("if-range", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(
+        a.metric(COMMITTED).await + a.metric(IN_FLIGHT).await,
+        1.0,
+        "one copy for the range"
+    );
+}
