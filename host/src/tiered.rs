@@ -178,7 +178,7 @@ impl Tiered {
         self: &Arc<Self>,
         key: &ObjectKey,
         write: WriteRequest,
-        mut body: WriteBody,
+        body: &mut WriteBody,
     ) -> Result<ObjectMeta, ApiError> {
         if self.shutdown.is_cancelled() {
             return Err(ApiError::ShuttingDown);

@@ -9,8 +9,7 @@ use common::{Server, client, data, eventually, get_json, memory_and_disk, put, t
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn server() -> Server {
-    let dir = tempdir();
-    Server::start_in(&dir, &memory_and_disk(&dir))
+    Server::start_with(memory_and_disk)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,7 +26,7 @@ fn run(cmd: &mut Command) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_wget_and_aria2c_download_through_a_with_the_right_checksum() {
-    let b = Server::start(&disk_only(&tempdir()));
+    let b = Server::start_with(disk_only);
     let a = Server::start(&memory_and_remote(&b.base));
     let body = data(SIZE, 20);
     let expected = sha256(&body);
@@ -62,7 +62,7 @@ async fn curl_wget_and_aria2c_download_through_a_with_the_right_checksum() {
     assert_eq!(file_sha256(&wget_file), expected, "wget -c");
 
     // aria2c: four connections, each a ranged GET.
-    let aria_dir = dir.clone();
+    let aria_dir = dir.to_path_buf();
     let aria_url = url.clone();
     tokio::task::spawn_blocking(move || {
         run(Command::new("aria2c")
@@ -88,7 +88,7 @@ async fn curl_wget_and_aria2c_download_through_a_with_the_right_checksum() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_if_range_resume_across_an_overwrite_gets_the_whole_new_object() {
-    let b = Server::start(&disk_only(&tempdir()));
+    let b = Server::start_with(disk_only);
     let a = Server::start(&memory_and_remote(&b.base));
     let url = a.object("dl", "rewritten");
     let old = data(4 << 20, 21);

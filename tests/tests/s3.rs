@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{S3, Server, client, data, eventually, put, tempdir};
+use common::{S3, Server, client, data, eventually, put};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_tier_is_authoritative_behind_memory() {
@@ -16,12 +16,12 @@ async fn an_s3_tier_is_authoritative_behind_memory() {
         "[[tier]]\nname = \"memory\"\nkind = \"memory\"\nmax_size = \"64MiB\"\n\n{}",
         s3.tier("shared", &prefix)
     );
-    let writer = Server::start_with_env(&tempdir(), &config, &s3.env);
+    let writer = Server::start_with_env(&config, &s3.env);
     let body = data(3 << 20, 30);
     let etag = put(&writer.object("s3ns", "blob"), body.clone()).await;
 
     // A second server over the same bucket starts cold: S3 answers the range at once...
-    let reader = Server::start_with_env(&tempdir(), &config, &s3.env);
+    let reader = Server::start_with_env(&config, &s3.env);
     let url = reader.object("s3ns", "blob");
     let response = client().get(&url).header("range", "bytes=1000-1999").send().await.unwrap();
     assert_eq!(response.status(), 206);
@@ -39,7 +39,7 @@ async fn an_s3_tier_is_authoritative_behind_memory() {
     assert_eq!(response.bytes().await.unwrap(), body);
 
     // Conditional answers from the S3 revision, on a third cold server.
-    let cold = Server::start_with_env(&tempdir(), &config, &s3.env);
+    let cold = Server::start_with_env(&config, &s3.env);
     let url = cold.object("s3ns", "blob");
     let response = client().get(&url).header("if-none-match", &etag).send().await.unwrap();
     assert_eq!(response.status(), 304);

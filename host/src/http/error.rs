@@ -72,6 +72,8 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => reply.header(http::header::WWW_AUTHENTICATE, "Bearer"),
             ApiError::MethodNotAllowed(allow) => reply.header(http::header::ALLOW, allow),
+            // The rest of a refused body may still be on its way: end the connection.
+            ApiError::TooLarge(_) => reply.header(http::header::CONNECTION, "close"),
             _ => {}
         }
         reply

@@ -50,7 +50,7 @@ pub async fn write(
     state: &AppState,
     req: &Request,
     key: ObjectKey,
-    body: RequestBody,
+    mut body: RequestBody,
 ) -> Result<Reply, ApiError> {
     let headers = &req.headers;
     let content_length = match headers.get(header::CONTENT_LENGTH) {
@@ -63,10 +63,11 @@ pub async fn write(
                 .ok_or_else(|| ApiError::BadRequest("Content-Length is not a number".into()))?,
         ),
     };
-    // Refuse before reading a byte when the client announces too much.
+    // Refuse before storing a byte when the client announces too much.
     if let Some(length) = content_length
         && length > state.max_object_size
     {
+        linger(&mut body).await;
         return Err(ApiError::TooLarge(state.max_object_size));
     }
     let etag = match headers.get(header::ETAG) {
@@ -112,12 +113,41 @@ pub async fn write(
         max_size: state.max_object_size,
         now,
     };
-    let meta = state.tiered.write(&key, write, body.boxed()).await?;
+    let meta = match state.tiered.write(&key, write, &mut body).await {
+        Ok(meta) => meta,
+        Err(e @ ApiError::TooLarge(_)) => {
+            linger(&mut body).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let mut reply = Reply::empty(StatusCode::OK);
     reply.header_string(header::ETAG, meta.etag.to_string());
     reply.header_string(header::LAST_MODIFIED, format_http_date(meta.last_modified));
     Ok(reply)
 }
+
+/// Reads and drops what is left of a refused upload, at most [`LINGER_BYTES`] for at most
+/// [`LINGER_TIME`], so that the client reads the 413 instead of a reset: closing a socket with
+/// unread bytes makes the kernel reset the connection, and the answer can be lost with it.
+async fn linger(body: &mut RequestBody) {
+    let drain = async {
+        let mut n_dropped = 0;
+        while let Some(Ok(chunk)) = body.next().await {
+            n_dropped += chunk.len();
+            if n_dropped > LINGER_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// Most bytes of a refused upload read and dropped before answering (1 MiB: a larger upload
+/// should use `Expect: 100-continue`, which gets the 413 before sending its body).
+const LINGER_BYTES: usize = 1 << 20;
+/// Longest time spent dropping a refused upload.
+const LINGER_TIME: Duration = Duration::from_secs(1);
 
 /// DELETE: remove the object from every tier.
 pub async fn delete(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {

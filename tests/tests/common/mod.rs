@@ -49,22 +49,38 @@ pub struct Server {
     /// Its working directory (configuration, log, disk tiers).
     pub dir: PathBuf,
     _stdout: Option<std::process::ChildStdout>,
+    /// The directory, when the server made it (removed after the server stops).
+    own_dir: Option<Dir>,
 }
 
 impl Server {
     /// Starts a server in a fresh directory with `config` (TOML without `listen`).
     pub fn start(config: &str) -> Server {
+        Server::start_with_env(config, &[])
+    }
+
+    /// Starts a server in a fresh directory with the configuration `config` makes for it.
+    pub fn start_with(config: impl FnOnce(&Path) -> String) -> Server {
         let dir = tempdir();
-        Server::start_in(&dir, config)
+        let mut server = Server::spawn(&dir, &config(&dir), &[]);
+        server.own_dir = Some(dir);
+        server
     }
 
-    /// Starts a server in `dir` (kept across restarts) with `config`.
+    /// Starts a server in a fresh directory with `config` and extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(String, String)]) -> Server {
+        let dir = tempdir();
+        let mut server = Server::spawn(&dir, config, env);
+        server.own_dir = Some(dir);
+        server
+    }
+
+    /// Starts a server in `dir` (kept across restarts, owned by the caller) with `config`.
     pub fn start_in(dir: &Path, config: &str) -> Server {
-        Server::start_with_env(dir, config, &[])
+        Server::spawn(dir, config, &[])
     }
 
-    /// Starts a server in `dir` with `config` and extra environment variables.
-    pub fn start_with_env(dir: &Path, config: &str, env: &[(String, String)]) -> Server {
+    fn spawn(dir: &Path, config: &str, env: &[(String, String)]) -> Server {
         std::fs::create_dir_all(dir).expect("create the server directory");
         let config_path = dir.join("rangecache.toml");
         std::fs::write(&config_path, config).expect("write the configuration");
@@ -107,6 +123,7 @@ impl Server {
             base: format!("http://{addr}"),
             dir: dir.to_path_buf(),
             _stdout: Some(stdout),
+            own_dir: None,
         }
     }
 
@@ -194,11 +211,36 @@ fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
 }
 
-/// A fresh directory under the system's temporary directory, removed at exit of the test
-/// process only if the test passed (kept for post-mortems otherwise).
-pub fn tempdir() -> PathBuf {
+/// A directory removed when dropped, unless the thread is panicking (then it is kept for the
+/// post-mortem, and its path is in the failure message of any server started in it).
+pub struct Dir(PathBuf);
+
+impl std::ops::Deref for Dir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Dir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A fresh directory under the system's temporary directory.
+pub fn tempdir() -> Dir {
     let dir = tempfile::Builder::new().prefix("rangecache-e2e-").tempdir().expect("tempdir");
-    dir.keep()
+    Dir(dir.keep())
 }
 
 /// A shared HTTP client with no proxy and no automatic decompression.
@@ -311,13 +353,12 @@ pub struct S3 {
     _server: Option<ChildGuard>,
 }
 
-struct ChildGuard(Child, PathBuf);
+struct ChildGuard(Child, Dir);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -357,7 +398,7 @@ impl S3 {
         let mut child = Command::new(&binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", access, "--secret-key", secret])
-            .arg(&data)
+            .arg(&*data)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
