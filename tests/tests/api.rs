@@ -357,6 +357,19 @@ async fn stats_namespaces_health_and_metrics() {
         assert!(metrics.contains(family), "missing {family:?} in\n{metrics}");
     }
     assert_eq!(client().get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    // One log line per request, with what happened.
+    let ranged_line = |log: &str| {
+        log.lines().any(|line| {
+            ["method=GET", "path=/api/v1/object/zeta/a", "status=206", "bytes=10", "duration_ms="]
+                .iter()
+                .all(|part| line.contains(part))
+                && line.contains("cache_status=\"memory; hit\"")
+        })
+    };
+    eventually("the ranged read's log line", Duration::from_secs(10), || async {
+        ranged_line(&server.log())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
