@@ -384,6 +384,21 @@ async fn expired_objects_are_never_served() {
         client().get(&url).send().await.unwrap().status() == 404
     })
     .await;
+
+    // A tier's max_ttl caps a longer Time-To-Live.
+    let capped = Server::start_with(|dir| {
+        format!(
+            "[[tier]]\nname = \"disk\"\nkind = \"disk\"\npath = \"{}\"\nmax_ttl = \"1s\"\n",
+            dir.join("disk").display()
+        )
+    });
+    let url = capped.object("ttl", "capped");
+    let response = client().put(&url).header("time-to-live", "1h").body("x").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    eventually("the capped object to expire", Duration::from_secs(10), || async {
+        client().get(&url).send().await.unwrap().status() == 404
+    })
+    .await;
 }
 
 #[test]
