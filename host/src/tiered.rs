@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use rangecache_core::backfill::{self, CopyId, DiscardReason, Mode, MutationKind, Refusal};
+use rangecache_core::cache_status::Lookup;
 use rangecache_core::object::expires_at;
 use rangecache_core::range::Span;
 use rangecache_core::read::{self, TierIdx};
@@ -57,6 +58,8 @@ pub struct Served {
     pub body: Option<ByteStream>,
     /// The `Cache-Status` field value.
     pub cache_status: String,
+    /// When the revision answered expires, if it does.
+    pub expires: Option<Timestamp>,
 }
 
 /// A write, with everything the host supplied (entity-tag, time) already decided.
@@ -817,6 +820,8 @@ impl Tiered {
         let mut machine = read::Machine::new(req.clone(), &names, RangeLimits::default());
         let mut held: Option<ByteStream> = None;
         let mut tee_copy: Option<CopyId> = None;
+        // The revision each tier answered with, for the expiry passed on to a downstream server.
+        let mut answered: Vec<Option<ObjectMeta>> = vec![None; names.len()];
         while let Some(output) = machine.poll_output() {
             match output {
                 read::Output::OpenTier { tier, span, conditions } => {
@@ -826,6 +831,9 @@ impl Tiered {
                     } else {
                         self.open_for(key, tier, span, conditions, req.now, &mut held).await
                     };
+                    if let read::Input::TierOpened { tier, meta, .. } = &input {
+                        answered[tier.get()] = Some(meta.clone());
+                    }
                     machine.handle_input(input);
                 }
                 read::Output::DropBody { .. } => held = None,
@@ -859,6 +867,12 @@ impl Tiered {
                     for member in &cache_status.members {
                         self.metrics.tier_read(&member.name, member.lookup.metric_label());
                     }
+                    let expires = cache_status
+                        .members
+                        .iter()
+                        .find(|member| member.lookup == Lookup::Hit)
+                        .and_then(|member| answered[member.tier.get()].as_ref())
+                        .and_then(|meta| meta.expires);
                     let cache_status = cache_status.to_string();
                     let body = match source {
                         read::Source::Nothing => None,
@@ -887,7 +901,7 @@ impl Tiered {
                         // A tee was started but the plan sends no whole body to carry it.
                         self.abandon_tee(copy);
                     }
-                    return Ok(Served { plan, body, cache_status });
+                    return Ok(Served { plan, body, cache_status, expires });
                 }
                 read::Output::SendPart { .. } | read::Output::Abort { .. } => {
                     unreachable!("parts are asked for only after Serve")

@@ -345,3 +345,26 @@ async fn conditional_and_unsatisfiable_answers_come_back_through_the_remote_tier
     let started = a.metric("rangecache_backfills_total{event=\"started\"}").await;
     assert_eq!(started, 1.0, "only the range read copies; 304, 412 and 416 read no byte");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_in_a_never_outlives_the_object_in_b() {
+    let (a, b) = chain();
+    let url = b.object("chain", "brief");
+    let response =
+        client().put(&url).header("time-to-live", "3s").body("brief").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client().get(a.object("chain", "brief")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("rangecache-expires"));
+    assert_eq!(response.bytes().await.unwrap(), "brief");
+    eventually("the copy to commit", Duration::from_secs(10), || async {
+        a.metric(COMMITTED).await == 1.0
+    })
+    .await;
+    let response = client().get(a.object("chain", "brief")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    eventually("A's copy to expire with B's object", Duration::from_secs(10), || async {
+        client().get(a.object("chain", "brief")).send().await.unwrap().status() == 404
+    })
+    .await;
+}

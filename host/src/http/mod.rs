@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::tiered::Tiered;
 
 pub use error::ApiError;
-pub use object::now;
+pub use object::{EXPIRES_HEADER, now};
 pub use render::Response;
 
 /// What every request handler reaches.

@@ -19,6 +19,7 @@ use rangecache_core::range::{OpenWindow, Span, Window};
 use rangecache_core::validators::{format_http_date, parse_http_date};
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 
+use crate::http::EXPIRES_HEADER;
 use crate::storage::{
     ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
     WriteCondition,
@@ -307,13 +308,10 @@ impl RemoteTier {
                 Some(((*name).to_owned(), value.to_owned()))
             })
             .collect();
-        Ok(ObjectMeta {
-            size: size.unwrap_or(0),
-            etag,
-            last_modified,
-            headers: stored,
-            expires: None,
-        })
+        // A rangecache upstream says when its revision expires; a copy here must not outlive it.
+        let expires =
+            headers.get(EXPIRES_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_http_date);
+        Ok(ObjectMeta { size: size.unwrap_or(0), etag, last_modified, headers: stored, expires })
     }
 }
 
