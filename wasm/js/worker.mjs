@@ -193,8 +193,13 @@ class Fill {
       }
       drain(this.edge);
     }
-    this.seen.free();
+    this.releaseSeen();
     this.pump();
+  }
+
+  releaseSeen() {
+    this.seen?.free();
+    this.seen = null;
   }
 
   /** Keeps the fetch going when its readers leave (a background copy). */
@@ -285,6 +290,7 @@ class Fill {
 
   /** No more bytes will be stored from this fill; later misses start a new one. */
   close() {
+    this.releaseSeen(); // when no copy was ever asked for
     if (this.edge.fills.get(this.storeKey) === this) this.edge.fills.delete(this.storeKey);
     this.finish();
   }

@@ -99,7 +99,7 @@ pub fn test_package() -> Result<()> {
     let mut files: Vec<PathBuf> = fs::read_dir(&tests)
         .with_context(|| format!("could not list {}", tests.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "mjs"))
+        .filter(|path| path.to_string_lossy().ends_with(".test.mjs"))
         .collect();
     files.sort();
     if files.is_empty() {
