@@ -9,10 +9,6 @@ pub mod metrics;
 pub mod storage;
 pub mod tiered;
 
-// Until storage/mod.rs declares `pub mod remote;`, the remote tier is reached from here.
-#[path = "storage/remote.rs"]
-pub mod remote_tier;
-
 use std::sync::Arc;
 
 use config::{Config, ConfigError, TierKind};
@@ -29,7 +25,7 @@ pub async fn build_tiers(config: &Config) -> Result<Vec<TierSlot>, ConfigError> 
         };
         let opened: Arc<dyn Tier> = match &tier.kind {
             TierKind::Remote { url, token } => Arc::new(
-                remote_tier::RemoteTier::new(&tier.name, url, token.clone())
+                storage::remote::RemoteTier::new(&tier.name, url, token.clone())
                     .map_err(|e| fail(&e))?,
             ),
             TierKind::Memory => Arc::new(storage::memory::MemoryTier::new(

@@ -26,6 +26,7 @@ use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 pub mod disk;
 mod lru;
 pub mod memory;
+pub mod remote;
 pub mod s3;
 
 pub use disk::DiskTier;
