@@ -295,3 +295,36 @@ test("the backfill manager dedupes a key's copies and commits only a complete on
   manager.copyRequested(seen, request);
   assert.equal(drain()[0].why, "superseded");
 });
+
+test("the raw exports never trap, whatever bytes and numbers they are given", async () => {
+  const raw = await import("../../pkg/rangecache_wasm.js");
+  // A small deterministic generator (xorshift), so a failure replays.
+  let state = 0x9e3779b9;
+  const next = () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return state >>> 0;
+  };
+  const pieces = ["GET", "HEAD", "", "=", "\0", "=bytes=0-1", '="a"', "=*", "=W/\"a\"", "=Sun, 06 Nov 1994 08:49:37 GMT", "x", "\u00e9", "\uffff", "=-", "=bytes=-0,0-"];
+  const numbers = [0, 1, 10, -1, 0.5, Number.NaN, Number.POSITIVE_INFINITY, Number.MAX_SAFE_INTEGER, 2 ** 64];
+  for (let i = 0; i < 3000; i++) {
+    const size = numbers[next() % numbers.length];
+    let input;
+    if (i % 3 === 0) {
+      input = new Uint8Array(next() % 64).map(() => next() & 0xff);
+    } else {
+      const n = next() % 16;
+      input = new TextEncoder().encode(Array.from({ length: n }, () => pieces[next() % pieces.length]).join("\0"));
+    }
+    for (const call of [() => raw.planRaw(input, size), () => raw.resolveRaw(pieces[next() % pieces.length], size)]) {
+      try {
+        assert.equal(typeof call(), "string");
+      } catch (error) {
+        assert.ok(error instanceof TypeError, `${error} (input ${Array.from(input)}, size ${size})`);
+      }
+    }
+  }
+  // Still alive and right.
+  assert.equal(planResponse({ method: "GET", headers: { range: "bytes=0-0" } }, { size: 1, etag: '"a"' }).status, 206);
+});
