@@ -5,7 +5,7 @@
 //! The native side does what the JavaScript call does: it starts from the raw request fields
 //! and the object's description as strings, parses the validators, plans, and renders the
 //! planned fields as owned strings. The JavaScript side is `wasm/js/bench/plan.mjs` over the
-//! package in `wasm/pkg` (built by `cargo xtask wasm`), run with `node`.
+//! package in `wasm/pkg` (built first with `cargo xtask wasm` when missing), run with `node`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -51,8 +51,17 @@ fn main() {
         Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("benches/ is in the workspace");
     let module = root.join("wasm/pkg/rangecache_wasm_bg.wasm");
     if !module.exists() {
-        eprintln!("wasm_plan: {} is missing; run `cargo xtask wasm` first", module.display());
-        std::process::exit(1);
+        // The package is built by xtask; cargo has released its lock once a bench runs.
+        eprintln!(
+            "wasm_plan: {} is missing; building it with `cargo xtask wasm`",
+            module.display()
+        );
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let built = Command::new(cargo).args(["xtask", "wasm"]).current_dir(root).status();
+        if !built.is_ok_and(|status| status.success()) || !module.exists() {
+            eprintln!("wasm_plan: `cargo xtask wasm` did not build {}", module.display());
+            std::process::exit(1);
+        }
     }
 
     // Rounds alternate the two sides, and the ratio is taken within each round, so that load
