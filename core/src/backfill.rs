@@ -9,18 +9,22 @@
 //! host reports (Input)                      manager answers (Output)
 //! ------------------------------------      ---------------------------------------------------
 //! CopyRequested { key, seen, from, meta }   StartCopy { copy, .. }            a new copy
-//!                                           Refuse { why: Deduplicated }      one is in flight
+//!                                           Refuse { why: Deduplicated }      one is in flight,
+//!                                                         or one of this revision committed
+//!                                                         after `seen` was read
 //!                                           Refuse { why: TooManyInFlight }   limit reached
 //!                                           Refuse { why: KeyChanging }       a write is running
-//!                                           Refuse { why: Superseded }        key changed since
-//!                                                                             `seen` was read
+//!                                           Refuse { why: Superseded }        key changed (or a
+//!                                                         copy of another revision committed)
+//!                                                         after `seen` was read
 //!                                           Refuse { why: ShuttingDown }
 //! SourceRead { copy, bytes }                Discard { Lagging } past the backlog bound,
 //! ChunkWritten { copy, bytes }              Discard { SizeMismatch } past the expected size,
 //!                                           Commit once all is written after the source's EOF
 //! SourceEnded { copy }                      Commit, or Discard { SizeMismatch }
 //! SourceFailed / WriterFailed / ClientClosed Discard { SourceFailed | WriterFailed | EarlyClose }
-//! CommitFinished { copy, committed }        (counts; may finish a shutdown or free a mutation)
+//! CommitFinished { copy, committed }        (counts; a commit advances the generation; may
+//!                                           finish a shutdown or free a mutation)
 //! MutationStarted { key, kind }             Cancel { copy } of the key's copy in flight, then
 //!                                           ProceedWithMutation { key } once no commit of the
 //!                                           key is under way
@@ -43,7 +47,8 @@
 //!                                  │ ChunkWritten until written == expected
 //!                                  │ generation current, not shutting down ──► Commit
 //!                                  ▼
-//!                                Committing ──CommitFinished──► (gone)
+//!                                Committing ──CommitFinished──► (gone; if committed, remembered
+//!                                                                 as the key's fill)
 //!
 //!   Copying / Flushing ──MutationStarted or ShutdownRequested──► Cancel ► Cancelling
 //!   Cancelling ──any report that the host task ended──► Discard(Superseded | ShuttingDown)
@@ -51,18 +56,40 @@
 //!
 //! # Generations
 //!
-//! Every key has a [`Generation`]. A read looks it up with [`Manager::generation`] *before* it
-//! opens any tier and hands it back in [`Input::CopyRequested`]: if the key was written,
-//! deleted or invalidated in between, the copy would carry bytes older than that change and is
-//! refused. A mutation advances the generation when it starts and again when it ends, and no
-//! copy of a key starts while a mutation of it runs, so a copy never spans a change of its key.
-//! A mutation must wait for [`Output::ProceedWithMutation`] before it touches a tier: that is
-//! emitted at once unless a commit of the key is under way, and then when that commit finished,
-//! so a copy's commit can never land after the newer write it raced.
+//! Generations are the manager's clock: every mutation start, mutation end and committed copy
+//! takes the next one. A read looks up [`Manager::generation`] *before* it opens any tier and
+//! hands it back as `seen` in [`Input::CopyRequested`], which is then judged by what happened
+//! to the key after `seen`:
 //!
-//! Idle keys are forgotten to keep the map small; a forgotten key's generation is the highest
-//! generation ever forgotten, so a read that began before a change still sees it as changed.
-//! The price is that a mutation of *another* key forgotten meanwhile may refuse a copy
+//! * a write, delete or invalidate: the copy would carry bytes older than that change, so it
+//!   is refused (`Superseded`). No copy of a key starts while a mutation of it runs, and one
+//!   in flight is cancelled, so a copy never spans a change of its key. A mutation must wait
+//!   for [`Output::ProceedWithMutation`] before it touches a tier: that is emitted at once
+//!   unless a commit of the key is under way, and then when that commit finished, so a copy's
+//!   commit can never land after the newer write it raced.
+//! * a copy committed into tier 0 (reported by `CommitFinished`, after it landed): the read
+//!   probed tier 0 before the copy was there. If the copy is of the same revision the read asks
+//!   for, it already did this read's work (`Deduplicated`, naming the committed copy); of
+//!   another revision, which one is newer is unknown and tier 0 keeps what it has
+//!   (`Superseded`). Either way the deeper tier is not read whole a second time, which under a
+//!   burst of cold reads of one key would otherwise happen as soon as the first copy is no
+//!   longer in flight. A read that looks up its generation after `CommitFinished` probes a
+//!   tier 0 that holds the copy, and if tier 0 has since lost it, that read's request starts a
+//!   new copy.
+//! * nothing: the copy may start.
+//!
+//! ```text
+//!   seen ──► [ mutation started/ended ]  ──► request: Superseded
+//!   seen ──► [ copy committed, same revision ] ──► request: Deduplicated { committed copy }
+//!   seen ──► [ copy committed, other revision ] ──► request: Superseded
+//!   [ copy committed ] ──► seen ──► request: StartCopy (tier 0 lost it)
+//! ```
+//!
+//! Idle keys are forgotten to keep the map small; the latest change of any forgotten key is
+//! kept, so a read that began before a change of a forgotten key still sees it as changed. A
+//! committed copy keeps its key remembered until 4096 more copies committed, so that the reads
+//! racing it find it; a mutation of the key ends that memory at once. The price of forgetting
+//! is that a change of *another* key, forgotten while a read runs, may refuse a copy
 //! (`Superseded`) that was in fact safe; the next read asks again.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -71,6 +98,7 @@ use std::fmt;
 use crate::key::ObjectKey;
 use crate::object::ObjectMeta;
 use crate::read::TierIdx;
+use crate::validators::EntityTag;
 
 /// Names one copy; issued by the manager from a counter, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,8 +117,8 @@ impl fmt::Display for CopyId {
     }
 }
 
-/// The version of a key as the manager knows it: advanced by every write, delete and
-/// invalidate, never reused.
+/// A point in the manager's history: advanced by every write, delete and invalidate and by
+/// every copy committed into tier 0, never reused. A read takes one before it opens any tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Generation(u64);
 
@@ -269,16 +297,18 @@ pub enum Output {
 /// Why a copy was not started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Refusal {
-    /// A copy of the key is already in flight; it will fill tier 0 for this read too.
+    /// A copy of the key is already in flight and will fill tier 0 for this read too, or a
+    /// copy of the same revision committed into tier 0 after the read looked up its generation.
     Deduplicated {
-        /// The copy in flight.
+        /// The copy in flight, or the copy that committed.
         copy: CopyId,
     },
     /// [`Config::max_in_flight`] copies are alive.
     TooManyInFlight,
     /// A write, delete or invalidate of the key is running.
     KeyChanging,
-    /// The key changed after the read looked up its generation.
+    /// The key changed after the read looked up its generation, or a copy of another revision
+    /// committed into tier 0 since.
     Superseded,
     /// The manager is shutting down.
     ShuttingDown,
@@ -365,7 +395,7 @@ impl DiscardReason {
 pub struct Counters {
     /// Copies started.
     pub started: u64,
-    /// Requests refused because a copy of the key was in flight.
+    /// Requests refused because a copy of the key was in flight or had committed since.
     pub deduped: u64,
     /// Copies committed into tier 0.
     pub committed: u64,
@@ -402,8 +432,10 @@ pub struct Manager {
     next_copy: u64,
     /// The last generation issued.
     clock: u64,
-    /// The generation of every key not in `keys`.
+    /// The latest change of every key not in `keys`.
     forgotten: u64,
+    /// Commits remembered by their keys, oldest first; see [`FILLS_REMEMBERED`].
+    fills: VecDeque<(ObjectKey, CopyId)>,
     counters: Counters,
     outputs: VecDeque<Output>,
 }
@@ -421,9 +453,19 @@ enum Phase {
     Stopped,
 }
 
+/// Most commits remembered: a filled key stays in the map until this many later commits, so a
+/// read that probed tier 0 before the commit still finds it when it asks for a copy. Past
+/// that, the key is forgotten like any other.
+const FILLS_REMEMBERED: usize = 4096;
+
 #[derive(Debug)]
 struct KeyState {
-    generation: Generation,
+    /// The latest write, delete or invalidate of the key, or commit no longer remembered as
+    /// `filled`; for a key made again after being forgotten, the latest change of any forgotten
+    /// key (it may have been this one's).
+    changed: Generation,
+    /// The copy committed into tier 0 after `changed`, if one did and it is still remembered.
+    filled: Option<Fill>,
     /// The one copy of this key that may still commit (Copying, Flushing or Committing).
     live: Option<CopyId>,
     /// Mutations started and not yet ended.
@@ -432,10 +474,23 @@ struct KeyState {
     n_waiting: u32,
 }
 
+/// A copy that committed into tier 0.
+#[derive(Debug)]
+struct Fill {
+    copy: CopyId,
+    /// When it committed.
+    at: Generation,
+    /// The revision it put there.
+    etag: EntityTag,
+    size: u64,
+}
+
 #[derive(Debug)]
 struct Copy {
     key: ObjectKey,
+    /// The generation its request was checked against.
     generation: Generation,
+    etag: EntityTag,
     expected: u64,
     state: CopyState,
 }
@@ -454,7 +509,7 @@ enum CopyState {
 }
 
 impl Manager {
-    /// A manager with no copy and every key at its first generation.
+    /// A manager with no copy and nothing changed yet.
     pub fn new(config: Config) -> Manager {
         Manager {
             config,
@@ -464,6 +519,7 @@ impl Manager {
             next_copy: 0,
             clock: 0,
             forgotten: 0,
+            fills: VecDeque::new(),
             counters: Counters::default(),
             outputs: VecDeque::new(),
         }
@@ -494,9 +550,13 @@ impl Manager {
         self.outputs.pop_front()
     }
 
-    /// The current generation of `key`; a read takes it before opening any tier.
+    /// The current generation of `key`: every change of it so far, and every copy of it
+    /// committed so far, is at or before it. A read takes it before opening any tier.
     pub fn generation(&self, key: &ObjectKey) -> Generation {
-        self.keys.get(key).map_or(Generation(self.forgotten), |state| state.generation)
+        // The manager's clock serves every key: it is never older than the key's own history,
+        // and a change of some other key after it makes no copy of this one look stale.
+        let _ = key;
+        Generation(self.clock)
     }
 
     /// The counters so far.
@@ -537,7 +597,7 @@ impl Manager {
     ) {
         let refusal = match self.phase {
             Phase::Draining | Phase::Stopped => Some(Refusal::ShuttingDown),
-            Phase::Running => self.refusal(&key, seen),
+            Phase::Running => self.refusal(&key, seen, &meta),
         };
         if let Some(why) = refusal {
             if why.is_deduplicated() {
@@ -550,19 +610,14 @@ impl Manager {
         }
         let copy = CopyId(self.next_copy);
         self.next_copy += 1;
-        let generation = self.generation(&key);
-        let state = self.keys.entry(key.clone()).or_insert(KeyState {
-            generation,
-            live: None,
-            n_mutating: 0,
-            n_waiting: 0,
-        });
+        let state = self.key_state(&key);
         state.live = Some(copy);
         self.copies.insert(
             copy,
             Copy {
                 key: key.clone(),
-                generation,
+                generation: seen,
+                etag: meta.etag.clone(),
                 expected: meta.size,
                 state: CopyState::Copying { read: 0, written: 0 },
             },
@@ -571,17 +626,35 @@ impl Manager {
         self.outputs.push_back(Output::StartCopy { copy, key, from, meta, mode });
     }
 
-    fn refusal(&self, key: &ObjectKey, seen: Generation) -> Option<Refusal> {
-        if let Some(state) = self.keys.get(key) {
-            if state.n_mutating > 0 {
-                return Some(Refusal::KeyChanging);
+    fn refusal(&self, key: &ObjectKey, seen: Generation, meta: &ObjectMeta) -> Option<Refusal> {
+        match self.keys.get(key) {
+            Some(state) => {
+                if state.n_mutating > 0 {
+                    return Some(Refusal::KeyChanging);
+                }
+                if let Some(copy) = state.live {
+                    return Some(Refusal::Deduplicated { copy });
+                }
+                if seen < state.changed {
+                    return Some(Refusal::Superseded);
+                }
+                // Tier 0 got a copy after this read probed it: another would read the whole
+                // object from the deeper tier again. Of the same revision, this read's copy is
+                // done; of another, which one is newer is unknown, so tier 0 keeps what it has.
+                if let Some(fill) = &state.filled
+                    && seen < fill.at
+                {
+                    let same = fill.etag == meta.etag && fill.size == meta.size;
+                    return Some(if same {
+                        Refusal::Deduplicated { copy: fill.copy }
+                    } else {
+                        Refusal::Superseded
+                    });
+                }
             }
-            if let Some(copy) = state.live {
-                return Some(Refusal::Deduplicated { copy });
-            }
-        }
-        if self.generation(key) != seen {
-            return Some(Refusal::Superseded);
+            // Whatever happened to a forgotten key happened at or before `forgotten`.
+            None if seen.0 < self.forgotten => return Some(Refusal::Superseded),
+            None => {}
         }
         if self.copies.len() >= self.config.max_in_flight {
             return Some(Refusal::TooManyInFlight);
@@ -678,6 +751,7 @@ impl Manager {
             CopyState::Committing => {
                 if committed {
                     self.counters.committed += 1;
+                    self.remember_fill(copy);
                 } else {
                     self.counters.discarded[DiscardReason::WriterFailed.index()] += 1;
                 }
@@ -694,13 +768,9 @@ impl Manager {
     fn on_mutation_started(&mut self, key: ObjectKey) {
         self.clock += 1;
         let generation = Generation(self.clock);
-        let state = self.keys.entry(key.clone()).or_insert(KeyState {
-            generation,
-            live: None,
-            n_mutating: 0,
-            n_waiting: 0,
-        });
-        state.generation = generation;
+        let state = self.key_state(&key);
+        state.changed = generation;
+        state.filled = None;
         state.n_mutating += 1;
         let live = state.live;
         let mut committing = false;
@@ -730,7 +800,8 @@ impl Manager {
             self.forgotten = self.forgotten.max(generation.0);
             return;
         };
-        state.generation = generation;
+        state.changed = generation;
+        state.filled = None;
         state.n_mutating = state.n_mutating.saturating_sub(1);
         self.forget_if_idle(&key);
     }
@@ -784,7 +855,8 @@ impl Manager {
             return;
         }
         // The last line of defence: cancellation should already have caught both.
-        if self.generation(&found.key) != found.generation {
+        let changed = self.keys.get(&found.key).map(|state| state.changed);
+        if changed.is_none_or(|changed| changed > found.generation) {
             return self.discard(copy, DiscardReason::Superseded);
         }
         match self.phase {
@@ -838,12 +910,52 @@ impl Manager {
         }
     }
 
-    fn forget_if_idle(&mut self, key: &ObjectKey) {
-        let Some(state) = self.keys.get(key) else { return };
-        if state.live.is_some() || state.n_mutating > 0 {
+    /// The entry of `key`, made if it was forgotten: it may have changed as late as the latest
+    /// change of any forgotten key.
+    fn key_state(&mut self, key: &ObjectKey) -> &mut KeyState {
+        let forgotten = Generation(self.forgotten);
+        self.keys.entry(key.clone()).or_insert(KeyState {
+            changed: forgotten,
+            filled: None,
+            live: None,
+            n_mutating: 0,
+            n_waiting: 0,
+        })
+    }
+
+    /// Notes that `copy`, committing, is now in tier 0: a commit is a change of its key, after
+    /// which a request from a read that probed tier 0 before it is refused.
+    fn remember_fill(&mut self, copy: CopyId) {
+        self.clock += 1;
+        let at = Generation(self.clock);
+        let found = &self.copies[&copy];
+        let key = found.key.clone();
+        let fill = Fill { copy, at, etag: found.etag.clone(), size: found.expected };
+        let state = self.keys.get_mut(&key).expect("a committing copy holds its key");
+        if state.n_mutating > 0 {
+            // A mutation waits for this commit and will replace what it put in tier 0: every
+            // request meanwhile is refused as `KeyChanging`, every later one predates its end.
             return;
         }
-        self.forgotten = self.forgotten.max(state.generation.0);
+        state.filled = Some(fill);
+        self.fills.push_back((key, copy));
+        while self.fills.len() > FILLS_REMEMBERED {
+            let (key, copy) = self.fills.pop_front().expect("longer than the bound");
+            let Some(state) = self.keys.get_mut(&key) else { continue };
+            if let Some(fill) = state.filled.take_if(|fill| fill.copy == copy) {
+                // Kept as a change: a read from before it is refused, only without a name.
+                state.changed = state.changed.max(fill.at);
+                self.forget_if_idle(&key);
+            }
+        }
+    }
+
+    fn forget_if_idle(&mut self, key: &ObjectKey) {
+        let Some(state) = self.keys.get(key) else { return };
+        if state.live.is_some() || state.n_mutating > 0 || state.filled.is_some() {
+            return;
+        }
+        self.forgotten = self.forgotten.max(state.changed.0);
         self.keys.remove(key);
     }
 
@@ -870,9 +982,13 @@ mod tests {
     }
 
     fn meta(size: u64) -> ObjectMeta {
+        revision("v1", size)
+    }
+
+    fn revision(etag: &str, size: u64) -> ObjectMeta {
         ObjectMeta {
             size,
-            etag: EntityTag::strong("v1").expect("valid"),
+            etag: EntityTag::strong(etag).expect("valid"),
             last_modified: Timestamp::from_secs(1_700_000_000),
             headers: Vec::new(),
             expires: None,
@@ -904,13 +1020,24 @@ mod tests {
 
         fn request(&mut self, name: &str, size: u64) -> &mut Script {
             let seen = self.manager.generation(&key(name));
+            self.ask(name, seen, meta(size))
+        }
+
+        /// A request from a read that looked up `seen` earlier.
+        fn ask(&mut self, name: &str, seen: Generation, meta: ObjectMeta) -> &mut Script {
             self.feed(Input::CopyRequested {
                 key: key(name),
                 seen,
                 from: TierIdx::new(1),
-                meta: meta(size),
-                mode: Mode::Tee,
+                meta,
+                mode: Mode::Background,
             })
+        }
+
+        /// Copies all `size` bytes of copy `n` and commits it.
+        fn fill(&mut self, n: u64, size: u64) -> &mut Script {
+            self.copy(n, size).feed(Input::SourceEnded { copy: CopyId(n) });
+            self.feed(Input::CommitFinished { copy: CopyId(n), committed: true })
         }
 
         fn copy(&mut self, n: u64, bytes: u64) -> &mut Script {
@@ -1094,6 +1221,139 @@ mod tests {
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: false });
         assert_eq!(s.manager.counters().discarded(DiscardReason::WriterFailed), 1);
         assert_eq!(s.manager.counters().committed, 0);
+    }
+
+    #[test]
+    fn a_read_that_probed_before_a_commit_of_the_same_revision_gets_no_second_copy() {
+        let mut s = Script::new();
+        // Two cold reads look up the generation and miss tier 0 before either asks for a copy.
+        let first = s.manager.generation(&key("a"));
+        let second = s.manager.generation(&key("a"));
+        s.ask("a", first, meta(10)).fill(0, 10);
+        s.ask("a", second, meta(10));
+        // A read that began after the commit saw it in tier 0; if tier 0 lost it since, it may
+        // copy again.
+        let third = s.manager.generation(&key("a"));
+        s.ask("a", third, meta(10));
+        s.expect(&[
+            "StartCopy(0)",
+            "Commit(0)",
+            "Refuse(Deduplicated { copy: CopyId(0) })",
+            "StartCopy(1)",
+        ]);
+        let counters = s.manager.counters();
+        assert_eq!((counters.started, counters.deduped, counters.skipped), (2, 1, 0));
+    }
+
+    #[test]
+    fn a_commit_of_another_revision_after_the_probe_supersedes_the_request() {
+        let mut s = Script::new();
+        let first = s.manager.generation(&key("a"));
+        let second = s.manager.generation(&key("a"));
+        s.ask("a", first, revision("v1", 10)).fill(0, 10);
+        s.ask("a", second, revision("v2", 10));
+        s.ask("a", second, revision("v1", 11));
+        s.expect(&["StartCopy(0)", "Commit(0)", "Refuse(Superseded)", "Refuse(Superseded)"]);
+    }
+
+    #[test]
+    fn a_refused_commit_leaves_the_racing_read_free_to_copy() {
+        let mut s = Script::new();
+        let first = s.manager.generation(&key("a"));
+        let second = s.manager.generation(&key("a"));
+        s.ask("a", first, meta(4)).copy(0, 4).feed(Input::SourceEnded { copy: CopyId(0) });
+        s.feed(Input::CommitFinished { copy: CopyId(0), committed: false });
+        s.ask("a", second, meta(4));
+        s.expect(&["StartCopy(0)", "Commit(0)", "StartCopy(1)"]);
+    }
+
+    #[test]
+    fn a_mutation_after_a_commit_supersedes_reads_from_before_it() {
+        let mut s = Script::new();
+        let before = s.manager.generation(&key("a"));
+        s.ask("a", before, meta(4)).fill(0, 4);
+        let between = s.manager.generation(&key("a"));
+        s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Write });
+        s.feed(Input::MutationEnded { key: key("a"), kind: MutationKind::Write });
+        s.ask("a", before, meta(4)).ask("a", between, meta(4));
+        s.request("a", 4);
+        s.expect(&[
+            "StartCopy(0)",
+            "Commit(0)",
+            "ProceedWithMutation",
+            "Refuse(Superseded)",
+            "Refuse(Superseded)",
+            "StartCopy(1)",
+        ]);
+        // The mutation ended the key's memory of the commit, and the copy holds it now.
+        assert!(s.manager.keys[&key("a")].filled.is_none());
+    }
+
+    #[test]
+    fn a_commit_a_mutation_waited_for_is_not_remembered_as_a_fill() {
+        let mut s = Script::new();
+        let before = s.manager.generation(&key("a"));
+        s.ask("a", before, meta(4)).copy(0, 4).feed(Input::SourceEnded { copy: CopyId(0) });
+        s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Delete });
+        s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
+        s.ask("a", before, meta(4));
+        s.feed(Input::MutationEnded { key: key("a"), kind: MutationKind::Delete });
+        s.ask("a", before, meta(4));
+        s.expect(&[
+            "StartCopy(0)",
+            "Commit(0)",
+            "ProceedWithMutation",
+            "Refuse(KeyChanging)",
+            "Refuse(Superseded)",
+        ]);
+        assert!(s.manager.keys.is_empty());
+    }
+
+    #[test]
+    fn a_commit_is_remembered_for_a_bounded_number_of_later_commits() {
+        let mut s = Script {
+            manager: Manager::new(Config { max_in_flight: 1, max_backlog_bytes: 100 }),
+            transcript: Vec::new(),
+        };
+        let early = s.manager.generation(&key("first"));
+        s.ask("first", early, meta(1)).fill(0, 1);
+        for n in 1..=FILLS_REMEMBERED as u64 {
+            let name = format!("k{n}");
+            s.request(&name, 1).fill(n, 1);
+            if n == FILLS_REMEMBERED as u64 - 1 {
+                // Still remembered: the racing read is told which copy did its work.
+                s.transcript.clear();
+                s.ask("first", early, meta(1));
+                s.expect(&["Refuse(Deduplicated { copy: CopyId(0) })"]);
+            }
+        }
+        // Forgotten now, and the map holds no more than the bound; the racing read is still
+        // refused, only without naming the copy.
+        assert!(!s.manager.keys.contains_key(&key("first")));
+        assert_eq!(s.manager.keys.len(), FILLS_REMEMBERED);
+        assert_eq!(s.manager.fills.len(), FILLS_REMEMBERED);
+        s.transcript.clear();
+        s.ask("first", early, meta(1));
+        s.request("first", 1);
+        s.expect(&["Refuse(Superseded)", &format!("StartCopy({})", FILLS_REMEMBERED + 1)]);
+    }
+
+    #[test]
+    fn shutdown_refuses_a_read_that_raced_a_commit_as_shutting_down() {
+        let mut s = Script::new();
+        let seen = s.manager.generation(&key("a"));
+        s.ask("a", seen, meta(2)).fill(0, 2).feed(Input::ShutdownRequested);
+        s.ask("a", seen, meta(2));
+        s.expect(&["StartCopy(0)", "Commit(0)", "ShutdownComplete", "Refuse(ShuttingDown)"]);
+    }
+
+    #[test]
+    fn a_change_of_another_key_before_the_read_began_refuses_nothing() {
+        let mut s = Script::new();
+        s.feed(Input::MutationStarted { key: key("b"), kind: MutationKind::Write });
+        s.feed(Input::MutationEnded { key: key("b"), kind: MutationKind::Write });
+        s.request("a", 4);
+        s.expect(&["ProceedWithMutation", "StartCopy(0)"]);
     }
 
     #[test]

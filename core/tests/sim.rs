@@ -15,6 +15,10 @@
 //!   equals the host's;
 //! * nothing starts or commits after shutdown, `ShutdownComplete` comes once every copy is over
 //!   and a shutdown always completes;
+//! * no copy starts for a read that began before a copy of its key committed into tier 0,
+//!   unless a write, delete or invalidate came between (tier 0 already got a copy after the read
+//!   probed it: asking again would read the whole object upstream twice), and a request refused
+//!   as deduplicated names the copy in flight or the copy of that very revision that committed;
 //! * a full read from tier i > 0 that reached EOF with its copy started, every byte written and
 //!   no competing write leaves tier 0 holding exactly that version;
 //! * every served plan's Content-Range, Content-Length and ETag match the version whose bytes
@@ -80,12 +84,13 @@ fn simulation_holds_every_invariant() {
     );
     eprintln!(
         "sim: {} multipart, {} passed over, {} from deeper tiers, {} teed commits, \
-         {} mutations waited for a commit",
+         {} mutations waited for a commit, {} requests deduplicated by a committed copy",
         totals.multipart,
         totals.not_definitive,
         totals.served_from_deeper,
         totals.tee_commits,
-        totals.waited
+        totals.waited,
+        totals.deduped_by_commit,
     );
     eprintln!("sim: discarded by reason {:?}", totals.discarded_by);
     eprintln!("sim: refused by reason {:?}", totals.refused_by);
@@ -100,6 +105,7 @@ fn simulation_holds_every_invariant() {
         assert!(totals.not_definitive > 0, "no tier was ever passed over for its validators");
         assert!(totals.tee_commits > 0, "no teed full read ever filled tier 0");
         assert!(totals.waited > 0, "no mutation ever waited for a commit");
+        assert!(totals.deduped_by_commit > 0, "no request ever met a copy that had committed");
     }
 }
 
@@ -137,6 +143,7 @@ struct Totals {
     drain_steps: u64,
     waited: u64,
     tee_commits: u64,
+    deduped_by_commit: u64,
 }
 
 impl Totals {
@@ -166,6 +173,7 @@ impl Totals {
         self.drain_steps += sim.stats.drain_steps;
         self.waited += sim.stats.waited;
         self.tee_commits += sim.stats.tee_commits;
+        self.deduped_by_commit += sim.stats.deduped_by_commit;
     }
 }
 
@@ -244,8 +252,18 @@ struct ReadActor {
     tee: Option<CopyId>,
     seen: Generation,
     marks: Marks,
+    /// `fills[key].count` when the read began.
+    fills_seen: u64,
     finished: bool,
     abandoned: bool,
+}
+
+/// The copies of a key that committed into tier 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Fills {
+    count: u64,
+    /// The last one and the version it put into tier 0.
+    last: Option<(CopyId, Version)>,
 }
 
 /// What the model knew of a key's mutations when a read began.
@@ -298,6 +316,8 @@ struct Stats {
     waited: u64,
     /// Teed full reads whose commit left tier 0 holding their version.
     tee_commits: u64,
+    /// Requests refused as deduplicated by a copy that had already committed.
+    deduped_by_commit: u64,
     served: u64,
     served_from_deeper: u64,
     multipart: u64,
@@ -316,6 +336,7 @@ struct Sim {
     tiers: Vec<Vec<Option<Version>>>,
     next_version: u64,
     marks: Vec<Marks>,
+    fills: Vec<Fills>,
     manager: backfill::Manager,
     reads: Vec<ReadActor>,
     copies: BTreeMap<CopyId, CopyActor>,
@@ -358,6 +379,7 @@ impl Sim {
             tiers: vec![vec![None; N_KEYS]; n_tiers],
             next_version: 1,
             marks: vec![Marks { started: 0, ended: 0, applied: 0 }; N_KEYS],
+            fills: vec![Fills::default(); N_KEYS],
             manager: backfill::Manager::new(backfill::Config {
                 max_in_flight: MAX_IN_FLIGHT,
                 max_backlog_bytes: BACKLOG_BOUND,
@@ -373,6 +395,7 @@ impl Sim {
                 refused: BTreeMap::new(),
                 waited: 0,
                 tee_commits: 0,
+                deduped_by_commit: 0,
                 served: 0,
                 served_from_deeper: 0,
                 multipart: 0,
@@ -514,6 +537,7 @@ impl Sim {
             tee: None,
             seen,
             marks: self.marks[key],
+            fills_seen: self.fills[key].count,
             finished: false,
             abandoned: false,
         });
@@ -645,6 +669,7 @@ impl Sim {
                             self.fail("Refuse names another key");
                         }
                         self.note(format!("read k{key} copy refused: {why:?}"));
+                        self.check_refusal(idx, why);
                         let label =
                             format!("{why:?}").split([' ', '{']).next().unwrap_or("").to_owned();
                         *self.stats.refused.entry(label).or_default() += 1;
@@ -973,6 +998,15 @@ impl Sim {
         if held.version.etag() != meta.etag {
             self.fail("a copy of another version than the one held");
         }
+        // Tier 0 got a copy after this read probed it and nothing changed the key since:
+        // another copy would read the whole object from the deeper tier a second time.
+        let fills = self.fills[key];
+        if fills.count != self.reads[idx].fills_seen && self.marks[key] == self.reads[idx].marks {
+            self.fail(&format!(
+                "{copy} of k{key} v{} started after {:?} committed since the read began",
+                held.version.id, fills.last
+            ));
+        }
         self.note(format!(
             "copy {copy} of k{key} v{} from {} {mode:?}",
             held.version.id,
@@ -1098,6 +1132,8 @@ impl Sim {
         let committed = self.rng.u8(0..40) != 0;
         if committed {
             self.tiers[0][key] = Some(actor.version);
+            self.fills[key].count += 1;
+            self.fills[key].last = Some((copy, actor.version));
         }
         let (version, mode) = (actor.version, actor.mode);
         self.note(format!("{copy} commit landed: {committed}"));
@@ -1252,6 +1288,30 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// A deduplicated refusal names the copy of the key that may still commit, or the copy of
+    /// the very version requested that committed last, after the read began.
+    fn check_refusal(&mut self, idx: usize, why: backfill::Refusal) {
+        let backfill::Refusal::Deduplicated { copy } = why else { return };
+        let key = self.reads[idx].key;
+        let in_flight = self
+            .copies
+            .get(&copy)
+            .is_some_and(|actor| actor.key == key && actor.phase != CopyPhase::Cancelled);
+        if in_flight {
+            return;
+        }
+        let held = self.reads[idx].held.expect("a copy is requested with the body held");
+        let fills = self.fills[key];
+        if fills.last != Some((copy, held.version)) || fills.count == self.reads[idx].fills_seen {
+            self.fail(&format!(
+                "k{key} v{} deduplicated by {copy}, neither in flight nor its commit since the \
+                 read began (last commit {:?})",
+                held.version.id, fills.last
+            ));
+        }
+        self.stats.deduped_by_commit += 1;
     }
 
     fn decide_commit(&mut self, copy: CopyId) {
