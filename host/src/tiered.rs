@@ -10,7 +10,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -127,15 +126,7 @@ pub struct Tiered {
     /// unrelated keys from waiting on each other).
     commit_locks: Vec<tokio::sync::Mutex<()>>,
     lock_hasher: std::collections::hash_map::RandomState,
-    /// Adapter, see [`Tiered::filled_since`]: counts copies committed into tier 0.
-    fill_epoch: AtomicU64,
-    /// Adapter: per key, the epoch, revision and copy of the last copy committed into tier 0.
-    filled: Mutex<HashMap<ObjectKey, (u64, EntityTag, CopyId)>>,
 }
-
-/// Most keys remembered by the fill adapter; past it the memory is dropped, which only costs a
-/// redundant copy for reads already under way.
-const MAX_FILLED_KEYS: usize = 4096;
 
 impl Tiered {
     /// A driver over `slots`, nearest first.
@@ -160,8 +151,6 @@ impl Tiered {
             drained: Notify::new(),
             commit_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             lock_hasher: std::collections::hash_map::RandomState::new(),
-            fill_epoch: AtomicU64::new(0),
-            filled: Mutex::new(HashMap::new()),
         }
     }
 
@@ -662,7 +651,6 @@ impl Tiered {
                             self.metrics.tier_write(tier0.tier.name(), result);
                             if committed {
                                 self.metrics.backfill_bytes.inc_by(job.meta.size);
-                                self.record_fill(&job.key, &job.meta.etag, copy);
                             }
                             self.handle(backfill::Input::CommitFinished { copy, committed });
                         }
@@ -815,7 +803,6 @@ impl Tiered {
         // key changes meanwhile.
         let seen =
             self.backfills.lock().unwrap_or_else(PoisonError::into_inner).manager.generation(key);
-        let read_epoch = self.fill_epoch.load(Ordering::SeqCst);
         let names = self.names();
         let mut machine = read::Machine::new(req.clone(), &names, RangeLimits::default());
         let mut held: Option<ByteStream> = None;
@@ -838,12 +825,6 @@ impl Tiered {
                 }
                 read::Output::DropBody { .. } => held = None,
                 read::Output::RequestCopy { from, meta, mode } => {
-                    if let Some(copy) = self.filled_since(key, &meta.etag, read_epoch) {
-                        self.metrics.backfill("deduped");
-                        let why = Refusal::Deduplicated { copy };
-                        machine.handle_input(read::Input::CopyRefused { why });
-                        continue;
-                    }
                     let turn = self.handle(backfill::Input::CopyRequested {
                         key: key.clone(),
                         seen,
@@ -924,26 +905,6 @@ impl Tiered {
                 read::Input::TierFailed { tier }
             }
         }
-    }
-
-    // ADAPTER, pending the core: the backfill manager dedupes copies in flight, but a read that
-    // probed tier 0 just before a copy of the same revision committed asks for a second copy
-    // (seen under load with 50 concurrent cold reads). Until `backfill::Manager` refuses a copy
-    // of a revision committed after the read's `seen` generation, the host refuses it here.
-    fn record_fill(&self, key: &ObjectKey, etag: &EntityTag, copy: CopyId) {
-        let epoch = self.fill_epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut filled = self.filled.lock().unwrap_or_else(PoisonError::into_inner);
-        if filled.len() >= MAX_FILLED_KEYS {
-            filled.clear();
-        }
-        filled.insert(key.clone(), (epoch, etag.clone(), copy));
-    }
-
-    /// The copy that put revision `etag` of `key` into tier 0 after `read_epoch`, if any.
-    fn filled_since(&self, key: &ObjectKey, etag: &EntityTag, read_epoch: u64) -> Option<CopyId> {
-        let filled = self.filled.lock().unwrap_or_else(PoisonError::into_inner);
-        let (epoch, filled_etag, copy) = filled.get(key)?;
-        (*epoch > read_epoch && filled_etag.strong_eq(etag)).then_some(*copy)
     }
 
     /// Opens one tier and turns its answer into the machine's input, keeping the body.
