@@ -54,7 +54,8 @@
 //! entity-tag changed its plan (it holds another revision than the one named; a date or a weak
 //! tag names none, so it never sends the read deeper): deeper tiers are then asked for the
 //! named revision with the same conditions. The first such answer is kept as the fallback. When the walk is
-//! over without a definitive answer:
+//! over without a definitive answer ([`is_definitive`] decides, for hosts that walk tiers
+//! without this machine too):
 //!
 //! * a fallback whose plan sends the object (If-Range: the whole current object with 200)
 //!   stands, even if a tier failed: that answer is right whatever the failed tier held;
@@ -85,7 +86,8 @@
 //! A GET whose plan sends bytes from tier `i > 0` asks for a copy into tier 0 before it is
 //! served: [`Output::RequestCopy`] with [`backfill::Mode::Tee`] when the whole object is sent
 //! (the response stream is teed), else [`backfill::Mode::Background`] (a fragment is never
-//! stored as the object). HEAD, 304, 412 and 416 read no bytes and copy nothing. The host asks
+//! stored as the object). HEAD, 304, 412 and 416 read no bytes and copy nothing. [`copy_mode`]
+//! decides, for hosts that walk tiers without this machine too. The host asks
 //! the [`backfill::Manager`] and reports its answer, which decides `stored` in `Cache-Status`.
 
 use std::collections::VecDeque;
@@ -702,39 +704,12 @@ impl Machine {
         conditional::plan_response(&self.request.headers(), meta, &self.limits)
     }
 
-    /// False when the tier's revision fails the request's validators: 412, or an If-Range
-    /// that turned what would have been a range answer into the whole object.
     fn is_definitive(&self, answer: &Candidate) -> bool {
-        if answer.plan.status == StatusCode::PRECONDITION_FAILED {
-            return false;
-        }
-        // Only a strong entity-tag names a revision another tier might hold; a date never
-        // holds (Last-Modified is weak, `ObjectMeta::is_last_modified_strong`) and neither does
-        // a weak tag, so those get the whole object from the first tier without a deeper look.
-        let names_revision = self
-            .request
-            .if_range
-            .as_deref()
-            .and_then(EntityTag::parse)
-            .is_some_and(|tag| tag.is_strong());
-        if !names_revision || self.request.range.is_none() {
-            return true;
-        }
-        let mut without = self.request.headers();
-        without.if_range = None;
-        let plan = conditional::plan_response(&without, &answer.meta, &self.limits);
-        plan.status == answer.plan.status
+        is_definitive(&self.request.headers(), &answer.meta, &answer.plan, &self.limits)
     }
 
     fn copy_mode(&self, answer: &Candidate) -> Option<backfill::Mode> {
-        if answer.tier.0 == 0 || self.request.method != Method::GET {
-            return None;
-        }
-        match answer.plan.body {
-            Body::None => None,
-            Body::Full => Some(backfill::Mode::Tee),
-            Body::Window(_) | Body::Multipart { .. } => Some(backfill::Mode::Background),
-        }
+        copy_mode(&self.request.method, answer.tier, &answer.plan.body)
     }
 
     /// The members as they stand, each forwarding member with the `fwd-status` its forwarded
@@ -760,6 +735,51 @@ impl Machine {
             };
         }
         CacheStatus { members }
+    }
+}
+
+/// Whether `plan`, made by [`conditional::plan_response`] for `request` against the revision
+/// `meta` a tier holds, is that tier's final answer (SPEC §4). It is not when the revision
+/// fails the request's validators: the plan is 412 (If-Match or If-Unmodified-Since), or an
+/// If-Range holding a strong entity-tag turned what would have been a range answer into the
+/// whole object. A deeper tier is then asked for the named revision, and the answer stands only
+/// when none has it.
+///
+/// Only a strong entity-tag names a revision another tier might hold: a date never holds
+/// (Last-Modified is weak, `ObjectMeta::is_last_modified_strong`) and neither does a weak tag,
+/// so those get the whole object from the first tier without a deeper look.
+pub fn is_definitive(
+    request: &RequestHeaders<'_>,
+    meta: &ObjectMeta,
+    plan: &ResponsePlan,
+    limits: &RangeLimits,
+) -> bool {
+    if plan.status == StatusCode::PRECONDITION_FAILED {
+        return false;
+    }
+    let names_revision =
+        request.if_range.and_then(EntityTag::parse).is_some_and(|tag| tag.is_strong());
+    if !names_revision || request.range.is_none() {
+        return true;
+    }
+    let mut without = request.clone();
+    without.if_range = None;
+    conditional::plan_response(&without, meta, limits).status == plan.status
+}
+
+/// How a read copies into tier 0 the revision it serves from tier `from` with a plan whose
+/// body is `body` (SPEC §4): [`backfill::Mode::Tee`] when a GET sends the whole object (the
+/// response stream is teed), [`backfill::Mode::Background`] when it sends a range or parts (a
+/// fragment is never stored as the object), and no copy at all from tier 0 itself, for HEAD, or
+/// for an answer without a body (304, 412, 416).
+pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill::Mode> {
+    if from.0 == 0 || *method != Method::GET {
+        return None;
+    }
+    match body {
+        Body::None => None,
+        Body::Full => Some(backfill::Mode::Tee),
+        Body::Window(_) | Body::Multipart { .. } => Some(backfill::Mode::Background),
     }
 }
 
@@ -1185,6 +1205,35 @@ mod tests {
             "Serve(200, opened 0; memory; hit)",
             "DropBody(0)",
         ]);
+    }
+
+    #[test]
+    fn copy_mode_tees_a_whole_get_and_copies_fragments_in_the_background() {
+        let window = Body::Window(Window::new(0, 4).expect("non-empty"));
+        assert_eq!(copy_mode(&Method::GET, tier(1), &Body::Full), Some(backfill::Mode::Tee));
+        assert_eq!(copy_mode(&Method::GET, tier(1), &window), Some(backfill::Mode::Background));
+        assert_eq!(copy_mode(&Method::GET, tier(0), &Body::Full), None);
+        assert_eq!(copy_mode(&Method::HEAD, tier(1), &Body::Full), None);
+        assert_eq!(copy_mode(&Method::GET, tier(1), &Body::None), None);
+    }
+
+    #[test]
+    fn is_definitive_only_when_the_revision_satisfies_the_validators() {
+        let limits = RangeLimits::default();
+        let check = |request: &Request, etag: &str| {
+            let meta = meta(etag, 10);
+            let plan = conditional::plan_response(&request.headers(), &meta, &limits);
+            is_definitive(&request.headers(), &meta, &plan, &limits)
+        };
+        let if_range = Request { if_range: Some("\"old\"".into()), ..ranged("bytes=0-3") };
+        assert!(check(&if_range, "old"));
+        assert!(!check(&if_range, "new"));
+        let weak = Request { if_range: Some("W/\"old\"".into()), ..ranged("bytes=0-3") };
+        assert!(check(&weak, "new"));
+        let if_match = Request { if_match: Some("\"old\"".into()), ..get() };
+        assert!(check(&if_match, "old"));
+        assert!(!check(&if_match, "new"));
+        assert!(check(&get(), "new"));
     }
 
     fn first_copy() -> backfill::CopyId {
