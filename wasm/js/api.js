@@ -4,13 +4,16 @@
 // wasm as plain strings and numbers, and each answer comes back as one string of fields
 // separated by NUL (wasm/src/plan.rs describes the layouts), because building the result
 // object field by field from Rust costs a boundary crossing and a UTF-8 decode per name and
-// value, which is ten times the cost of the plan itself.
+// value, which is ten times the cost of the plan itself. planResponse, the call made for every
+// request, goes further: its input is encoded straight into a buffer in wasm memory and its
+// answer read from there as numbers and one short text, so the call allocates nothing at the
+// boundary and decodes only what the plan did not echo from the object.
 
 const SEP = "\0";
 
-// Names the wire sends as a code (see KNOWN_NAMES in wasm/src/plan.rs, same order): constant
+// Strings the wire sends as a code (see KNOWN in wasm/src/plan.rs, same order): constant
 // strings make the headers object as cheap to build as a literal.
-const KNOWN_NAMES = [
+const KNOWN = [
   "accept-ranges",
   "content-length",
   "content-range",
@@ -19,11 +22,36 @@ const KNOWN_NAMES = [
   "last-modified",
   "cache-control",
   "expires",
+  "bytes",
 ];
 
 /** The public functions, bound to the raw exports `raw` of an instantiated glue. */
 export function bind(raw) {
-  function planResponse(request, object) {
+  // The module's memory and the buffers planRaw shares with this file (wasm/src/lib.rs): views
+  // are made again when the memory grew, which detaches the old ones. Taken on first use, since
+  // the web glue is initialised after bind().
+  let memory = null;
+  let bytes = null;
+  let nums = null;
+  let input = null;
+  let inputPtr = 0;
+  let inputCap = 0;
+  let inputSize = 0;
+  // The object's strings as encoded, which an answer refers to instead of sending them back:
+  // entity-tag, date, then each stored name and value.
+  const refs = [];
+
+  function views() {
+    if (memory === null) memory = raw.memoryRaw();
+    if (bytes === null || bytes.byteLength === 0) {
+      bytes = new Uint8Array(memory.buffer);
+      nums = new Float64Array(memory.buffer);
+      input = bytes.subarray(inputPtr, inputPtr + inputCap);
+    }
+  }
+
+  /** Checks `request` and `object` and encodes them into the input buffer; returns the length. */
+  function encodeInput(request, object) {
     checkObject(request, "request");
     const { method } = request;
     if (method === undefined || method === null) {
@@ -40,6 +68,17 @@ export function bind(raw) {
           throw new TypeError(`request.headers[${JSON.stringify(name)}] must be a string, got ${describe(value)}`);
         }
         // Names are matched case-insensitively; a repeated field is joined (RFC 9110 §5.3).
+        // Only names of the six lengths below can matter.
+        switch (name.length) {
+          case 5:
+          case 8:
+          case 13:
+          case 17:
+          case 19:
+            break;
+          default:
+            continue;
+        }
         switch (name.toLowerCase()) {
           case "if-match":
             ifMatch = join(ifMatch, value);
@@ -63,11 +102,13 @@ export function bind(raw) {
       }
     }
     checkObject(object, "object");
-    const size = checkSize(object.size, "object.size");
+    inputSize = checkSize(object.size, "object.size");
     const etag = optionalString(object.etag, "object.etag");
     const lastModified = optionalString(object.lastModified, "object.lastModified");
-    const stored = encodeFields(object.headers, "object.headers");
-    const input =
+    refs.length = 0;
+    refs.push(etag, lastModified);
+    const stored = encodeFields(object.headers, "object.headers", refs);
+    const text =
       method +
       field(ifMatch) +
       field(ifNoneMatch) +
@@ -79,8 +120,75 @@ export function bind(raw) {
       field(lastModified) +
       SEP +
       stored;
-    const wire = raw.planRaw(encode(input), size);
-    return decodePlan(wire);
+    // Three bytes per UTF-16 unit is the most UTF-8 can take.
+    const need = text.length * 3;
+    if (need > inputCap) {
+      inputCap = Math.max(need, 1024);
+      inputPtr = raw.inputBuffer(inputCap);
+      bytes = null;
+    }
+    views();
+    return encoder.encodeInto(text, input).written;
+  }
+
+  function planResponse(request, object) {
+    const len = encodeInput(request, object);
+    const at = raw.planRaw(len, inputSize) / 8;
+    views();
+    const n = nums;
+    const textLen = n[at + 1];
+    const text = textLen === 0 ? "" : decoder.decode(bytes.subarray(n[at], n[at] + textLen));
+    // A string of the answer: a slice of `text`, a constant, or one of the object's own.
+    const str = (a, b) => (a >= 0 ? text.slice(a, a + b) : a === -1 ? KNOWN[b] : refs[b]);
+    const status = n[at + 2];
+    const headers = {};
+    let i = at + 4;
+    for (let count = n[at + 3]; count > 0; count--, i += 4) {
+      headers[str(n[i], n[i + 1])] = str(n[i + 2], n[i + 3]);
+    }
+    let body;
+    switch (n[i]) {
+      case 0:
+        body = { kind: "none" };
+        break;
+      case 1:
+        body = { kind: "full" };
+        break;
+      case 2:
+        body = { kind: "range", start: n[i + 1], end: n[i + 2] };
+        break;
+      case 3: {
+        const boundary = str(n[i + 1], n[i + 2]);
+        const closing = str(n[i + 3], n[i + 4]);
+        const parts = [];
+        i += 6;
+        for (let count = n[i - 1]; count > 0; count--, i += 4) {
+          const head = str(n[i + 2], n[i + 3]);
+          parts.push({ start: n[i], end: n[i + 1], headers: partFields(head), head });
+        }
+        body = { kind: "multipart", boundary, parts, closing };
+        break;
+      }
+      default:
+        throw new Error(`rangecache-wasm: unknown body kind ${n[i]}`);
+    }
+    return { status, headers, body };
+  }
+
+  function isDefinitive(request, object) {
+    const len = encodeInput(request, object);
+    return raw.definitiveRaw(len, inputSize);
+  }
+
+  function copyMode(method, from, body) {
+    checkString(method, "method");
+    checkSize(from, "from");
+    checkObject(body, "body");
+    const kind = BODY_KINDS.indexOf(body.kind);
+    if (kind < 0) {
+      throw new TypeError(`body.kind must be "none", "full", "range" or "multipart", got ${JSON.stringify(body.kind)}`);
+    }
+    return COPY_MODES[raw.copyModeRaw(method, from, kind)];
   }
 
   function resolveRange(rangeHeader, size) {
@@ -251,8 +359,20 @@ export function bind(raw) {
     }
   }
 
-  return { planResponse, resolveRange, objectKey, describeObject, BackfillManager, Seen: raw.Seen };
+  return {
+    planResponse,
+    resolveRange,
+    isDefinitive,
+    copyMode,
+    objectKey,
+    describeObject,
+    BackfillManager,
+    Seen: raw.Seen,
+  };
 }
+
+const BODY_KINDS = ["none", "full", "range", "multipart"];
+const COPY_MODES = [null, "tee", "background"];
 
 const MUTATION_KINDS = ["write", "delete", "invalidate"];
 
@@ -291,15 +411,7 @@ function decodeAction(wire) {
 }
 
 const encoder = new TextEncoder();
-let buffer = new Uint8Array(1024);
-
-/** `text` as UTF-8 in a buffer reused across calls (the glue copies it into wasm memory). */
-function encode(text) {
-  // Three bytes per UTF-16 unit is the most UTF-8 can take.
-  if (buffer.length < text.length * 3) buffer = new Uint8Array(text.length * 3);
-  const { written } = encoder.encodeInto(text, buffer);
-  return buffer.subarray(0, written);
-}
+const decoder = new TextDecoder();
 
 /** Reads a wire string field by field (faster than `split`, which copies them all at once). */
 class Fields {
@@ -317,12 +429,12 @@ class Fields {
   number() {
     return Number(this.next());
   }
-  /** A field name: one of KNOWN_NAMES when sent as U+0001 and a letter, else as sent. */
+  /** A field name: one of KNOWN when sent as U+0001 and a letter, else as sent. */
   name() {
     const { wire, at } = this;
     if (wire.charCodeAt(at) === 1) {
       this.at = at + 3;
-      return KNOWN_NAMES[wire.charCodeAt(at + 1) - 97];
+      return KNOWN[wire.charCodeAt(at + 1) - 97];
     }
     return this.next();
   }
@@ -338,39 +450,6 @@ class Fields {
   }
 }
 
-function decodePlan(wire) {
-  const fields = new Fields(wire);
-  const status = fields.number();
-  const headers = fields.fields();
-  const kind = fields.next();
-  let body;
-  switch (kind) {
-    case "none":
-    case "full":
-      body = { kind };
-      break;
-    case "range":
-      body = { kind, start: fields.number(), end: fields.number() };
-      break;
-    case "multipart": {
-      const boundary = fields.next();
-      const closing = fields.next();
-      const parts = [];
-      for (let n = fields.number(); n > 0; n--) {
-        const start = fields.number();
-        const end = fields.number();
-        const head = fields.next();
-        parts.push({ start, end, headers: partFields(head), head });
-      }
-      body = { kind, boundary, parts, closing };
-      break;
-    }
-    default:
-      throw new Error(`rangecache-wasm: unknown body kind ${JSON.stringify(kind)}`);
-  }
-  return { status, headers, body };
-}
-
 /** The fields of a part's head (`--boundary` line, then `Name: value` lines), names lower-cased. */
 function partFields(head) {
   const out = {};
@@ -382,10 +461,11 @@ function partFields(head) {
 }
 
 /**
- * A plain object of string values as `name NUL value NUL ...`. A field whose name or value
- * holds NUL is left out: it is no valid field (RFC 9110 §5.5), and the core would drop it.
+ * A plain object of string values as `name NUL value NUL ...`, each name and value also pushed
+ * onto `refs` when given. A field whose name is empty or whose name or value holds NUL is left
+ * out: it is no valid field (RFC 9110 §5.5), and the core would drop it.
  */
-function encodeFields(map, what) {
+function encodeFields(map, what, refs) {
   if (map === undefined || map === null) return "";
   checkObject(map, what);
   let out = "";
@@ -395,22 +475,24 @@ function encodeFields(map, what) {
     if (typeof value !== "string") {
       throw new TypeError(`${what}[${JSON.stringify(name)}] must be a string, got ${describe(value)}`);
     }
-    if (name.includes(SEP) || value.includes(SEP)) continue;
+    if (name === "" || name.includes(SEP) || value.includes(SEP)) continue;
     lowerCase &&= name === name.toLowerCase();
     out += out === "" ? `${name}${SEP}${value}` : `${SEP}${name}${SEP}${value}`;
+    refs?.push(name, value);
   }
   if (lowerCase) return out; // the keys of an object are unique: no field repeats
+  if (refs) refs.length = 2;
   // Names that differ only in case are one field, joined (RFC 9110 §5.3).
-  const joined = {};
+  const joined = Object.create(null);
   for (const name of Object.keys(map)) {
     const value = map[name];
-    if (name.includes(SEP) || value.includes(SEP)) continue;
+    if (name === "" || name.includes(SEP) || value.includes(SEP)) continue;
     const low = name.toLowerCase();
     joined[low] = low in joined ? `${joined[low]}, ${value}` : value;
   }
-  return Object.entries(joined)
-    .map(([name, value]) => `${name}${SEP}${value}`)
-    .join(SEP);
+  const entries = Object.entries(joined);
+  for (const [name, value] of entries) refs?.push(name, value);
+  return entries.map(([name, value]) => `${name}${SEP}${value}`).join(SEP);
 }
 
 /**

@@ -19,32 +19,129 @@ mod args;
 mod backfill;
 mod plan;
 
+use std::cell::RefCell;
+
 use http::Method;
-use rangecache_core::RangeLimits;
+use rangecache_core::backfill::Mode;
 use rangecache_core::key::{Key, Namespace};
+use rangecache_core::read::copy_mode;
+use rangecache_core::{Body, RangeLimits, TierIdx, Window};
 use wasm_bindgen::prelude::*;
 
-use crate::args::{object_arg, quoted, size_of, type_error};
-use crate::plan::{Request, SEP};
+use crate::args::{ObjectArg, object_arg, quoted, size_of, type_error};
+use crate::plan::{Answer, Inputs, Request, SEP};
 
-/// The plan for a request and an object, both encoded by `js/api.js` into `input`: the method,
-/// then If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Range, If-Range, the
-/// entity-tag and Last-Modified (each empty when absent, else its value after a `=`), then the
-/// stored fields as `name, value` pairs, all separated by NUL. Answers in the wire form of
-/// [`plan`].
+/// What crosses the boundary for `planRaw` and `definitiveRaw`, kept from call to call so a
+/// call allocates nothing for it: JavaScript encodes its input straight into `input` and reads
+/// the answer straight from `answer`.
+struct Boundary {
+    input: Vec<u8>,
+    answer: Answer,
+    /// The stored fields of the last object, whose strings the next one reuses (an allocation
+    /// in wasm costs several times a native one).
+    stored: Vec<(String, String)>,
+}
+
+thread_local! {
+    static BOUNDARY: RefCell<Boundary> = const {
+        RefCell::new(Boundary { input: Vec::new(), answer: Answer::new(), stored: Vec::new() })
+    };
+}
+
+/// The module's memory, for `js/api.js` to read and write the buffers below in place.
+#[wasm_bindgen(js_name = memoryRaw, skip_typescript)]
+pub fn memory_raw() -> JsValue {
+    wasm_bindgen::memory()
+}
+
+/// The address of the input buffer, grown to hold at least `capacity` bytes. The address stays
+/// valid until the next call of this function (a larger buffer may move it).
+#[wasm_bindgen(js_name = inputBuffer, skip_typescript)]
+pub fn input_buffer(capacity: u32) -> u32 {
+    BOUNDARY.with_borrow_mut(|b| {
+        let capacity = capacity as usize;
+        if b.input.len() < capacity {
+            b.input.resize(capacity, 0);
+        }
+        b.input.as_ptr() as usize as u32
+    })
+}
+
+/// The plan for a request and an object, both encoded by `js/api.js` into the first `len`
+/// bytes of the input buffer: the method, then If-Match, If-None-Match, If-Modified-Since,
+/// If-Unmodified-Since, Range, If-Range, the entity-tag and Last-Modified (each empty when
+/// absent, else its value after a `=`), then the stored fields as `name, value` pairs, all
+/// separated by NUL. Answers the address of the plan's numbers (see [`Answer`]).
 ///
 /// One UTF-8 buffer rather than an argument per field: `api.js` encodes it with
-/// `TextEncoder.encodeInto`, where passing strings costs a character-by-character copy each,
-/// a sixth of the call.
+/// `TextEncoder.encodeInto`, where passing strings costs a character-by-character copy each.
 #[wasm_bindgen(js_name = planRaw, skip_typescript)]
-pub fn plan_raw(input: &[u8], size: f64) -> Result<String, JsValue> {
+pub fn plan_raw(len: u32, size: f64) -> Result<u32, JsValue> {
+    BOUNDARY.with_borrow_mut(|b| {
+        let Boundary { input, answer, stored } = b;
+        let parsed = parse_input(input, len, size, stored)?;
+        let inputs = Inputs { etag: parsed.etag, last_modified: parsed.last_modified };
+        *stored =
+            plan::plan(&parsed.request, parsed.object, &inputs, &RangeLimits::default(), answer);
+        Ok(answer.nums.as_ptr() as usize as u32)
+    })
+}
+
+/// Whether the plan for the request and object in the first `len` bytes of the input buffer
+/// (as for [`plan_raw`]) is the final answer of a tier holding that object (SPEC §4).
+#[wasm_bindgen(js_name = definitiveRaw, skip_typescript)]
+pub fn definitive_raw(len: u32, size: f64) -> Result<bool, JsValue> {
+    BOUNDARY.with_borrow_mut(|b| {
+        let Boundary { input, stored, .. } = b;
+        let parsed = parse_input(input, len, size, stored)?;
+        Ok(plan::definitive(&parsed.request, parsed.object, &RangeLimits::default()))
+    })
+}
+
+/// How a read copies into tier 0 what it serves from tier `from` with a body of kind `body`
+/// (0 none, 1 full, 2 range, 3 multipart): the core's `read::copy_mode`, answered as 0 (no
+/// copy), 1 (tee) or 2 (background).
+#[wasm_bindgen(js_name = copyModeRaw, skip_typescript)]
+pub fn copy_mode_raw(method: &str, from: f64, body: u8) -> Result<u8, JsValue> {
+    let method = method_of(method)?;
+    let from =
+        usize::try_from(size_of(from, "from")?).map_err(|_| type_error("from is too large"))?;
+    // Only the kind of body matters to the decision.
+    let body = match body {
+        0 => Body::None,
+        1 => Body::Full,
+        2 => Window::new(0, 1).map_or(Body::Full, Body::Window),
+        _ => Body::Multipart { boundary: String::new(), parts: Vec::new(), closing: String::new() },
+    };
+    Ok(match copy_mode(&method, TierIdx::new(from), &body) {
+        None => 0,
+        Some(Mode::Tee) => 1,
+        Some(Mode::Background) => 2,
+    })
+}
+
+struct Parsed<'a> {
+    request: Request<'a>,
+    etag: Option<&'a str>,
+    last_modified: Option<&'a str>,
+    object: ObjectArg,
+}
+
+/// The request and object encoded in `input[..len]`; the stored fields reuse the strings of
+/// `spare`.
+fn parse_input<'a>(
+    input: &'a [u8],
+    len: u32,
+    size: f64,
+    spare: &mut Vec<(String, String)>,
+) -> Result<Parsed<'a>, JsValue> {
+    let input = input
+        .get(..len as usize)
+        .ok_or_else(|| type_error("len is past the input buffer; call planResponse instead"))?;
     let input = std::str::from_utf8(input)
-        .map_err(|_| type_error("planRaw: input is not UTF-8; call planResponse instead"))?;
+        .map_err(|_| type_error("the input is not UTF-8; call planResponse instead"))?;
     let mut fields = input.split(SEP);
-    let method = fields.next().unwrap_or_default();
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| {
-        type_error(format!("request.method {} is not an HTTP method token", quoted(method)))
-    })?;
+    let method = method_of(fields.next().unwrap_or_default())?;
     let mut next = || fields.next().and_then(|field| field.strip_prefix('='));
     let request = Request {
         method,
@@ -57,10 +154,17 @@ pub fn plan_raw(input: &[u8], size: f64) -> Result<String, JsValue> {
     };
     let etag = next();
     let last_modified = next();
-    let stored = pairs(fields);
+    let mut stored = std::mem::take(spare);
+    pairs_into(fields, &mut stored);
     let size = size_of(size, "object.size")?;
     let object = object_arg(size, etag, last_modified, stored)?;
-    Ok(plan::plan(&request, object, &RangeLimits::default()))
+    Ok(Parsed { request, etag, last_modified, object })
+}
+
+fn method_of(method: &str) -> Result<Method, JsValue> {
+    Method::from_bytes(method.as_bytes()).map_err(|_| {
+        type_error(format!("request.method {} is not an HTTP method token", quoted(method)))
+    })
 }
 
 /// What a Range selects from `size` bytes, in the wire form of [`plan`].
@@ -86,6 +190,28 @@ pub fn describe_raw(fields: &str) -> String {
     let fields = pairs(fields.split(SEP));
     let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     plan::describe(&fields)
+}
+
+/// `name, value, ...` as pairs in `out`, reusing its strings; a trailing unpaired name and an
+/// empty name are dropped.
+fn pairs_into<'a>(mut fields: impl Iterator<Item = &'a str>, out: &mut Vec<(String, String)>) {
+    let mut n = 0;
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        if name.is_empty() {
+            continue;
+        }
+        match out.get_mut(n) {
+            Some((old_name, old_value)) => {
+                old_name.clear();
+                old_name.push_str(name);
+                old_value.clear();
+                old_value.push_str(value);
+            }
+            None => out.push((name.to_owned(), value.to_owned())),
+        }
+        n += 1;
+    }
+    out.truncate(n);
 }
 
 /// `name, value, ...` as pairs; a trailing unpaired name is dropped.

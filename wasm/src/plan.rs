@@ -14,6 +14,7 @@ use http::Method;
 use rangecache_core::conditional::plan_response;
 use rangecache_core::object::select_stored_headers;
 use rangecache_core::range::{parse_range, resolve};
+use rangecache_core::read::is_definitive;
 use rangecache_core::validators::parse_http_date;
 use rangecache_core::{
     Body, EntityTag, ObjectMeta, RangeLimits, RequestHeaders, Resolved, Timestamp,
@@ -41,13 +42,71 @@ pub(crate) struct Request<'a> {
 // requires for a representation without one.
 const NO_ETAG: &str = "rangecache-wasm:no-entity-tag";
 
-/// Plans the answer to `request` for `object` with the core's `plan_response`, encoded as
-/// `status, n, n × (name, value), body` where body is `none`, `full`, `range, start, end` or
-/// `multipart, boundary, closing, n, n × (start, end, head)`.
-pub(crate) fn plan(request: &Request<'_>, object: ObjectArg, limits: &RangeLimits) -> String {
-    let has_etag = object.etag.is_some();
-    let has_date = object.last_modified.is_some();
-    let meta = meta_of(object);
+/// A plan's answer as `js/api.js` reads it straight from wasm memory, in buffers kept from call
+/// to call (no allocation, copy or free at the boundary): `nums`, read as a `Float64Array`, and
+/// `text`, decoded once with `TextDecoder`.
+///
+/// `nums` is `textPtr, textLen, status, n, n × (name, value), body` where body is `0` (none),
+/// `1` (full), `2, start, end` (range) or `3, boundary, closing, n, n × (start, end, head)`
+/// (multipart). Each string is two numbers `a, b`: `a >= 0` is the slice `[a, a + b)` of the
+/// decoded text (in UTF-16 units), `a = -1` the constant `KNOWN[b]`, and `a = -2` the `b`-th
+/// string JavaScript encoded from the object (entity-tag, date, then each stored name and
+/// value), which saves decoding what the plan only echoes.
+pub(crate) struct Answer {
+    pub nums: Vec<f64>,
+    pub text: Vec<u8>,
+    /// Length of `text` in UTF-16 units, where the next slice starts.
+    text_len16: usize,
+}
+
+/// The validators of the object as JavaScript encoded them, which the answer may refer to (the
+/// stored fields are referred to in the object's own order).
+pub(crate) struct Inputs<'a> {
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+}
+
+impl Answer {
+    pub(crate) const fn new() -> Answer {
+        Answer { nums: Vec::new(), text: Vec::new(), text_len16: 0 }
+    }
+
+    fn clear(&mut self) {
+        self.nums.clear();
+        self.text.clear();
+        self.text_len16 = 0;
+        // Filled in by `finish`.
+        self.nums.extend_from_slice(&[0.0, 0.0]);
+    }
+
+    fn number(&mut self, n: u64) {
+        // Exact: every number written is a size or a status, below 2^53.
+        self.nums.push(n as f64);
+    }
+
+    fn string(&mut self, s: &str) {
+        if let Some(idx) = known(s) {
+            self.nums.extend_from_slice(&[-1.0, f64::from(idx)]);
+            return;
+        }
+        let len16 = if s.is_ascii() { s.len() } else { s.chars().map(char::len_utf16).sum() };
+        self.nums.extend_from_slice(&[self.text_len16 as f64, len16 as f64]);
+        self.text.extend_from_slice(s.as_bytes());
+        self.text_len16 += len16;
+    }
+
+    fn reference(&mut self, idx: usize) {
+        self.nums.extend_from_slice(&[-2.0, idx as f64]);
+    }
+
+    fn finish(&mut self) {
+        self.nums[0] = self.text.as_ptr() as usize as f64;
+        self.nums[1] = self.text.len() as f64;
+    }
+}
+
+/// The core's request view of `request` against an object with or without a date.
+fn request_headers<'a>(request: &'a Request<'a>, has_date: bool) -> RequestHeaders<'a> {
     let mut req = RequestHeaders::new(&request.method);
     req.if_match = request.if_match;
     req.if_none_match = request.if_none_match;
@@ -59,41 +118,87 @@ pub(crate) fn plan(request: &Request<'_>, object: ObjectArg, limits: &RangeLimit
         req.if_modified_since = request.if_modified_since;
         req.if_unmodified_since = request.if_unmodified_since;
     }
+    req
+}
+
+/// Whether the plan for `request` is the final answer of a tier holding `object`: the core's
+/// `read::is_definitive` (SPEC §4).
+pub(crate) fn definitive(request: &Request<'_>, object: ObjectArg, limits: &RangeLimits) -> bool {
+    let req = request_headers(request, object.last_modified.is_some());
+    let meta = meta_of(object);
     let planned = plan_response(&req, &meta, limits);
-    let headers: Vec<(&str, &str)> = planned
-        .headers
-        .iter()
-        .filter(|(name, _)| {
-            (has_etag || name != http::header::ETAG)
-                && (has_date || name != http::header::LAST_MODIFIED)
-        })
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .collect();
-    let mut out = String::with_capacity(256);
-    push_number(&mut out, u64::from(planned.status.as_u16()));
-    push_fields(&mut out, &headers);
+    is_definitive(&req, &meta, &planned, limits)
+}
+
+/// Plans the answer to `request` for `object` with the core's `plan_response` into `out`;
+/// hands back the object's stored fields for reuse.
+pub(crate) fn plan(
+    request: &Request<'_>,
+    object: ObjectArg,
+    inputs: &Inputs<'_>,
+    limits: &RangeLimits,
+    out: &mut Answer,
+) -> Vec<(String, String)> {
+    let has_etag = object.etag.is_some();
+    let has_date = object.last_modified.is_some();
+    let req = request_headers(request, has_date);
+    let meta = meta_of(object);
+    let planned = plan_response(&req, &meta, limits);
+    out.clear();
+    out.number(u64::from(planned.status.as_u16()));
+    let count = out.nums.len();
+    out.nums.push(0.0);
+    let mut n = 0;
+    for (name, value) in &planned.headers {
+        let name = name.as_str();
+        // Without a validator the placeholder's is never shown.
+        if (!has_etag && name == "etag") || (!has_date && name == "last-modified") {
+            continue;
+        }
+        n += 1;
+        out.string(name);
+        match echoed(name, value, inputs, &meta.headers) {
+            Some(idx) => out.reference(idx),
+            None => out.string(value),
+        }
+    }
+    out.nums[count] = f64::from(n);
     match &planned.body {
-        Body::None => push_str(&mut out, "none"),
-        Body::Full => push_str(&mut out, "full"),
+        Body::None => out.number(0),
+        Body::Full => out.number(1),
         Body::Window(window) => {
-            push_str(&mut out, "range");
-            push_number(&mut out, window.start());
-            push_number(&mut out, window.end());
+            out.number(2);
+            out.number(window.start());
+            out.number(window.end());
         }
         Body::Multipart { boundary, parts, closing } => {
-            push_str(&mut out, "multipart");
-            push_str(&mut out, boundary);
-            push_str(&mut out, closing);
-            push_number(&mut out, parts.len() as u64);
+            out.number(3);
+            out.string(boundary);
+            out.string(closing);
+            out.number(parts.len() as u64);
             for part in parts {
-                push_number(&mut out, part.window.start());
-                push_number(&mut out, part.window.end());
-                push_str(&mut out, &part.head);
+                out.number(part.window.start());
+                out.number(part.window.end());
+                out.string(&part.head);
             }
         }
     }
-    out.pop();
-    out
+    out.finish();
+    meta.headers
+}
+
+/// Which of the object's strings, if any, is exactly `value` of the planned field `name`.
+fn echoed(
+    name: &str,
+    value: &str,
+    inputs: &Inputs<'_>,
+    stored: &[(String, String)],
+) -> Option<usize> {
+    match name {
+        "etag" => (inputs.etag == Some(value)).then_some(0),
+        "last-modified" => (inputs.last_modified == Some(value)).then_some(1),
+        _ => stored.iter().position(|(n, v)| n == name && v == value).map(|i| 3 + 2 * i),
+    }
 }
 
 /// The core's metadata for an object described from JavaScript; a missing entity-tag or date
@@ -187,11 +292,11 @@ fn push_str(out: &mut String, text: &str) {
     out.push(SEP);
 }
 
-/// Field names sent as `\u{1}` and a letter (`a` for the first): JavaScript then uses its own
-/// constant for the name, which makes the result object as cheap to build as a literal, where a
-/// name sliced from the answer must be hashed and interned first. `js/api.js` holds the same
-/// list in the same order.
-const KNOWN_NAMES: [&str; 8] = [
+/// Strings sent as their position here (`a = -1` in [`Answer`]): JavaScript then uses its own
+/// constant, which makes the headers object as cheap to build as a literal, where a name sliced
+/// from the answer must be hashed and interned first. `js/api.js` holds the same list in the same
+/// order.
+const KNOWN: [&str; 9] = [
     "accept-ranges",
     "content-length",
     "content-range",
@@ -200,11 +305,12 @@ const KNOWN_NAMES: [&str; 8] = [
     "last-modified",
     "cache-control",
     "expires",
+    "bytes",
 ];
 
-/// The position of `name` in `KNOWN_NAMES`; a `match` compares lengths before bytes.
-fn known_name(name: &str) -> Option<u8> {
-    let idx = match name {
+/// The position of `s` in `KNOWN`; a `match` compares lengths before bytes.
+fn known(s: &str) -> Option<u8> {
+    let idx = match s {
         "accept-ranges" => 0,
         "content-length" => 1,
         "content-range" => 2,
@@ -213,17 +319,19 @@ fn known_name(name: &str) -> Option<u8> {
         "last-modified" => 5,
         "cache-control" => 6,
         "expires" => 7,
+        "bytes" => 8,
         _ => return None,
     };
-    debug_assert_eq!(KNOWN_NAMES[usize::from(idx)], name);
+    debug_assert_eq!(KNOWN[usize::from(idx)], s);
     Some(idx)
 }
 
-/// Appends `n, n × (name, value)`; `api.js` joins a repeated name.
+/// Appends `n, n × (name, value)`, a name of `KNOWN` as `\u{1}` and a letter (`a` for the
+/// first); `api.js` joins a repeated name.
 fn push_fields(out: &mut String, fields: &[(&str, &str)]) {
     push_number(out, fields.len() as u64);
     for (name, value) in fields {
-        match known_name(name) {
+        match known(name) {
             Some(idx) => {
                 out.push('\u{1}');
                 out.push(char::from(b'a' + idx));

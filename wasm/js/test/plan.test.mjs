@@ -317,11 +317,22 @@ test("the raw exports never trap, whatever bytes and numbers they are given", as
       const n = next() % 16;
       input = new TextEncoder().encode(Array.from({ length: n }, () => pieces[next() % pieces.length]).join("\0"));
     }
-    for (const call of [() => raw.planRaw(input, size), () => raw.resolveRaw(pieces[next() % pieces.length], size)]) {
+    // The input goes into the module's own buffer, as api.js writes it; a length past the
+    // buffer must be refused too.
+    const ptr = raw.inputBuffer(input.length);
+    new Uint8Array(raw.memoryRaw().buffer).set(input, ptr);
+    const len = i % 7 === 0 ? input.length + (next() % 1_000_000) : input.length;
+    const calls = [
+      ["number", () => raw.planRaw(len, size)],
+      ["boolean", () => raw.definitiveRaw(len, size)],
+      ["string", () => raw.resolveRaw(pieces[next() % pieces.length], size)],
+      ["number", () => raw.copyModeRaw(pieces[next() % pieces.length], size, next() & 0xff)],
+    ];
+    for (const [type, call] of calls) {
       try {
-        assert.equal(typeof call(), "string");
+        assert.equal(typeof call(), type);
       } catch (error) {
-        assert.ok(error instanceof TypeError, `${error} (input ${Array.from(input)}, size ${size})`);
+        assert.ok(error instanceof TypeError, `${error} (input ${Array.from(input)}, len ${len}, size ${size})`);
       }
     }
   }
