@@ -470,3 +470,29 @@ async fn sigint_stops_the_server_with_exit_0_and_the_disk_tier_keeps_its_objects
     assert_eq!(response.headers()["cache-status"], "disk; hit, memory; fwd=uri-miss; stored");
     assert_eq!(response.bytes().await.unwrap(), body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_segments_are_percent_decoded_before_they_name_an_object() {
+    let server = server();
+    let body = data(300, 50);
+    put(&server.url("/api/v1/object/ns/my%20file"), body.clone()).await;
+    // The same name spelled differently on the wire is the same object.
+    for spelling in ["/api/v1/object/ns/my%20fil%65", "/api/v1/object/n%73/%6Dy%20file"] {
+        let response = client().get(server.url(spelling)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{spelling}");
+        assert_eq!(response.bytes().await.unwrap(), body, "{spelling}");
+    }
+    // The key is the SHA-256 of the decoded name, as cachew hashes it.
+    let on_disk = server.dir.join("disk").join("ns").join(common::sha256(b"my file"));
+    assert!(on_disk.exists(), "{} exists", on_disk.display());
+    // `%61bc` is the valid namespace `abc`.
+    put(&server.url("/api/v1/object/%61bc/k"), b"x".to_vec()).await;
+    let response = client().get(server.object("abc", "k")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(get_json(&server.url("/api/v1/namespaces")).await, serde_json::json!(["abc", "ns"]));
+    // A segment that is not UTF-8 once decoded, and a namespace that is invalid once decoded.
+    for path in ["/api/v1/object/ns/%FF%FE", "/api/v1/object/%FF/k", "/api/v1/object/a%2Fb/k"] {
+        let response = client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+    }
+}

@@ -4,6 +4,7 @@
 //! the plan to render with its body. Writes turn headers into a `NewObject` (the host supplies
 //! what the core cannot: a fresh entity-tag and the time) and stream the body into every tier.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,13 +20,27 @@ use super::{ApiError, AppState, Request, RequestBody};
 use crate::storage::WriteCondition;
 use crate::tiered::{ReadRequest, WriteRequest};
 
-/// The object address of a path, or 400.
+/// The object address of a path's two segments as received (percent-encoded), or 400.
+///
+/// Each segment is percent-decoded before it is validated or hashed, as cachew's router does
+/// (Go's `PathValue`), so `my%20file` and `my file` name one object and `%61bc` is the
+/// namespace `abc`. A segment that does not decode to UTF-8 is 400.
 pub fn parse_key(namespace: &str, key: &str) -> Result<ObjectKey, ApiError> {
-    let namespace = Namespace::parse(namespace).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let namespace = decode_segment(namespace, "namespace")?;
+    let key = decode_segment(key, "key")?;
+    let namespace =
+        Namespace::parse(&namespace).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if key.is_empty() {
         return Err(ApiError::BadRequest("key is empty".into()));
     }
-    Ok(ObjectKey { namespace, key: Key::from_segment(key) })
+    Ok(ObjectKey { namespace, key: Key::from_segment(&key) })
+}
+
+/// One path segment percent-decoded (RFC 3986 §2.1), or 400 if the result is not UTF-8.
+fn decode_segment<'a>(segment: &'a str, what: &str) -> Result<Cow<'a, str>, ApiError> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadRequest(format!("the {what} is not UTF-8 once percent-decoded")))
 }
 
 /// GET or HEAD.
