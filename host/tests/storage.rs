@@ -536,6 +536,173 @@ async fn memory_ranged_reads_share_the_stored_buffer() {
     assert_eq!(part.len(), 1_000);
 }
 
+/// A write of `len` bytes announced in advance, as a backfill makes.
+fn sized(tag: &str, len: u64) -> NewObject {
+    NewObject { expected_size: Some(len), ..new_object(tag) }
+}
+
+#[tokio::test]
+async fn memory_writers_past_the_write_budget_are_refused_and_give_their_bytes_back() {
+    let tier = MemoryTier::new("memory", 10_000);
+    let keys: Vec<_> = (0..5).map(|i| key("ns", &format!("w{i}"))).collect();
+    // Announced sizes are reserved at create: three fit the budget, the fourth does not.
+    let mut sized_writers = Vec::new();
+    for k in &keys[..3] {
+        sized_writers.push(tier.create(k, sized("s", 3_000)).await.unwrap());
+    }
+    assert_eq!(tier.reserved_bytes(), 9_000);
+    let refused = tier.create(&keys[3], sized("s", 3_000)).await.map(drop);
+    assert!(
+        matches!(refused, Err(TierError::TooLarge { size: 3_000, capacity: 1_000, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(tier.reserved_bytes(), 9_000, "a refused create reserves nothing");
+
+    // A write of unknown size reserves as its chunks arrive, and a chunk past the budget is
+    // refused without being counted.
+    let mut growing = tier.create(&keys[4], new_object("u")).await.unwrap();
+    assert_eq!(tier.reserved_bytes(), 9_000);
+    growing.write(Bytes::from(pattern(1_000))).await.unwrap();
+    assert_eq!(tier.reserved_bytes(), 10_000);
+    let refused = growing.write(Bytes::from(pattern(1))).await;
+    assert!(
+        matches!(refused, Err(TierError::TooLarge { size: 1, capacity: 0, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(tier.reserved_bytes(), 10_000);
+
+    // Abort, drop and commit each give the reservation back.
+    growing.abort().await;
+    assert_eq!(tier.reserved_bytes(), 9_000);
+    let mut writers = sized_writers.into_iter();
+    drop(writers.next().unwrap());
+    assert_eq!(tier.reserved_bytes(), 6_000);
+    let mut half_written = writers.next().unwrap();
+    half_written.write(Bytes::from(pattern(1_500))).await.unwrap();
+    half_written.abort().await;
+    assert_eq!(tier.reserved_bytes(), 3_000);
+    let mut last = writers.next().unwrap();
+    last.write(Bytes::from(pattern(3_000))).await.unwrap();
+    last.commit().await.unwrap();
+    assert_eq!(tier.reserved_bytes(), 0);
+    let stats = tier.stats(now()).await.unwrap();
+    assert_eq!((stats.objects, stats.bytes), (1, 3_000));
+    assert!(matches!(read(&tier, &keys[2], &request(Span::WHOLE)).await,
+        Got::Body { bytes, .. } if bytes == pattern(3_000)));
+    for k in [&keys[0], &keys[1], &keys[3], &keys[4]] {
+        assert_eq!(read(&tier, k, &request(Span::WHOLE)).await, Got::NotFound);
+    }
+
+    // With every reservation back, an object of the whole capacity can be written again.
+    put_with(&tier, &keys[0], sized("full", 10_000), &pattern(10_000), 4_096).await.unwrap();
+    assert_eq!(tier.reserved_bytes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_concurrent_writers_never_hold_more_than_the_budget() {
+    const N_WRITERS: usize = 64;
+    const BUDGET: u64 = 20_000;
+    const SIZE: usize = 5_000;
+    let tier = Arc::new(MemoryTier::new("memory", BUDGET));
+    let all_written = Arc::new(tokio::sync::Barrier::new(N_WRITERS));
+    let (committed, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for i in 0..N_WRITERS {
+        let (tier, all_written) = (Arc::clone(&tier), Arc::clone(&all_written));
+        let (committed, refused) = (Arc::clone(&committed), Arc::clone(&refused));
+        tasks.push(tokio::spawn(async move {
+            let k = key("ns", &format!("c{i}"));
+            // Half announce their size (backfills), half do not (uploads without a length).
+            let new = if i % 2 == 0 { sized("c", SIZE as u64) } else { new_object("c") };
+            let mut outcome = tier.create(&k, new).await;
+            if let Ok(writer) = &mut outcome {
+                for piece in pattern(SIZE).chunks(1_000) {
+                    if let Err(e) = writer.write(Bytes::copy_from_slice(piece)).await {
+                        outcome = Err(e);
+                        break;
+                    }
+                    assert!(tier.reserved_bytes() <= BUDGET);
+                }
+            }
+            let writer = match outcome {
+                Ok(writer) => Some(writer),
+                Err(TierError::TooLarge { .. }) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Err(e) => panic!("only a budget refusal is expected, got {e}"),
+            };
+            // Every surviving writer holds its whole object until all the others are done; the
+            // refused ones have dropped theirs.
+            all_written.wait().await;
+            if let Some(writer) = writer {
+                writer.commit().await.unwrap();
+                committed.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (committed, refused) = (committed.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    assert_eq!(committed + refused, N_WRITERS as u64);
+    assert!(committed <= BUDGET / SIZE as u64, "{committed} writers of {SIZE} bytes committed");
+    assert!(refused >= (N_WRITERS as u64) - BUDGET / SIZE as u64, "{refused} refused");
+    assert_eq!(tier.reserved_bytes(), 0, "every reservation was given back");
+    let stats = tier.stats(now()).await.unwrap();
+    assert_eq!(stats.bytes, committed * SIZE as u64);
+    assert!(stats.bytes <= BUDGET);
+}
+
+#[tokio::test]
+async fn memory_commit_moves_a_reservation_into_the_lru_which_evicts_for_it() {
+    let tier = MemoryTier::new("memory", 3_000);
+    let old: Vec<_> = (0..3).map(|i| key("ns", &format!("old{i}"))).collect();
+    for k in &old {
+        put(&tier, k, "x", &pattern(1_000)).await;
+    }
+    // A full tier still takes writes: the budget counts buffers, the LRU counts objects.
+    let big = key("ns", "big");
+    let mut writer = tier.create(&big, sized("big", 2_500)).await.unwrap();
+    writer.write(Bytes::from(pattern(2_500))).await.unwrap();
+    assert_eq!(tier.reserved_bytes(), 2_500);
+    assert_eq!(tier.stats(now()).await.unwrap().bytes, 3_000, "nothing evicted before commit");
+    writer.commit().await.unwrap();
+    assert_eq!(tier.reserved_bytes(), 0);
+    let stats = tier.stats(now()).await.unwrap();
+    assert_eq!((stats.objects, stats.bytes), (1, 2_500), "the least recently used went first");
+    assert_eq!(read(&tier, &old[2], &request(Span::WHOLE)).await, Got::NotFound);
+
+    // A write refused at commit gives its reservation back too.
+    let mut writer = tier
+        .create(&big, NewObject { condition: WriteCondition::IfAbsent, ..sized("again", 100) })
+        .await
+        .unwrap();
+    writer.write(Bytes::from(pattern(100))).await.unwrap();
+    let refused = writer.commit().await;
+    assert!(matches!(refused, Err(TierError::PreconditionFailed { .. })), "{refused:?}");
+    assert_eq!(tier.reserved_bytes(), 0);
+}
+
+#[tokio::test]
+async fn memory_write_budget_can_be_smaller_than_the_capacity() {
+    let tier = MemoryTier::with_write_budget("memory", 10_000, 1_000);
+    let k = key("ns", "budget");
+    let refused = tier.create(&k, sized("x", 2_000)).await.map(drop);
+    assert!(
+        matches!(refused, Err(TierError::TooLarge { size: 2_000, capacity: 1_000, .. })),
+        "{refused:?}"
+    );
+    let refused = put_with(&tier, &k, new_object("x"), &pattern(2_000), 600).await;
+    assert!(matches!(refused, Err(TierError::TooLarge { .. })), "{refused:?}");
+    assert_eq!(tier.reserved_bytes(), 0);
+    for i in 0..5 {
+        put(&tier, &key("ns", &format!("small{i}")), "s", &pattern(1_000)).await;
+    }
+    assert_eq!(tier.stats(now()).await.unwrap().bytes, 5_000);
+    assert_eq!(tier.reserved_bytes(), 0);
+}
+
 // ---- disk only ----
 
 /// Every file below `root`, as paths relative to it, sorted.

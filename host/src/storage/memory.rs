@@ -4,8 +4,18 @@
 //! only its commit, under the tier's lock, checks the write condition and swaps the new
 //! revision in, so a reader sees either the old revision or the new one, never a mix: the
 //! metadata and the buffer of a revision live in one map entry and are cloned together.
+//!
+//! The bytes a writer buffers are counted before it holds them: it reserves its announced size
+//! (`NewObject::expected_size`) at `create` and grows the reservation chunk by chunk, against a
+//! write budget shared by every writer of the tier (the tier's capacity unless configured
+//! otherwise). A write that would take the reservations past the budget is refused with
+//! [`TierError::TooLarge`], whose `capacity` is then the room the budget had left, so a slow
+//! client or a burst of backfills holds at most the budget in buffers next to the committed
+//! objects, whatever their number. The reservation ends when the writer commits (its bytes then
+//! count in the LRU, which evicts down to the capacity), aborts or is dropped.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
@@ -26,6 +36,10 @@ pub struct MemoryTier {
 struct Shared {
     name: String,
     capacity: u64,
+    /// Most bytes all writers in flight may hold at once.
+    write_budget: u64,
+    /// Bytes reserved by writers in flight; never above `write_budget`.
+    reserved: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -43,12 +57,23 @@ struct Stored {
 }
 
 impl MemoryTier {
-    /// An empty tier holding at most `capacity` bytes of objects.
+    /// An empty tier holding at most `capacity` bytes of objects, whose writers in flight
+    /// together buffer at most `capacity` bytes more (so any object that fits the tier can be
+    /// written while no other write holds the budget).
     pub fn new(name: &str, capacity: u64) -> MemoryTier {
+        MemoryTier::with_write_budget(name, capacity, capacity)
+    }
+
+    /// An empty tier holding at most `capacity` bytes of objects, whose writers in flight
+    /// together buffer at most `write_budget` bytes; an object larger than the budget can never
+    /// be written.
+    pub fn with_write_budget(name: &str, capacity: u64, write_budget: u64) -> MemoryTier {
         MemoryTier {
             shared: Arc::new(Shared {
                 name: name.to_owned(),
                 capacity,
+                write_budget,
+                reserved: AtomicU64::new(0),
                 state: Mutex::new(State {
                     objects: HashMap::new(),
                     lru: Lru::new(),
@@ -56,6 +81,12 @@ impl MemoryTier {
                 }),
             }),
         }
+    }
+
+    /// Bytes currently reserved by writers in flight (zero once every writer has committed,
+    /// aborted or been dropped).
+    pub fn reserved_bytes(&self) -> u64 {
+        self.shared.reserved.load(Ordering::Acquire)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -136,14 +167,16 @@ impl Tier for MemoryTier {
         key: &ObjectKey,
         new: NewObject,
     ) -> Result<Box<dyn TierWriter>, TierError> {
-        if let Some(size) = new.expected_size {
-            self.shared.check_fits(size)?;
-        }
         if self.state().closed {
             return Err(self.shared.closed());
         }
+        let mut reservation = Reservation { shared: Arc::clone(&self.shared), bytes: 0 };
+        if let Some(size) = new.expected_size {
+            self.shared.check_fits(size)?;
+            reservation.grow_to(size)?;
+        }
         Ok(Box::new(MemoryWriter {
-            shared: Arc::clone(&self.shared),
+            reservation,
             key: key.clone(),
             new,
             chunks: Vec::new(),
@@ -192,14 +225,52 @@ impl Shared {
         Ok(())
     }
 
+    /// Adds `more` bytes to the writers' reservations, unless that would pass the budget.
+    fn reserve(&self, more: u64) -> Result<(), TierError> {
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |reserved| {
+                reserved.checked_add(more).filter(|&total| total <= self.write_budget)
+            })
+            .map(drop)
+            .map_err(|reserved| TierError::TooLarge {
+                tier: self.name.clone(),
+                size: more,
+                capacity: self.write_budget.saturating_sub(reserved),
+            })
+    }
+
     fn closed(&self) -> TierError {
         TierError::Backend { tier: self.name.clone(), message: "the tier is closed".into() }
     }
 }
 
-/// A write into the memory tier: chunks are held privately until the commit.
-struct MemoryWriter {
+/// Bytes of the write budget held by one writer, given back when it is dropped.
+struct Reservation {
     shared: Arc<Shared>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Makes the reservation at least `total` bytes; on refusal it is left as it was.
+    fn grow_to(&mut self, total: u64) -> Result<(), TierError> {
+        if total > self.bytes {
+            self.shared.reserve(total - self.bytes)?;
+            self.bytes = total;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A write into the memory tier: chunks are held privately until the commit, and counted in
+/// the tier's write budget by `reservation` meanwhile.
+struct MemoryWriter {
+    reservation: Reservation,
     key: ObjectKey,
     new: NewObject,
     chunks: Vec<Bytes>,
@@ -209,8 +280,12 @@ struct MemoryWriter {
 #[async_trait::async_trait]
 impl TierWriter for MemoryWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
-        self.received += chunk.len() as u64;
-        self.shared.check_fits(self.received)?;
+        let received = self.received + chunk.len() as u64;
+        let shared = &self.reservation.shared;
+        shared.check_fits(received)?;
+        // A refused chunk is neither kept nor counted: the writer stays as it was.
+        self.reservation.grow_to(received)?;
+        self.received = received;
         if !chunk.is_empty() {
             self.chunks.push(chunk);
         }
@@ -218,7 +293,8 @@ impl TierWriter for MemoryWriter {
     }
 
     async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError> {
-        let MemoryWriter { shared, key, new, chunks, received } = *self;
+        let MemoryWriter { reservation, key, new, chunks, received } = *self;
+        let shared = Arc::clone(&reservation.shared);
         if let Some(expected) = new.expected_size
             && expected != received
         {
@@ -256,6 +332,10 @@ impl TierWriter for MemoryWriter {
             let Some(oldest) = state.lru.pop_oldest() else { break };
             state.objects.remove(&oldest);
         }
+        // Given back only now that the LRU counts the bytes (and has evicted to make room for
+        // them), so there is no moment when the buffer is counted nowhere; every earlier return
+        // gives it back by dropping it.
+        drop(reservation);
         Ok(meta)
     }
 
