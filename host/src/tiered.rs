@@ -330,7 +330,7 @@ impl Tiered {
         let _mutation = self.start_mutation(key, MutationKind::Invalidate).await?;
         let _commits = self.commit_lock(key).lock().await;
         for slot in &self.slots[..self.slots.len() - 1] {
-            slot.tier.delete(key).await?;
+            slot.tier.invalidate(key).await?;
         }
         Ok(())
     }

@@ -210,6 +210,12 @@ pub trait Tier: Send + Sync {
     ) -> Result<Box<dyn TierWriter>, TierError>;
     /// Removes the object; true if a copy existed.
     async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError>;
+    /// Drops this tier's copy as a non-authoritative tier (SPEC §3 `invalidate`). A tier that
+    /// holds copies itself deletes them; a tier in front of another server's tiers (remote)
+    /// forwards the invalidation instead, so the other server's authoritative data survives.
+    async fn invalidate(&self, key: &ObjectKey) -> Result<(), TierError> {
+        self.delete(key).await.map(|_| ())
+    }
     /// Sizes of the tier.
     async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError>;
     /// Namespaces holding at least one object, sorted.

@@ -2,8 +2,9 @@
 //!
 //! Reads send the span as a `Range` header and the preconditions as they are, and map the
 //! answer back: 200/206 to [`Opened::Body`], 304, 404, 412 and 416 to the other [`Opened`]
-//! variants. Writes stream the body through a bounded channel into one PUT, so nothing is
-//! visible upstream until the whole body arrived and the upstream server committed it.
+//! variants. Writes stream the body through a bounded channel into one POST (the only upload
+//! cachew's `/api/v1` has), so nothing is visible upstream until the whole body arrived and the
+//! upstream server committed it.
 
 use std::io;
 use std::time::Duration;
@@ -68,9 +69,15 @@ impl RemoteTier {
     }
 
     fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-        let client =
-            if method == reqwest::Method::PUT { &self.upload_client } else { &self.client };
-        let builder = client.request(method, url);
+        self.authorized(self.client.request(method, url))
+    }
+
+    /// An upload: `POST /api/v1/object/{ns}/{key}`, the one cachew has.
+    fn upload(&self, key: &ObjectKey) -> reqwest::RequestBuilder {
+        self.authorized(self.upload_client.post(self.object_url(key)))
+    }
+
+    fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(token) => builder.bearer_auth(token),
             None => builder,
@@ -193,7 +200,7 @@ impl Tier for RemoteTier {
         let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(UPLOAD_CHANNEL_CHUNKS);
         let body = reqwest::Body::wrap_stream(tokio_stream_from(receiver));
         let mut builder = self
-            .request(reqwest::Method::PUT, self.object_url(key))
+            .upload(key)
             .header(header::ETAG, new.etag.to_string())
             .header(header::LAST_MODIFIED, format_http_date(new.last_modified));
         if let Some(expires) = new.expires {
@@ -227,7 +234,7 @@ impl Tier for RemoteTier {
         Ok(Box::new(RemoteWriter {
             tier: self.name.clone(),
             sender: Some(sender),
-            upload,
+            upload: Some(upload),
             new,
             written: 0,
         }))
@@ -242,6 +249,20 @@ impl Tier for RemoteTier {
         match response.status() {
             StatusCode::NOT_FOUND => Ok(false),
             status if status.is_success() => Ok(true),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// The upstream keeps its own authoritative copy: ask it to drop only the copies in its
+    /// nearer tiers, never delete.
+    async fn invalidate(&self, key: &ObjectKey) -> Result<(), TierError> {
+        let response = self
+            .request(reqwest::Method::POST, format!("{}/invalidate", self.object_url(key)))
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+        match response.status() {
+            status if status.is_success() || status == StatusCode::NOT_FOUND => Ok(()),
             other => Err(self.unexpected(other)),
         }
     }
@@ -318,7 +339,8 @@ impl RemoteTier {
 struct RemoteWriter {
     tier: String,
     sender: Option<mpsc::Sender<io::Result<Bytes>>>,
-    upload: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    /// The upload's task; `None` once its answer was taken.
+    upload: Option<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>>,
     new: NewObject,
     written: u64,
 }
@@ -329,7 +351,12 @@ impl TierWriter for RemoteWriter {
         let len = chunk.len() as u64;
         let sender = self.sender.as_ref().expect("a writer is not used after commit or abort");
         if sender.send(Ok(chunk)).await.is_err() {
-            return Err(backend(&self.tier, "upload ended early"));
+            // The upload stopped reading: the upstream answered before the body ended (a 412 or
+            // 413 decided from the headers) or the connection failed; its answer says which.
+            drop(self.sender.take());
+            return Err(self.outcome().await.err().unwrap_or_else(|| {
+                backend(&self.tier, "upload answered before the whole body was sent")
+            }));
         }
         self.written += len;
         Ok(())
@@ -347,7 +374,19 @@ impl TierWriter for RemoteWriter {
             });
         }
         drop(self.sender.take());
-        let response = (&mut self.upload)
+        self.outcome().await
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.abort_upload().await;
+    }
+}
+
+impl RemoteWriter {
+    /// Waits for the upload's answer and maps its status.
+    async fn outcome(&mut self) -> Result<ObjectMeta, TierError> {
+        let upload = self.upload.take().expect("an upload's answer is taken once");
+        let response = upload
             .await
             .map_err(|e| backend(&self.tier, format!("upload task failed: {e}")))?
             .map_err(|e| backend(&self.tier, format!("upload failed: {e}")))?;
@@ -371,19 +410,15 @@ impl TierWriter for RemoteWriter {
         }
     }
 
-    async fn abort(mut self: Box<Self>) {
-        self.abort_upload().await;
-    }
-}
-
-impl RemoteWriter {
     /// Ends the upload with an error so the upstream server discards what it received.
     async fn abort_upload(&mut self) {
         if let Some(sender) = self.sender.take() {
             let _ = sender.send(Err(io::Error::other("upload aborted"))).await;
         }
-        self.upload.abort();
-        let _ = (&mut self.upload).await;
+        if let Some(upload) = self.upload.take() {
+            upload.abort();
+            let _ = upload.await;
+        }
     }
 }
 
