@@ -136,10 +136,21 @@ export function bind(raw) {
     const at = raw.planRaw(len, inputSize) / 8;
     views();
     const n = nums;
+    const textPtr = n[at];
     const textLen = n[at + 1];
-    const text = textLen === 0 ? "" : decoder.decode(bytes.subarray(n[at], n[at] + textLen));
-    // A string of the answer: a slice of `text`, a constant, or one of the object's own.
-    const str = (a, b) => (a >= 0 ? text.slice(a, a + b) : a === -1 ? KNOWN[b] : refs[b]);
+    const text = textLen === 0 ? "" : decoder.decode(bytes.subarray(textPtr, textPtr + textLen));
+    // Byte offsets are offsets into the decoded text when it is all ASCII (any other character
+    // takes more bytes than UTF-16 units); else each string is decoded on its own.
+    const ascii = text.length === textLen;
+    // A string of the answer: from the text, a constant, or one of the object's own.
+    const str = (a, b) =>
+      a >= 0
+        ? ascii
+          ? text.slice(a, a + b)
+          : decoder.decode(bytes.subarray(textPtr + a, textPtr + a + b))
+        : a === -1
+          ? KNOWN[b]
+          : refs[b];
     const status = n[at + 2];
     const headers = {};
     let i = at + 4;

@@ -11,6 +11,10 @@
 use std::fmt::Write;
 
 use http::Method;
+use http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, EXPIRES,
+    HeaderName, LAST_MODIFIED,
+};
 use rangecache_core::conditional::plan_response;
 use rangecache_core::object::select_stored_headers;
 use rangecache_core::range::{parse_range, resolve};
@@ -48,15 +52,13 @@ const NO_ETAG: &str = "rangecache-wasm:no-entity-tag";
 ///
 /// `nums` is `textPtr, textLen, status, n, n × (name, value), body` where body is `0` (none),
 /// `1` (full), `2, start, end` (range) or `3, boundary, closing, n, n × (start, end, head)`
-/// (multipart). Each string is two numbers `a, b`: `a >= 0` is the slice `[a, a + b)` of the
-/// decoded text (in UTF-16 units), `a = -1` the constant `KNOWN[b]`, and `a = -2` the `b`-th
+/// (multipart). Each string is two numbers `a, b`: `a >= 0` is the UTF-8 bytes `[a, a + b)` of
+/// the text, `a = -1` the constant `KNOWN[b]`, and `a = -2` the `b`-th
 /// string JavaScript encoded from the object (entity-tag, date, then each stored name and
 /// value), which saves decoding what the plan only echoes.
 pub(crate) struct Answer {
     pub nums: Vec<f64>,
     pub text: Vec<u8>,
-    /// Length of `text` in UTF-16 units, where the next slice starts.
-    text_len16: usize,
 }
 
 /// The validators of the object as JavaScript encoded them, which the answer may refer to (the
@@ -68,13 +70,12 @@ pub(crate) struct Inputs<'a> {
 
 impl Answer {
     pub(crate) const fn new() -> Answer {
-        Answer { nums: Vec::new(), text: Vec::new(), text_len16: 0 }
+        Answer { nums: Vec::new(), text: Vec::new() }
     }
 
     fn clear(&mut self) {
         self.nums.clear();
         self.text.clear();
-        self.text_len16 = 0;
         // Filled in by `finish`.
         self.nums.extend_from_slice(&[0.0, 0.0]);
     }
@@ -85,14 +86,25 @@ impl Answer {
     }
 
     fn string(&mut self, s: &str) {
-        if let Some(idx) = known(s) {
-            self.nums.extend_from_slice(&[-1.0, f64::from(idx)]);
-            return;
-        }
-        let len16 = if s.is_ascii() { s.len() } else { s.chars().map(char::len_utf16).sum() };
-        self.nums.extend_from_slice(&[self.text_len16 as f64, len16 as f64]);
+        self.nums.extend_from_slice(&[self.text.len() as f64, s.len() as f64]);
         self.text.extend_from_slice(s.as_bytes());
-        self.text_len16 += len16;
+    }
+
+    /// A field name: a known one as its constant (standard names compare without their bytes).
+    fn name(&mut self, name: &HeaderName) {
+        match KNOWN_HEADERS.iter().position(|k| k == name) {
+            Some(idx) => self.nums.extend_from_slice(&[-1.0, idx as f64]),
+            None => self.string(name.as_str()),
+        }
+    }
+
+    /// A field value: `bytes` (Accept-Ranges) as its constant.
+    fn value(&mut self, s: &str) {
+        if s == KNOWN[KNOWN_NAMES] {
+            self.nums.extend_from_slice(&[-1.0, KNOWN_NAMES as f64]);
+        } else {
+            self.string(s);
+        }
     }
 
     fn reference(&mut self, idx: usize) {
@@ -150,16 +162,15 @@ pub(crate) fn plan(
     out.nums.push(0.0);
     let mut n = 0;
     for (name, value) in &planned.headers {
-        let name = name.as_str();
         // Without a validator the placeholder's is never shown.
-        if (!has_etag && name == "etag") || (!has_date && name == "last-modified") {
+        if (!has_etag && name == ETAG) || (!has_date && name == LAST_MODIFIED) {
             continue;
         }
         n += 1;
-        out.string(name);
+        out.name(name);
         match echoed(name, value, inputs, &meta.headers) {
             Some(idx) => out.reference(idx),
-            None => out.string(value),
+            None => out.value(value),
         }
     }
     out.nums[count] = f64::from(n);
@@ -189,15 +200,18 @@ pub(crate) fn plan(
 
 /// Which of the object's strings, if any, is exactly `value` of the planned field `name`.
 fn echoed(
-    name: &str,
+    name: &HeaderName,
     value: &str,
     inputs: &Inputs<'_>,
     stored: &[(String, String)],
 ) -> Option<usize> {
-    match name {
-        "etag" => (inputs.etag == Some(value)).then_some(0),
-        "last-modified" => (inputs.last_modified == Some(value)).then_some(1),
-        _ => stored.iter().position(|(n, v)| n == name && v == value).map(|i| 3 + 2 * i),
+    if name == ETAG {
+        (inputs.etag == Some(value)).then_some(0)
+    } else if name == LAST_MODIFIED {
+        (inputs.last_modified == Some(value)).then_some(1)
+    } else {
+        let name = name.as_str();
+        stored.iter().position(|(n, v)| n == name && v == value).map(|i| 3 + 2 * i)
     }
 }
 
@@ -308,38 +322,46 @@ const KNOWN: [&str; 9] = [
     "bytes",
 ];
 
-/// The position of `s` in `KNOWN`; a `match` compares lengths before bytes.
-fn known(s: &str) -> Option<u8> {
-    let idx = match s {
-        "accept-ranges" => 0,
-        "content-length" => 1,
-        "content-range" => 2,
-        "content-type" => 3,
-        "etag" => 4,
-        "last-modified" => 5,
-        "cache-control" => 6,
-        "expires" => 7,
-        "bytes" => 8,
-        _ => return None,
-    };
-    debug_assert_eq!(KNOWN[usize::from(idx)], s);
-    Some(idx)
-}
+/// How many of `KNOWN` are field names; the rest are values.
+const KNOWN_NAMES: usize = 8;
+
+/// The field names of `KNOWN`, in the same order.
+const KNOWN_HEADERS: [HeaderName; KNOWN_NAMES] = [
+    ACCEPT_RANGES,
+    CONTENT_LENGTH,
+    CONTENT_RANGE,
+    CONTENT_TYPE,
+    ETAG,
+    LAST_MODIFIED,
+    CACHE_CONTROL,
+    EXPIRES,
+];
 
 /// Appends `n, n × (name, value)`, a name of `KNOWN` as `\u{1}` and a letter (`a` for the
 /// first); `api.js` joins a repeated name.
 fn push_fields(out: &mut String, fields: &[(&str, &str)]) {
     push_number(out, fields.len() as u64);
     for (name, value) in fields {
-        match known(name) {
+        match KNOWN[..KNOWN_NAMES].iter().position(|k| k == name) {
             Some(idx) => {
                 out.push('\u{1}');
-                out.push(char::from(b'a' + idx));
+                out.push(char::from(b'a' + idx as u8));
             }
             None => out.push_str(name),
         }
         out.push(SEP);
         out.push_str(value);
         out.push(SEP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_headers_are_the_known_names_in_order() {
+        let names: Vec<&str> = KNOWN_HEADERS.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, KNOWN[..KNOWN_NAMES]);
     }
 }
