@@ -281,8 +281,7 @@ struct MemoryWriter {
 impl TierWriter for MemoryWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
         let received = self.received + chunk.len() as u64;
-        let shared = &self.reservation.shared;
-        shared.check_fits(received)?;
+        self.reservation.shared.check_fits(received)?;
         // A refused chunk is neither kept nor counted: the writer stays as it was.
         self.reservation.grow_to(received)?;
         self.received = received;
