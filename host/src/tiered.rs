@@ -162,10 +162,11 @@ impl Tiered {
     /// Stores `body` in every tier; visible only once every tier committed.
     ///
     /// Tiers commit deepest first, so the authoritative tier checks the write's condition
-    /// before any nearer copy exists. A nearer tier too small for the object is left out of the
-    /// write and its copy of the key dropped, so it never serves the older revision. If a commit
-    /// fails after another succeeded, the key is removed from every tier: no tier may keep a
-    /// revision the others disagree with.
+    /// before any nearer copy exists. A nearer tier too small for the object, or whose commit
+    /// fails once the authoritative tier committed, is left out of the write and its copy of the
+    /// key dropped, so it never serves an older revision; the write stands, since the
+    /// authoritative tier holds it. Only a failure of the authoritative tier fails the write,
+    /// and then no nearer tier has committed anything.
     pub async fn write(
         self: &Arc<Self>,
         key: &ObjectKey,
@@ -267,7 +268,6 @@ impl Tiered {
         // Concurrent writes of one key commit one after the other, each deepest first, so every
         // tier ends with the same revision.
         let _commits = self.commit_lock(key).lock().await;
-        let mut n_committed = 0;
         let mut meta = None;
         while let Some(writer) = writers.pop() {
             let idx = writers.len();
@@ -275,34 +275,32 @@ impl Tiered {
             match writer.commit().await {
                 Ok(m) => {
                     self.metrics.tier_write(self.slots[idx].tier.name(), "committed");
-                    n_committed += 1;
                     meta.get_or_insert(m);
                 }
-                Err(e) => {
+                Err(e) if idx == last => {
+                    // Nothing committed yet: the write fails as a whole, leaving every tier as
+                    // it was.
                     self.metrics.tier_write(self.slots[idx].tier.name(), "error");
                     abort_all(writers).await;
-                    if n_committed > 0 {
-                        self.delete_everywhere(key).await;
-                    }
                     return Err(e.into());
+                }
+                Err(e) => {
+                    // The authoritative tier already holds the new revision; losing it to a
+                    // nearer tier's failure would lose the write.
+                    self.metrics.tier_write(self.slots[idx].tier.name(), "error");
+                    tracing::warn!(tier = self.slots[idx].tier.name(), %key, error = %e,
+                        "a nearer tier failed to commit; its copy is dropped");
+                    left_out.push(idx);
                 }
             }
         }
         for idx in left_out {
-            tracing::debug!(tier = self.slots[idx].tier.name(), %key, "object too large for tier");
+            tracing::debug!(tier = self.slots[idx].tier.name(), %key, "tier left out of a write");
             if let Err(e) = self.slots[idx].tier.delete(key).await {
                 tracing::warn!(%key, error = %e, "dropping an older copy the write left out");
             }
         }
         Ok(meta.expect("the authoritative tier committed"))
-    }
-
-    async fn delete_everywhere(&self, key: &ObjectKey) {
-        for slot in &self.slots {
-            if let Err(e) = slot.tier.delete(key).await {
-                tracing::warn!(tier = slot.tier.name(), %key, error = %e, "cleanup after a failed write");
-            }
-        }
     }
 
     fn commit_lock(&self, key: &ObjectKey) -> &tokio::sync::Mutex<()> {
