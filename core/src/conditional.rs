@@ -7,7 +7,7 @@ use http::header::{
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::object::ObjectMeta;
+use crate::object::{ObjectMeta, is_stored_header};
 use crate::range::{
     RangeLimits, Resolved, Window, content_range, parse_range, resolve, unsatisfied_content_range,
 };
@@ -273,10 +273,6 @@ pub fn multipart_boundary(meta: &ObjectMeta) -> String {
     format!("rangecache-{}", hex::encode(&digest[..16]))
 }
 
-// Fields the core writes itself; a stored header with one of these names is never emitted.
-const GENERATED: &[HeaderName] =
-    &[ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED];
-
 // Stored fields a 304 still sends (RFC 9110 §15.4.5) and a 206 answering an If-Range still
 // sends (§15.3.7); the others describe the representation the client already has.
 const CACHE_UPDATE: &[&str] = &["cache-control", "content-location", "expires", "vary"];
@@ -285,8 +281,10 @@ fn validators(meta: &ObjectMeta) -> [(HeaderName, String); 2] {
     [(ETAG, meta.etag.to_string()), (LAST_MODIFIED, format_http_date(meta.last_modified))]
 }
 
-/// Stored headers that pass `keep`, skipping generated names and anything that is not a valid
-/// field name and value (a corrupt store must not reach the wire).
+/// Stored headers that pass `keep`, skipping every name that is never stored
+/// ([`is_stored_header`]: it covers each field the core plans itself, so a stored copy can
+/// neither duplicate nor contradict one) and anything that is not a valid field name and value
+/// (a corrupt store, or an older one, must not reach the wire).
 fn stored(
     meta: &ObjectMeta,
     keep: impl Fn(&str) -> bool,
@@ -294,7 +292,7 @@ fn stored(
     meta.headers.iter().filter(move |(name, _)| keep(name)).filter_map(|(name, value)| {
         let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
         HeaderValue::from_str(value).ok()?;
-        (!GENERATED.contains(&name)).then(|| (name, value.clone()))
+        is_stored_header(name.as_str()).then(|| (name, value.clone()))
     })
 }
 
@@ -515,6 +513,9 @@ mod tests {
     fn a_full_plan_lists_generated_headers_then_stored_ones() {
         let mut meta = meta();
         meta.headers.push(("etag".into(), "\"forged\"".into()));
+        meta.headers.push(("content-length".into(), "1".into()));
+        meta.headers.push(("connection".into(), "close".into()));
+        meta.headers.push(("x-build".into(), "7".into()));
         meta.headers.push(("x-bad".into(), "line\nbreak".into()));
         meta.headers.push(("bad name".into(), "x".into()));
         let method = Method::GET;
@@ -522,7 +523,7 @@ mod tests {
         let names: Vec<&str> = plan.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["accept-ranges", "content-length", "etag", "last-modified", "content-type"]
+            ["accept-ranges", "content-length", "etag", "last-modified", "content-type", "x-build"]
         );
         assert_eq!(plan.header(&ETAG), Some("\"v1\""));
         assert_eq!(plan.body, Body::Full);
