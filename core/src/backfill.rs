@@ -154,8 +154,10 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// 64 copies and 8 MiB of backlog each: 512 MiB at worst, which fits next to a default
-    /// memory tier of 256 MiB on a small server.
+    /// 64 copies and 8 MiB of backlog each: at most 512 MiB of backlog, which builds up only
+    /// behind a slow tier 0. A memory tier 0 also buffers each copy's whole object until
+    /// commit; those buffers are bounded by the memory tier's write budget (by default its
+    /// capacity), not by this config, and a copy that does not fit is refused and discarded.
     fn default() -> Config {
         Config { max_in_flight: 64, max_backlog_bytes: 8_388_608 }
     }
