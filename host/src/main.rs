@@ -118,11 +118,17 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     tracing::info!(signal, "shutting down: no new connections");
+    // Graceful: the listener closes, idle connections are closed, and the server future ends
+    // once every connection has finished its request.
     let _ = stop_tx.send(());
-    // Copies and uploads observe the driver's shutdown at once; downloads get a short grace.
+    // Copies and uploads still receiving their body observe the driver's shutdown at once;
+    // downloads and commits under way get a short grace.
     tiered.begin_shutdown();
     if tokio::time::timeout(GRACE, &mut server).await.is_err() {
-        tracing::warn!("connections still open after {GRACE:?}; dropping them");
+        // Aborting the server's task does not end its connections' tasks; closing the tiers
+        // does what is needed: their bodies end with an error, new commits get 503, and the
+        // tiers close once the requests under way let go (or after a bound).
+        tracing::warn!("requests still in flight after {GRACE:?}; cutting them off the tiers");
         server.abort();
     }
     tiered.shutdown().await;

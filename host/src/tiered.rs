@@ -6,6 +6,11 @@
 //! tee of a full read, or a background full copy for a ranged read) runs as a task in one
 //! `JoinSet` with its own `CancellationToken`; shutdown cancels them all and drains the set
 //! before any tier is closed.
+//!
+//! Every request that touches the tiers (a read until its body is dropped, a write, delete or
+//! invalidate until it returns) holds an [`Operation`] guard. Once the tiers start closing, new
+//! operations and commits are refused (503), bodies still streaming end with an error, and the
+//! tiers close only when no operation is left or [`CLOSE_WAIT`] has passed.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -37,6 +42,8 @@ use crate::storage::{
 
 /// How long shutdown waits for cancelled copies to end before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing waits for requests still touching the tiers (a commit under way) to end.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// One configured tier with the limits the host applies to writes into it.
 pub struct TierSlot {
@@ -122,6 +129,11 @@ pub struct Tiered {
     tasks: Mutex<JoinSet<()>>,
     shutdown: CancellationToken,
     drained: Notify,
+    /// Cancelled when the tiers start closing: no operation may begin or commit after it.
+    closing: CancellationToken,
+    /// Requests touching the tiers right now, and a wake-up when the count reaches zero.
+    operations: std::sync::atomic::AtomicUsize,
+    idle: Notify,
     /// Striped locks serializing the commit phase of writes of one key (64 stripes keep
     /// unrelated keys from waiting on each other).
     commit_locks: Vec<tokio::sync::Mutex<()>>,
@@ -149,6 +161,9 @@ impl Tiered {
             tasks: Mutex::new(JoinSet::new()),
             shutdown: CancellationToken::new(),
             drained: Notify::new(),
+            closing: CancellationToken::new(),
+            operations: std::sync::atomic::AtomicUsize::new(0),
+            idle: Notify::new(),
             commit_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             lock_hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -176,6 +191,7 @@ impl Tiered {
         if self.shutdown.is_cancelled() {
             return Err(ApiError::ShuttingDown);
         }
+        let _operation = self.enter()?;
         // A write cancels any copy of the key under way and waits for a commit in progress.
         let _mutation = self.start_mutation(key, MutationKind::Write).await?;
         let last = self.slots.len() - 1;
@@ -268,6 +284,11 @@ impl Tiered {
         // Concurrent writes of one key commit one after the other, each deepest first, so every
         // tier ends with the same revision.
         let _commits = self.commit_lock(key).lock().await;
+        if self.closing.is_cancelled() {
+            // The tiers are closing: committing now could write into a closed tier.
+            abort_all(writers).await;
+            return Err(ApiError::ShuttingDown);
+        }
         let mut meta = None;
         while let Some(writer) = writers.pop() {
             let idx = writers.len();
@@ -312,6 +333,7 @@ impl Tiered {
 
     /// Removes the object from every tier; true if any tier held it.
     pub async fn delete(self: &Arc<Self>, key: &ObjectKey) -> Result<bool, ApiError> {
+        let _operation = self.enter()?;
         let _mutation = self.start_mutation(key, MutationKind::Delete).await?;
         let _commits = self.commit_lock(key).lock().await;
         let mut existed = false;
@@ -325,6 +347,7 @@ impl Tiered {
 
     /// Drops the copies held by the non-authoritative tiers.
     pub async fn invalidate(self: &Arc<Self>, key: &ObjectKey) -> Result<(), ApiError> {
+        let _operation = self.enter()?;
         let _mutation = self.start_mutation(key, MutationKind::Invalidate).await?;
         let _commits = self.commit_lock(key).lock().await;
         for slot in &self.slots[..self.slots.len() - 1] {
@@ -367,11 +390,19 @@ impl Tiered {
         Ok(last.tier.namespaces().await?)
     }
 
-    /// Stops every copy, waits for them, then closes the tiers (SPEC §4: nothing is written to
-    /// a closed tier).
+    /// Refuses new operations and commits, ends the bodies still streaming, waits (at most
+    /// [`CLOSE_WAIT`]) for the operations under way, stops every copy and waits for them, then
+    /// closes the tiers (SPEC §4: nothing is written to a closed tier).
     pub async fn shutdown(self: &Arc<Self>) {
         let drained = self.drained.notified();
         self.begin_shutdown();
+        self.closing.cancel();
+        if tokio::time::timeout(CLOSE_WAIT, self.idle()).await.is_err() {
+            tracing::warn!(
+                operations = self.operations.load(std::sync::atomic::Ordering::SeqCst),
+                "requests still touching the tiers after {CLOSE_WAIT:?}; closing regardless"
+            );
+        }
         let stopped =
             self.backfills.lock().unwrap_or_else(PoisonError::into_inner).manager.is_stopped();
         if !stopped && tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
@@ -394,11 +425,83 @@ impl Tiered {
         }
     }
 
+    /// Counts one request touching the tiers until the guard is dropped; refused once the tiers
+    /// are closing. Counted before the check, so that [`Tiered::shutdown`], which sets `closing`
+    /// before it reads the count, never misses an operation that got past the check.
+    fn enter(self: &Arc<Self>) -> Result<Operation, ApiError> {
+        self.operations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let operation = Operation { tiered: self.clone() };
+        if self.closing.is_cancelled() {
+            return Err(ApiError::ShuttingDown);
+        }
+        Ok(operation)
+    }
+
+    /// Resolves when no operation is under way.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.operations.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A body that holds its read's [`Operation`] and ends with an error once the tiers start
+    /// closing, so no byte is read from a closed tier.
+    fn guarded(&self, body: ByteStream, operation: Operation) -> ByteStream {
+        Box::pin(Guarded {
+            inner: Some(body),
+            closing: Box::pin(self.closing.clone().cancelled_owned()),
+            _operation: operation,
+        })
+    }
+
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         // Reap finished copies so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(task);
+    }
+}
+
+/// One request touching the tiers; see [`Tiered::enter`].
+struct Operation {
+    tiered: Arc<Tiered>,
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        if self.tiered.operations.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.tiered.idle.notify_waiters();
+        }
+    }
+}
+
+/// See [`Tiered::guarded`].
+struct Guarded {
+    inner: Option<ByteStream>,
+    closing: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    _operation: Operation,
+}
+
+impl Stream for Guarded {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.inner.is_none() {
+            return Poll::Ready(None);
+        }
+        if std::future::Future::poll(self.closing.as_mut(), cx).is_ready() {
+            // Dropping the inner body here releases whatever it holds of the tier.
+            self.inner = None;
+            return Poll::Ready(Some(Err(io::Error::other("the server is shutting down"))));
+        }
+        let polled = self.inner.as_mut().map(|inner| inner.as_mut().poll_next(cx));
+        polled.unwrap_or(Poll::Ready(None))
     }
 }
 
@@ -797,6 +900,7 @@ impl Tiered {
         key: &ObjectKey,
         req: &ReadRequest,
     ) -> Result<Served, ApiError> {
+        let operation = self.enter()?;
         // Taken before any tier is opened, so a copy of what this read sees is refused if the
         // key changes meanwhile.
         let seen =
@@ -880,6 +984,7 @@ impl Tiered {
                         // A tee was started but the plan sends no whole body to carry it.
                         self.abandon_tee(copy);
                     }
+                    let body = body.map(|body| self.guarded(body, operation));
                     return Ok(Served { plan, body, cache_status, expires });
                 }
                 read::Output::SendPart { .. } | read::Output::Abort { .. } => {
