@@ -107,73 +107,28 @@ export function bind(raw) {
     const lastModified = optionalString(object.lastModified, "object.lastModified");
     refs.length = 0;
     refs.push(etag, lastModified);
-    fieldList(object.headers, "object.headers", refs);
-    // Written byte by byte: cheaper than joining the fields into one string for encodeInto.
-    views();
-    pos = 0;
-    put(method);
-    putField(ifMatch);
-    putField(ifNoneMatch);
-    putField(ifModifiedSince);
-    putField(ifUnmodifiedSince);
-    putField(range);
-    putField(ifRange);
-    putField(etag);
-    putField(lastModified);
-    for (let i = 2; i < refs.length; i++) {
-      putByte(0);
-      put(refs[i]);
-    }
-    return pos;
-  }
-
-  // The input buffer's write position.
-  let pos = 0;
-
-  function reserve(n) {
-    if (pos + n <= inputCap) return;
-    // The module keeps what was written when it grows the buffer.
-    inputCap = Math.max(pos + n, 2 * inputCap, 1024);
-    inputPtr = raw.inputBuffer(inputCap);
-    bytes = null;
-    views();
-  }
-
-  function putByte(byte) {
-    reserve(1);
-    input[pos++] = byte;
-  }
-
-  /** A separator, then nothing when `value` is absent or `=` and the value. */
-  function putField(value) {
-    putByte(0);
-    if (value === undefined) return;
-    putByte(61);
-    put(value);
-  }
-
-  /**
-   * `text` as UTF-8. A NUL inside becomes U+0001: either makes a field invalid (RFC 9110 §5.5),
-   * so the core answers the same, and the separator stays unambiguous.
-   */
-  function put(text) {
-    const n = text.length;
+    const stored = encodeFields(object.headers, "object.headers", refs);
+    const text =
+      method +
+      field(ifMatch) +
+      field(ifNoneMatch) +
+      field(ifModifiedSince) +
+      field(ifUnmodifiedSince) +
+      field(range) +
+      field(ifRange) +
+      field(etag) +
+      field(lastModified) +
+      SEP +
+      stored;
     // Three bytes per UTF-16 unit is the most UTF-8 can take.
-    reserve(3 * n);
-    const buf = input;
-    let at = pos;
-    for (let i = 0; i < n; i++) {
-      const c = text.charCodeAt(i);
-      if (c >= 0x80) {
-        // Beyond ASCII, the rest at once.
-        const rest = text.slice(i);
-        const clean = rest.includes(SEP) ? rest.replaceAll(SEP, "\u0001") : rest;
-        pos = at + encoder.encodeInto(clean, buf.subarray(at)).written;
-        return;
-      }
-      buf[at++] = c === 0 ? 1 : c;
+    const need = text.length * 3;
+    if (need > inputCap) {
+      inputCap = Math.max(need, 1024);
+      inputPtr = raw.inputBuffer(inputCap);
+      bytes = null;
     }
-    pos = at;
+    views();
+    return encoder.encodeInto(text, input).written;
   }
 
   function planResponse(request, object) {
@@ -517,14 +472,14 @@ function partFields(head) {
 }
 
 /**
- * The fields of a plain object of string values, each name then its value pushed onto `out`.
- * A field whose name is empty or whose name or value holds NUL is left out: it is no valid
- * field (RFC 9110 §5.5), and the core would drop it.
+ * A plain object of string values as `name NUL value NUL ...`, each name and value also pushed
+ * onto `refs` when given. A field whose name is empty or whose name or value holds NUL is left
+ * out: it is no valid field (RFC 9110 §5.5), and the core would drop it.
  */
-function fieldList(map, what, out) {
-  if (map === undefined || map === null) return;
+function encodeFields(map, what, refs) {
+  if (map === undefined || map === null) return "";
   checkObject(map, what);
-  const start = out.length;
+  let out = "";
   let lowerCase = true;
   for (const name of Object.keys(map)) {
     const value = map[name];
@@ -533,11 +488,12 @@ function fieldList(map, what, out) {
     }
     if (name === "" || name.includes(SEP) || value.includes(SEP)) continue;
     lowerCase &&= name === name.toLowerCase();
-    out.push(name, value);
+    out += out === "" ? `${name}${SEP}${value}` : `${SEP}${name}${SEP}${value}`;
+    refs?.push(name, value);
   }
-  if (lowerCase) return; // the keys of an object are unique: no field repeats
+  if (lowerCase) return out; // the keys of an object are unique: no field repeats
+  if (refs) refs.length = 2;
   // Names that differ only in case are one field, joined (RFC 9110 §5.3).
-  out.length = start;
   const joined = Object.create(null);
   for (const name of Object.keys(map)) {
     const value = map[name];
@@ -545,14 +501,19 @@ function fieldList(map, what, out) {
     const low = name.toLowerCase();
     joined[low] = low in joined ? `${joined[low]}, ${value}` : value;
   }
-  for (const name of Object.keys(joined)) out.push(name, joined[name]);
+  const entries = Object.entries(joined);
+  for (const [name, value] of entries) refs?.push(name, value);
+  return entries.map(([name, value]) => `${name}${SEP}${value}`).join(SEP);
 }
 
-/** A plain object of string values as `name NUL value NUL ...` (see fieldList). */
-function encodeFields(map, what) {
-  const out = [];
-  fieldList(map, what, out);
-  return out.join(SEP);
+/**
+ * One optional value of planRaw's input: a separator, then nothing when absent or `=` and the
+ * value. A NUL inside a value becomes U+0001: either makes the field invalid (RFC 9110 §5.5), so
+ * the core answers the same, and the separator stays unambiguous.
+ */
+function field(value) {
+  if (value === undefined) return SEP;
+  return `${SEP}=${value.includes(SEP) ? value.replaceAll(SEP, "\u0001") : value}`;
 }
 
 function join(joined, value) {
