@@ -230,29 +230,96 @@ pub fn if_range_holds(if_range: &str, meta: &ObjectMeta) -> bool {
 }
 
 /// True if a write carrying these `If-Match` and `If-None-Match` values may replace `current`,
-/// the live (unexpired) revision or `None` (SPEC §3, RFC 9110 §13.1.1–13.1.2); false means 412
-/// and nothing stored.
+/// the live (unexpired) revision or `None` (SPEC §3, RFC 9110 §13.1.1–13.1.2, in the order of
+/// §13.2.2); false means 412 and nothing stored.
 ///
-/// `If-None-Match: *` allows the write only when there is no live revision; a list of tags
-/// refuses it when one matches the live revision weakly. `If-Match` allows it only when a live
-/// revision exists and matches strongly (`*`: any live revision); one that does not parse
-/// never allows it. When both are present both must hold.
+/// `If-Match` is evaluated first: it allows the write only when a live revision exists and
+/// matches strongly (`*`: any live revision); one that does not parse never allows it. Then
+/// `If-None-Match`: `*` allows the write only when there is no live revision; a list of tags
+/// refuses it when one matches the live revision weakly; one that does not parse is ignored.
+/// When both are present both must hold.
 pub fn is_write_allowed(
     if_match: Option<&str>,
     if_none_match: Option<&str>,
     current: Option<&ObjectMeta>,
 ) -> bool {
+    write_allowed_for(if_match, if_none_match, current.map(|meta| &meta.etag))
+}
+
+fn write_allowed_for(
+    if_match: Option<&str>,
+    if_none_match: Option<&str>,
+    current: Option<&EntityTag>,
+) -> bool {
     let if_match_holds = if_match.is_none_or(|value| {
-        current.is_some_and(|meta| {
-            EtagList::parse(value).is_some_and(|list| list.matches_strong(&meta.etag))
+        current.is_some_and(|etag| {
+            EtagList::parse(value).is_some_and(|list| list.matches_strong(etag))
         })
     });
     let if_none_match_holds = if_none_match.is_none_or(|value| {
-        current.is_none_or(|meta| {
-            !EtagList::parse(value).is_some_and(|list| list.matches_weak(&meta.etag))
-        })
+        current
+            .is_none_or(|etag| !EtagList::parse(value).is_some_and(|list| list.matches_weak(etag)))
     });
     if_match_holds && if_none_match_holds
+}
+
+/// The condition a write hands to the tiers, which check it atomically when they commit (the
+/// authoritative tier judges it against its live revision with [`is_write_allowed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteGuard {
+    /// Store unconditionally.
+    None,
+    /// Store only if no live revision exists (`If-None-Match: *`).
+    IfAbsent,
+    /// Store only if the live revision matches this `If-Match` value strongly (`*`: any).
+    IfMatch(String),
+}
+
+/// How a write's `If-Match` and `If-None-Match` are evaluated (SPEC §3, RFC 9110 §13.2.2).
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteCheck {
+    /// The tiers can evaluate the fields exactly at commit: hand them this guard.
+    Guard(WriteGuard),
+    /// The fields need the live revision (an `If-None-Match` listing entity-tags, or both
+    /// fields at once): look up its entity-tag and ask [`write_guard_for`].
+    NeedsCurrent,
+}
+
+/// Decides how a write's precondition fields are evaluated, before anything is looked up.
+///
+/// No field, `If-None-Match: *` alone, or `If-Match` alone map exactly onto a [`WriteGuard`]
+/// the tiers enforce atomically. Anything else needs the live revision ([`write_guard_for`]).
+pub fn write_check(if_match: Option<&str>, if_none_match: Option<&str>) -> WriteCheck {
+    match (if_match, if_none_match) {
+        (None, None) => WriteCheck::Guard(WriteGuard::None),
+        (None, Some(value)) if EtagList::parse(value) == Some(EtagList::Any) => {
+            WriteCheck::Guard(WriteGuard::IfAbsent)
+        }
+        (Some(value), None) => WriteCheck::Guard(WriteGuard::IfMatch(value.to_owned())),
+        _ => WriteCheck::NeedsCurrent,
+    }
+}
+
+/// Evaluates a write's `If-Match` and `If-None-Match` against `current`, the entity-tag of the
+/// live revision looked up for [`WriteCheck::NeedsCurrent`] (`None`: no live revision).
+///
+/// `None` means the preconditions fail: 412, nothing stored. Otherwise the guard pins the
+/// write to the state the fields were judged against (`IfAbsent`, or `IfMatch` of that
+/// revision's tag), so that if another write commits between the lookup and this commit, the
+/// tiers refuse this one (412) rather than apply it to a revision nobody evaluated.
+pub fn write_guard_for(
+    if_match: Option<&str>,
+    if_none_match: Option<&str>,
+    current: Option<&EntityTag>,
+) -> Option<WriteGuard> {
+    if !write_allowed_for(if_match, if_none_match, current) {
+        return None;
+    }
+    Some(match current {
+        None => WriteGuard::IfAbsent,
+        Some(etag) => WriteGuard::IfMatch(etag.to_string()),
+    })
 }
 
 /// The `multipart/byteranges` boundary for a revision: `rangecache-` and 32 hex digits of the
@@ -494,6 +561,53 @@ mod tests {
                 is_write_allowed(if_match, if_none_match, current),
                 allowed,
                 "If-Match {if_match:?}, If-None-Match {if_none_match:?}, present {present}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_check_needs_the_live_revision_only_when_the_tiers_cannot_judge_alone() {
+        use WriteCheck::*;
+        assert_eq!(write_check(None, None), Guard(WriteGuard::None));
+        assert_eq!(write_check(None, Some(" * ")), Guard(WriteGuard::IfAbsent));
+        assert_eq!(
+            write_check(Some("\"a\", \"b\""), None),
+            Guard(WriteGuard::IfMatch("\"a\", \"b\"".into()))
+        );
+        assert_eq!(
+            write_check(Some("garbage"), None),
+            Guard(WriteGuard::IfMatch("garbage".into()))
+        );
+        assert_eq!(write_check(None, Some("\"a\"")), NeedsCurrent);
+        assert_eq!(write_check(None, Some("garbage")), NeedsCurrent);
+        assert_eq!(write_check(Some("\"a\""), Some("*")), NeedsCurrent);
+        assert_eq!(write_check(Some("\"a\""), Some("\"b\"")), NeedsCurrent);
+    }
+
+    #[test]
+    fn a_write_guard_pins_the_revision_the_fields_were_judged_against() {
+        let v1 = EntityTag::strong("v1").unwrap();
+        let pinned = Some(WriteGuard::IfMatch("\"v1\"".into()));
+        for (if_match, if_none_match, current, expect) in [
+            // If-None-Match with tags: 412 when one matches (weakly), else proceed.
+            (None, Some("\"v1\""), Some(&v1), None),
+            (None, Some("W/\"v1\""), Some(&v1), None),
+            (None, Some("\"v0\", \"v2\""), Some(&v1), pinned.clone()),
+            (None, Some("\"v1\""), None, Some(WriteGuard::IfAbsent)),
+            (None, Some("garbage"), Some(&v1), pinned.clone()),
+            // If-Match first, then If-None-Match.
+            (Some("\"v1\""), Some("\"v0\""), Some(&v1), pinned.clone()),
+            (Some("\"v1\""), Some("\"v1\""), Some(&v1), None),
+            (Some("\"v0\""), Some("\"v2\""), Some(&v1), None),
+            (Some("*"), Some("\"v2\""), Some(&v1), pinned.clone()),
+            (Some("*"), Some("\"v2\""), None, None),
+            (Some("\"v1\""), Some("*"), Some(&v1), None),
+            (Some("\"v1\""), Some("*"), None, None),
+        ] {
+            assert_eq!(
+                write_guard_for(if_match, if_none_match, current),
+                expect,
+                "If-Match {if_match:?}, If-None-Match {if_none_match:?}, current {current:?}"
             );
         }
     }

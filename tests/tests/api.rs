@@ -196,6 +196,42 @@ async fn conditional_writes_store_nothing_when_they_fail() {
     let response = client().get(&url).send().await.unwrap();
     assert_eq!(response.headers()["etag"], "\"v2\"");
     assert_eq!(response.bytes().await.unwrap(), "four");
+    // RFC 9110 §13.2.2 on a write: If-Match first, then an If-None-Match listing tags is 412
+    // when one names the live revision and lets the write proceed otherwise.
+    let send = |if_match: Option<&'static str>, if_none_match: &'static str, etag, body| {
+        let mut request = client().put(&url).header("if-none-match", if_none_match);
+        if let Some(if_match) = if_match {
+            request = request.header("if-match", if_match);
+        }
+        request.header("etag", etag).body(body).send()
+    };
+    for (if_match, if_none_match, expect) in [
+        (None, "\"v2\"", 412),
+        (None, "W/\"v2\", \"v9\"", 412),
+        (Some("\"v2\""), "\"v2\"", 412),
+        (Some("\"v1\""), "\"v0\"", 412),
+        (Some("\"v2\""), "*", 412),
+    ] {
+        let response = send(if_match, if_none_match, "\"bad\"", "five").await.unwrap();
+        assert_eq!(
+            response.status(),
+            expect,
+            "If-Match {if_match:?}, If-None-Match {if_none_match}"
+        );
+    }
+    let response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.headers()["etag"], "\"v2\"", "refused writes stored nothing");
+    let response = send(None, "\"v0\", \"v1\"", "\"v3\"", "six").await.unwrap();
+    assert_eq!(response.status(), 200, "no listed tag names the live revision");
+    let response = send(Some("\"v3\""), "\"v2\"", "\"v4\"", "seven").await.unwrap();
+    assert_eq!(response.status(), 200, "If-Match holds and If-None-Match names another");
+    let response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.headers()["etag"], "\"v4\"");
+    assert_eq!(response.bytes().await.unwrap(), "seven");
+    let fresh = server.object("writes", "fresh");
+    let response =
+        client().put(&fresh).header("if-none-match", "\"v1\"").body("new").send().await.unwrap();
+    assert_eq!(response.status(), 200, "an If-None-Match with tags creates an absent object");
     // Generated ETags are unique per write.
     let a = put(&server.object("writes", "gen"), b"same".to_vec()).await;
     let b = put(&server.object("writes", "gen"), b"same".to_vec()).await;

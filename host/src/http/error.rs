@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The client sent fewer or more bytes than it announced, or went away mid-upload.
     #[error("incomplete upload: {0}")]
     IncompleteUpload(String),
+    /// The live revision a write's preconditions need could not be read from the tiers.
+    #[error("the current revision could not be read to evaluate the write's preconditions")]
+    CurrentUnknown,
     /// The server is shutting down.
     #[error("shutting down")]
     ShuttingDown,
@@ -53,7 +56,7 @@ impl ApiError {
             ApiError::BadRequest(_) | ApiError::IncompleteUpload(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::WritePreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ShuttingDown | ApiError::CurrentUnknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Tier(TierError::PreconditionFailed { .. }) => StatusCode::PRECONDITION_FAILED,
             ApiError::Tier(TierError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Tier(TierError::SizeMismatch { .. }) => StatusCode::BAD_REQUEST,

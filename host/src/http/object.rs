@@ -11,6 +11,7 @@ use futures::StreamExt;
 use http::StatusCode;
 use http::header::{self, HeaderMap};
 
+use rangecache_core::conditional::{WriteCheck, WriteGuard, write_check, write_guard_for};
 use rangecache_core::object::{parse_ttl, select_stored_headers};
 use rangecache_core::validators::{EntityTag, format_http_date, parse_http_date};
 use rangecache_core::{Key, Namespace, ObjectKey, Timestamp};
@@ -132,7 +133,7 @@ pub async fn write(
             Some(parse_ttl(text).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
     };
-    let condition = write_condition(headers)?;
+    let condition = write_condition(state, &key, headers, now).await?;
     let stored = stored_headers(headers);
     let write = WriteRequest {
         etag,
@@ -228,19 +229,56 @@ fn joined(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<String
     Ok(Some(out))
 }
 
-fn write_condition(headers: &HeaderMap) -> Result<WriteCondition, ApiError> {
-    let if_none_match = joined(headers, header::IF_NONE_MATCH)?;
+/// The condition the tiers check when they commit this write, as the core decides it from
+/// `If-Match` and `If-None-Match` (RFC 9110 §13.2.2: If-Match first; an If-None-Match naming
+/// the live revision is 412, one naming others lets the write proceed).
+///
+/// When the core needs the live revision, it is looked up with a HEAD through the tiers (the
+/// nearest tier holding the key answers; every tier holds the revision the authoritative tier
+/// committed), and the core's verdict is pinned to that revision, so a write committed in
+/// between makes the tiers refuse this one rather than apply it unevaluated.
+async fn write_condition(
+    state: &AppState,
+    key: &ObjectKey,
+    headers: &HeaderMap,
+    now: Timestamp,
+) -> Result<WriteCondition, ApiError> {
     let if_match = joined(headers, header::IF_MATCH)?;
-    match (if_none_match, if_match) {
-        (None, None) => Ok(WriteCondition::None),
-        (Some(value), None) if value.trim() == "*" => Ok(WriteCondition::IfAbsent),
-        (Some(_), None) => {
-            Err(ApiError::BadRequest("on a write, If-None-Match supports only \"*\"".into()))
+    let if_none_match = joined(headers, header::IF_NONE_MATCH)?;
+    let (if_match, if_none_match) = (if_match.as_deref(), if_none_match.as_deref());
+    let guard = match write_check(if_match, if_none_match) {
+        WriteCheck::Guard(guard) => guard,
+        WriteCheck::NeedsCurrent => {
+            let current = current_etag(state, key, now).await?;
+            write_guard_for(if_match, if_none_match, current.as_ref())
+                .ok_or(ApiError::WritePreconditionFailed)?
         }
-        (None, Some(value)) => Ok(WriteCondition::IfMatch(value)),
-        (Some(_), Some(_)) => Err(ApiError::BadRequest(
-            "If-Match and If-None-Match cannot be combined on a write".into(),
-        )),
+    };
+    Ok(match guard {
+        WriteGuard::None => WriteCondition::None,
+        WriteGuard::IfAbsent => WriteCondition::IfAbsent,
+        WriteGuard::IfMatch(list) => WriteCondition::IfMatch(list),
+    })
+}
+
+/// The entity-tag of the live revision of `key` (`None` when there is none), from a HEAD
+/// planned by the core through the tiers.
+async fn current_etag(
+    state: &AppState,
+    key: &ObjectKey,
+    now: Timestamp,
+) -> Result<Option<EntityTag>, ApiError> {
+    let head = ReadRequest::new(http::Method::HEAD, now);
+    let served = state.tiered.read(key, &head).await?;
+    match served.plan.status {
+        StatusCode::NOT_FOUND => Ok(None),
+        status if status.is_success() => served
+            .plan
+            .header(&header::ETAG)
+            .and_then(EntityTag::parse)
+            .map(Some)
+            .ok_or(ApiError::CurrentUnknown),
+        _ => Err(ApiError::CurrentUnknown),
     }
 }
 
