@@ -1,10 +1,20 @@
 //! Two real servers chained: B (one disk tier, authoritative) and A (memory in front of B as
 //! a remote tier). Backfill into A's memory, its dedupe, its discard on early close, a write
 //! racing it, and shutdown in the middle of it.
+//!
+//! Where a test needs a copy to be still running at a given moment, A reaches B through a
+//! [`HeldProxy`]: a real TCP proxy that passes each connection's first bytes from B and then
+//! holds the rest until the test releases it, so the copy is in flight for as long as the test
+//! says, not for as long as a transfer happens to take.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use common::{
     Server, client, data, disk_only, eventually, get_json, memory_and_remote, put, sha256, tempdir,
@@ -16,6 +26,73 @@ const GET_200: &str =
 const COMMITTED: &str = "rangecache_backfills_total{event=\"committed\"}";
 const DISCARDED: &str = "rangecache_backfills_total{event=\"discarded\"}";
 const IN_FLIGHT: &str = "rangecache_backfills_in_flight";
+
+/// A TCP proxy to `upstream` that forwards requests freely and, per connection, the first
+/// `free` bytes of the answers; the rest waits until [`HeldProxy::release`].
+struct HeldProxy {
+    base: String,
+    released: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeldProxy {
+    async fn start(upstream: SocketAddr, free: usize) -> HeldProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let base = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let (released, watching) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(held_pipe(client, upstream, free, watching.clone()));
+            }
+        });
+        HeldProxy { base, released, task }
+    }
+
+    /// Lets every held answer through, and every later one.
+    fn release(&self) {
+        self.released.send_replace(true);
+    }
+}
+
+impl Drop for HeldProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn held_pipe(
+    client: TcpStream,
+    upstream: SocketAddr,
+    free: usize,
+    mut released: watch::Receiver<bool>,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else { return };
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let requests = async move {
+        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+        let _ = to_server.shutdown().await;
+    };
+    let answers = async move {
+        let mut sent = 0;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if sent >= free && released.wait_for(|released| *released).await.is_err() {
+                return;
+            }
+            let n = match from_server.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if to_client.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            sent += n;
+        }
+        let _ = to_client.shutdown().await;
+    };
+    tokio::join!(requests, answers);
+}
 
 fn chain() -> (Server, Server) {
     let b = Server::start_with(disk_only);
@@ -148,17 +225,23 @@ async fn a_full_read_closed_early_leaves_no_copy_in_tier_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_during_a_backfill_wins() {
-    let (a, b) = chain();
+    let b = Server::start_with(disk_only);
     let old = data(48 << 20, 13);
     put(&b.object("chain", "race"), old.clone()).await;
+    // Each answer from B passes its first MiB, then waits: the copy of 48 MiB cannot finish.
+    let proxy = HeldProxy::start(b.addr, 1 << 20).await;
+    let a = Server::start(&memory_and_remote(&proxy.base));
 
     // A ranged read starts a background copy of the old revision...
     let response =
         client().get(a.object("chain", "race")).header("range", "bytes=0-9").send().await.unwrap();
     assert_eq!(response.status(), 206);
-    // ...and a write through A replaces the object while it runs.
+    assert_eq!(response.bytes().await.unwrap(), old[..10]);
+    assert_eq!(a.metric(IN_FLIGHT).await, 1.0, "the background copy is held in flight");
+    // ...and a write through A replaces the object while it is held.
     let new = data(1000, 14);
     let etag = put(&a.object("chain", "race"), new.clone()).await;
+    proxy.release();
 
     eventually("no copy in flight", Duration::from_secs(30), || async {
         a.metric(IN_FLIGHT).await == 0.0
@@ -181,34 +264,33 @@ async fn sigterm_during_a_backfill_exits_0_promptly_and_leaves_no_partial_object
     let b = Server::start_with(disk_only);
     let body = data(64 << 20, 15);
     put(&b.object("chain", "term"), body.clone()).await;
+    // The copy's answer from B stops after its first MiB: it is in flight when SIGTERM comes.
+    let proxy = HeldProxy::start(b.addr, 1 << 20).await;
     // A keeps its tier 0 on disk here, so what a cut copy would leave is visible after restart.
     let a_dir = tempdir();
     let a_config = format!(
         "[[tier]]\nname = \"near\"\nkind = \"disk\"\npath = \"{}\"\nmax_size = \"1GiB\"\n\n\
          [[tier]]\nname = \"upstream\"\nkind = \"remote\"\nurl = \"{}\"\n",
         a_dir.join("near").display(),
-        b.base
+        proxy.base
     );
     let mut a = Server::start_in(&a_dir, &a_config);
     let response =
         client().get(a.object("chain", "term")).header("range", "bytes=0-9").send().await.unwrap();
     assert_eq!(response.status(), 206);
-    assert_eq!(a.metric(IN_FLIGHT).await, 1.0, "the background copy is running");
+    assert_eq!(response.bytes().await.unwrap(), body[..10]);
+    assert_eq!(a.metric(IN_FLIGHT).await, 1.0, "the background copy is held in flight");
     let started = std::time::Instant::now();
     let status = a.signal_and_wait("TERM", Duration::from_secs(15));
     assert!(status.success(), "exit status {status:?}\n{}", a.log());
     assert!(started.elapsed() < Duration::from_secs(10), "prompt: {:?}", started.elapsed());
 
+    proxy.release();
     let a = Server::start_in(&a_dir, &a_config);
     let stats = get_json(&a.url("/api/v1/stats")).await;
     let near = &stats["tiers"][0];
-    let objects = near["objects"].as_u64().unwrap();
-    if objects == 1 {
-        // The copy finished before the signal: then it must be whole.
-        assert_eq!(near["bytes"].as_u64().unwrap(), body.len() as u64);
-    } else {
-        assert_eq!(objects, 0, "{stats}");
-    }
+    assert_eq!(near["objects"].as_u64(), Some(0), "the cut copy left nothing: {stats}");
+    assert_eq!(near["bytes"].as_u64(), Some(0), "{stats}");
     let response = client().head(a.object("chain", "term")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-length"], body.len().to_string().as_str());
