@@ -7,7 +7,7 @@ use http::header::{
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::object::{ObjectMeta, is_stored_header};
+use crate::object::{EXPIRES_HEADER, ObjectMeta, is_stored_header};
 use crate::range::{
     RangeLimits, Resolved, Window, content_range, parse_range, resolve, unsatisfied_content_range,
 };
@@ -140,7 +140,8 @@ impl Body {
 /// zero-byte object give the full object ([`crate::range::resolve`]).
 ///
 /// Every 200, 206 and 416 carries `Accept-Ranges: bytes`; 200 and 206 carry Content-Length,
-/// ETag, Last-Modified and the stored headers, except that a 206 answering a holding If-Range
+/// ETag, Last-Modified, the revision's expiry (`rangecache-expires`, when it has one, as does
+/// a 304) and the stored headers, except that a 206 answering a holding If-Range
 /// sends of the stored headers only Cache-Control and Expires (§15.3.7: the client already has
 /// the others). A 416 carries `Content-Range: bytes */SIZE`, `Content-Length: 0` and no body.
 ///
@@ -344,8 +345,18 @@ pub fn multipart_boundary(meta: &ObjectMeta) -> String {
 // sends (§15.3.7); the others describe the representation the client already has.
 const CACHE_UPDATE: &[&str] = &["cache-control", "content-location", "expires", "vary"];
 
-fn validators(meta: &ObjectMeta) -> [(HeaderName, String); 2] {
-    [(ETAG, meta.etag.to_string()), (LAST_MODIFIED, format_http_date(meta.last_modified))]
+/// ETag, Last-Modified and, when the revision expires, [`EXPIRES_HEADER`]: what every answer
+/// describing the revision (200, 206, 304) carries. The expiry lets a downstream rangecache
+/// whose remote tier caches this answer drop its copy when the object expires here (SPEC §3:
+/// expired objects are never served); it is written to the second, rounded down, so a copy
+/// never outlives the original.
+fn validators(meta: &ObjectMeta) -> Vec<(HeaderName, String)> {
+    let mut headers =
+        vec![(ETAG, meta.etag.to_string()), (LAST_MODIFIED, format_http_date(meta.last_modified))];
+    if let Some(expires) = meta.expires {
+        headers.push((HeaderName::from_static(EXPIRES_HEADER), format_http_date(expires)));
+    }
+    headers
 }
 
 /// Stored headers that pass `keep`, skipping every name that is never stored
@@ -430,7 +441,7 @@ fn unsatisfiable(meta: &ObjectMeta) -> ResponsePlan {
 fn not_modified(meta: &ObjectMeta) -> ResponsePlan {
     // RFC 9110 §15.4.5: the validators and the cache-update fields, nothing describing a body
     // (no Content-Length: a 304 answers a conditional request whose client has the content).
-    let mut headers: Vec<(HeaderName, String)> = validators(meta).into();
+    let mut headers = validators(meta);
     headers.extend(stored(meta, |name| CACHE_UPDATE.contains(&name)));
     ResponsePlan { status: StatusCode::NOT_MODIFIED, headers, body: Body::None }
 }
@@ -641,6 +652,52 @@ mod tests {
         );
         assert_eq!(plan.header(&ETAG), Some("\"v1\""));
         assert_eq!(plan.body, Body::Full);
+    }
+
+    #[test]
+    fn answers_describing_the_revision_carry_its_expiry_and_no_other_does() {
+        let meta = ObjectMeta { expires: Some(Timestamp::from_millis(784_111_777_999)), ..meta() };
+        let expiry = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let get = Method::GET;
+        for (fields, status, carries) in [
+            (RequestHeaders::new(&get), StatusCode::OK, true),
+            (
+                RequestHeaders { range: Some("bytes=0-9"), ..RequestHeaders::new(&get) },
+                StatusCode::PARTIAL_CONTENT,
+                true,
+            ),
+            (
+                RequestHeaders { range: Some("bytes=0-0,50-59"), ..RequestHeaders::new(&get) },
+                StatusCode::PARTIAL_CONTENT,
+                true,
+            ),
+            (
+                RequestHeaders { if_none_match: Some("\"v1\""), ..RequestHeaders::new(&get) },
+                StatusCode::NOT_MODIFIED,
+                true,
+            ),
+            (
+                RequestHeaders { if_match: Some("\"v0\""), ..RequestHeaders::new(&get) },
+                StatusCode::PRECONDITION_FAILED,
+                false,
+            ),
+            (
+                RequestHeaders { range: Some("bytes=500-"), ..RequestHeaders::new(&get) },
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                false,
+            ),
+        ] {
+            let plan = plan_response(&fields, &meta, &RangeLimits::default());
+            assert_eq!(plan.status, status);
+            let name = HeaderName::from_static(EXPIRES_HEADER);
+            assert_eq!(plan.header(&name), carries.then_some(expiry), "{status}");
+        }
+        let plan = plan_response(
+            &RequestHeaders::new(&get),
+            &super::tests::meta(),
+            &RangeLimits::default(),
+        );
+        assert_eq!(plan.header(&HeaderName::from_static(EXPIRES_HEADER)), None, "never expires");
     }
 
     #[test]

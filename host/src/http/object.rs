@@ -58,24 +58,13 @@ pub async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Rep
         now: now(),
     };
     let served = state.tiered.read(&key, &read).await?;
-    let status = served.plan.status;
-    let mut reply = Reply::plan(served.plan, served.body, served.cache_status);
-    // The revision's expiry, for a downstream rangecache whose remote tier caches this answer:
-    // without it a copy would outlive the object here (SPEC §3: expired objects are never
-    // served). Rounded down to the second, so a copy never outlives the original.
-    if let Some(expires) = served.expires
-        && (status.is_success() || status == StatusCode::NOT_MODIFIED)
-    {
-        reply.header_string(
-            http::header::HeaderName::from_static(EXPIRES_HEADER),
-            format_http_date(expires),
-        );
-    }
-    Ok(reply)
+    // The plan already carries every header, the revision's expiry included.
+    Ok(Reply::plan(served.plan, served.body, served.cache_status))
 }
 
-/// When the revision answered expires, on object responses (read back by the remote tier).
-pub const EXPIRES_HEADER: &str = "rangecache-expires";
+/// When the revision answered expires, on object responses (read back by the remote tier);
+/// the core plans it.
+pub use rangecache_core::object::EXPIRES_HEADER;
 
 /// PUT or POST: store the body in every tier.
 pub async fn write(
