@@ -19,6 +19,9 @@ pub const DEFAULT_MEMORY_SIZE: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_DISK_SIZE: u64 = 10 * 1024 * 1024 * 1024;
 /// Directory of the default disk tier.
 pub const DEFAULT_DISK_PATH: &str = "./rangecache-data";
+/// How long a copy taken from a remote tier lives when the upstream does not say when its
+/// object expires (a cachew server sends no `Rangecache-Expires`): one hour.
+pub const DEFAULT_COPY_TTL: Duration = Duration::from_secs(3600);
 
 /// A configuration that was read and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +85,8 @@ pub enum TierKind {
         url: String,
         /// Bearer token sent with every request.
         token: Option<String>,
+        /// Lifetime of a copy of an object whose expiry the upstream does not announce.
+        copy_ttl: Duration,
     },
 }
 
@@ -168,6 +173,7 @@ struct FileTier {
     prefix: Option<String>,
     url: Option<String>,
     token: Option<String>,
+    copy_ttl: Option<String>,
 }
 
 impl FileConfig {
@@ -244,6 +250,7 @@ impl FileTier {
                     ("prefix", self.prefix.is_some()),
                     ("url", self.url.is_some()),
                     ("token", self.token.is_some()),
+                    ("copy_ttl", self.copy_ttl.is_some()),
                 ])?;
                 if max_size.is_none() {
                     return Err(err(field("max_size"), "required for a memory tier"));
@@ -258,6 +265,7 @@ impl FileTier {
                     ("prefix", self.prefix.is_some()),
                     ("url", self.url.is_some()),
                     ("token", self.token.is_some()),
+                    ("copy_ttl", self.copy_ttl.is_some()),
                 ])?;
                 let path = PathBuf::from(
                     self.path.ok_or_else(|| err(field("path"), "required for a disk tier"))?,
@@ -270,6 +278,7 @@ impl FileTier {
                     ("path", self.path.is_some()),
                     ("url", self.url.is_some()),
                     ("token", self.token.is_some()),
+                    ("copy_ttl", self.copy_ttl.is_some()),
                 ])?;
                 let bucket =
                     self.bucket.ok_or_else(|| err(field("bucket"), "required for an s3 tier"))?;
@@ -297,7 +306,15 @@ impl FileTier {
                 if let Some(token) = &self.token {
                     check_token(&field("token"), token)?;
                 }
-                TierKind::Remote { url: url.trim_end_matches('/').to_owned(), token: self.token }
+                let copy_ttl = match &self.copy_ttl {
+                    Some(text) => parse_duration(&field("copy_ttl"), text)?,
+                    None => DEFAULT_COPY_TTL,
+                };
+                TierKind::Remote {
+                    url: url.trim_end_matches('/').to_owned(),
+                    token: self.token,
+                    copy_ttl,
+                }
             }
             other => {
                 return Err(err(
@@ -447,6 +464,23 @@ prefix = "rangecache/"
     }
 
     #[test]
+    fn a_remote_tier_bounds_its_copies_by_default() {
+        let remote = |extra: &str| {
+            let text = format!("[[tier]]\nname='r'\nkind='remote'\nurl='http://x/'\n{extra}");
+            Config::parse(&text, None).unwrap().tiers.remove(0).kind
+        };
+        let kind =
+            TierKind::Remote { url: "http://x".into(), token: None, copy_ttl: DEFAULT_COPY_TTL };
+        assert_eq!(remote(""), kind);
+        let kind = TierKind::Remote {
+            url: "http://x".into(),
+            token: None,
+            copy_ttl: Duration::from_secs(90),
+        };
+        assert_eq!(remote("copy_ttl = '90s'"), kind);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         check_error(
             "bogus = 1\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",
@@ -464,6 +498,14 @@ prefix = "rangecache/"
             "tier[0].path",
         );
         check_error("[[tier]]\nname='r'\nkind='remote'\nurl='ftp://x'", "tier[0].url");
+        check_error(
+            "[[tier]]\nname='r'\nkind='remote'\nurl='http://x'\ncopy_ttl='0s'",
+            "tier[0].copy_ttl",
+        );
+        check_error(
+            "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\ncopy_ttl='1h'",
+            "tier[0].copy_ttl",
+        );
         check_error(
             "listen='nowhere'\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",
             "listen",

@@ -24,8 +24,8 @@ pub async fn build_tiers(config: &Config) -> Result<Vec<TierSlot>, ConfigError> 
             message: format!("cannot open tier {:?}: {e}", tier.name),
         };
         let opened: Arc<dyn Tier> = match &tier.kind {
-            TierKind::Remote { url, token } => Arc::new(
-                storage::remote::RemoteTier::new(&tier.name, url, token.clone())
+            TierKind::Remote { url, token, copy_ttl } => Arc::new(
+                storage::remote::RemoteTier::new(&tier.name, url, token.clone(), *copy_ttl)
                     .map_err(|e| fail(&e))?,
             ),
             TierKind::Memory => Arc::new(storage::memory::MemoryTier::new(

@@ -1,10 +1,13 @@
 //! The remote tier as cachew's `/api/v1` sees it: uploads are POSTs, an upstream's early refusal
-//! comes back as its own status, and an invalidation passes through a remote tier in the middle
-//! of a chain without deleting the upstream's data.
+//! comes back as its own status, an invalidation passes through a remote tier in the middle
+//! of a chain without deleting the upstream's data, and a copy of an object whose upstream
+//! announces no expiry (as cachew never does) still expires.
 
 mod common;
 
-use common::{Server, client, data, disk_only, memory_and_remote, put};
+use std::time::Duration;
+
+use common::{Server, client, data, disk_only, eventually, memory_and_remote, put};
 
 const B_POST_200: &str = "rangecache_requests_total{method=\"POST\",status=\"200\"}";
 const B_PUT_200: &str = "rangecache_requests_total{method=\"PUT\",status=\"200\"}";
@@ -88,4 +91,31 @@ async fn invalidating_through_a_remote_tier_in_the_middle_keeps_the_upstreams_da
     );
     assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
     assert_eq!(response.bytes().await.unwrap(), body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_an_object_without_an_announced_expiry_lives_copy_ttl() {
+    // B stores the object with no Time-To-Live and no max_ttl: it announces no expiry.
+    let b = Server::start_with(disk_only);
+    let a = Server::start(&format!("{}copy_ttl = \"2s\"\n", memory_and_remote(&b.base)));
+    put(&b.object("ttl", "open"), data(1000, 46)).await;
+    let response = client().head(b.object("ttl", "open")).send().await.unwrap();
+    assert!(!response.headers().contains_key("rangecache-expires"), "B announces no expiry");
+
+    let response = client().get(a.object("ttl", "open")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("rangecache-expires"), "A's answer expires");
+    assert_eq!(response.bytes().await.unwrap().len(), 1000);
+    eventually("the copy to commit", Duration::from_secs(10), || async {
+        a.metric("rangecache_backfills_total{event=\"committed\"}").await == 1.0
+    })
+    .await;
+    let response = client().get(a.object("ttl", "open")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    // Once copy_ttl has passed, A's memory no longer answers: B does, and A copies it again.
+    eventually("A's copy to expire", Duration::from_secs(10), || async {
+        let response = client().get(a.object("ttl", "open")).send().await.unwrap();
+        response.headers()["cache-status"].to_str().unwrap().starts_with("upstream; hit")
+    })
+    .await;
 }

@@ -37,11 +37,20 @@ pub struct RemoteTier {
     client: reqwest::Client,
     /// Uploads wait on the client's pace, so they get no read timeout.
     upload_client: reqwest::Client,
+    /// Lifetime given to an answer whose expiry the upstream does not announce.
+    copy_ttl: Duration,
 }
 
 impl RemoteTier {
     /// A tier named `name` talking to the server at `base` (e.g. `http://127.0.0.1:8081`).
-    pub fn new(name: &str, base: &str, token: Option<String>) -> Result<RemoteTier, TierError> {
+    /// An answer that does not say when its object expires (cachew's never do) is treated as
+    /// expiring `copy_ttl` after it was received, so no copy of it lives forever downstream.
+    pub fn new(
+        name: &str,
+        base: &str,
+        token: Option<String>,
+        copy_ttl: Duration,
+    ) -> Result<RemoteTier, TierError> {
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
@@ -61,6 +70,7 @@ impl RemoteTier {
             token,
             client,
             upload_client,
+            copy_ttl,
         })
     }
 
@@ -206,12 +216,7 @@ impl Tier for RemoteTier {
         if let Some(expires) = new.expires {
             // The upstream caps the TTL by its own tiers' maxima; a whole second at least, so an
             // object about to expire is not stored forever.
-            let now = Timestamp::from_millis(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-            );
+            let now = Timestamp::from_millis(wall_clock_millis());
             let secs = expires.as_millis().saturating_sub(now.as_millis()).div_ceil(1000).max(1);
             builder = builder.header("time-to-live", format!("{secs}s"));
         }
@@ -330,8 +335,16 @@ impl RemoteTier {
             })
             .collect();
         // A rangecache upstream says when its revision expires; a copy here must not outlive it.
-        let expires =
-            headers.get(EXPIRES_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_http_date);
+        // Without that (cachew), the copy gets the tier's copy_ttl.
+        let expires = headers
+            .get(EXPIRES_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date)
+            .unwrap_or_else(|| {
+                let ttl = u64::try_from(self.copy_ttl.as_millis()).unwrap_or(u64::MAX);
+                Timestamp::from_millis(wall_clock_millis().saturating_add(ttl))
+            });
+        let expires = Some(expires);
         Ok(ObjectMeta { size: size.unwrap_or(0), etag, last_modified, headers: stored, expires })
     }
 }
@@ -420,6 +433,13 @@ impl RemoteWriter {
             let _ = upload.await;
         }
     }
+}
+
+fn wall_clock_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn backend(tier: &str, message: impl Into<String>) -> TierError {
