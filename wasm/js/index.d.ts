@@ -60,6 +60,21 @@ export type ResolvedRange =
 export function resolveRange(rangeHeader: string | null | undefined, size: number): ResolvedRange;
 
 /**
+ * Whether `planResponse(request, object)` is the final answer of a tier holding `object`
+ * (SPEC §4): false when that revision fails the request's validators (the plan is 412, or an
+ * If-Range with a strong entity-tag names another version). Then ask the next tier for the
+ * version named, and let this answer stand only when none has it.
+ */
+export function isDefinitive(request: PlanRequest, object: ObjectDescription): boolean;
+
+/**
+ * How a read that serves `body` (a plan's body) from tier `from` copies the object into tier 0:
+ * "tee" for a GET sending the whole object, "background" for a GET sending a range or parts,
+ * `null` for no copy (tier 0 itself, HEAD, or no body).
+ */
+export function copyMode(method: string, from: number, body: PlanBody): "tee" | "background" | null;
+
+/**
  * The storage key of `/{namespace}/{key}`: `namespace/` and 64 hex digits (a key of 64 hex
  * digits is kept, any other is hashed with SHA-256); `null` for an invalid namespace.
  */

@@ -12,8 +12,11 @@
 // and the copy is put into the store only once the origin's body ended with the announced
 // size; a client that closes early discards it. A ranged read that misses is served from the
 // same fetch as its bytes arrive, while the rest of the object is copied in the background
-// (`ctx.waitUntil`). Concurrent misses of one key join the fetch already running.
-import { BackfillManager, describeObject, objectKey, planResponse } from "rangecache-wasm";
+// (`ctx.waitUntil`). Concurrent misses of one key join the fetch already running. Which of the
+// two a read gets is the core's choice (`copyMode`), as is whether the store's copy may answer
+// at all (`isDefinitive`): a copy of another version than an If-Range or If-Match names sends
+// the read on to the origin for the named version (SPEC §4).
+import { BackfillManager, copyMode, describeObject, isDefinitive, objectKey, planResponse } from "rangecache-wasm";
 
 const STORE_TIER = 0;
 const ORIGIN_TIER = 1;
@@ -45,13 +48,20 @@ export default {
     // of the key is refused (SPEC §4).
     const seen = edge.manager.generation(namespace, key);
     const entry = await env.STORE.get(storeKey);
+    // The store's answer, kept when it is not definitive: it stands if the origin does not have
+    // the version the request names either.
+    let fallback = null;
     if (entry) {
-      seen.free();
-      return respond(planResponse(req, entry.meta), request.method, completeSource(entry.body));
+      const plan = planResponse(req, entry.meta);
+      if (isDefinitive(req, entry.meta)) {
+        seen.free();
+        return respond(plan, request.method, completeSource(entry.body));
+      }
+      fallback = { plan, source: completeSource(entry.body) };
     }
     if (request.method === "HEAD") {
       seen.free();
-      return headFromOrigin(req, env, url.pathname);
+      return headFromOrigin(req, env, url.pathname, fallback);
     }
     let fill = edge.fills.get(storeKey);
     if (fill) {
@@ -63,22 +73,28 @@ export default {
     }
     const head = await fill.head;
     if (head.status !== 200) {
-      return new Response(null, { status: head.status === 404 ? 404 : 502 });
+      return originFailed(head.status, request.method, fallback);
     }
     let meta = head.meta;
     if (meta.size === undefined) {
       // Without a Content-Length nothing can be planned (or copied) before the end: read it
-      // all, then plan against what arrived.
-      fill.begin("tee");
+      // all, copied as a full read is, then plan against what arrived.
+      fill.begin(copyMode(request.method, ORIGIN_TIER, { kind: "full" }));
       fill.pin();
       await fill.done;
-      if (fill.failure) return new Response(null, { status: 502 });
+      if (fill.failure) return originFailed(502, request.method, fallback);
       meta = { ...meta, size: fill.received };
     }
     const plan = planResponse(req, meta);
-    const ranged = plan.body.kind !== "full";
-    fill.begin(ranged ? "background" : "tee");
-    if (ranged) {
+    if (fallback !== null && !isDefinitive(req, meta)) {
+      // The origin does not have the named version either: the store's answer stands, and the
+      // origin's object is neither sent nor copied.
+      fill.begin(null);
+      return respond(fallback.plan, request.method, fallback.source);
+    }
+    const mode = copyMode(request.method, ORIGIN_TIER, plan.body);
+    fill.begin(mode);
+    if (mode === "background") {
       // A fragment is never stored as the object: the rest is fetched whatever this client
       // does, and the store gets the whole object or nothing.
       fill.pin();
@@ -86,6 +102,20 @@ export default {
     return respond(plan, request.method, fill);
   },
 };
+
+/**
+ * The answer when the origin had no copy (`status` 404) or failed, as the core's read machine
+ * gives it (core/src/read.rs, "Which answer stands"): a store's answer that was not definitive
+ * stands when the origin has no copy, or despite a failure when it sends the object (the whole
+ * current object for an If-Range), since that is right whatever the origin held; otherwise a
+ * failure is 502.
+ */
+function originFailed(status, method, fallback) {
+  if (fallback !== null && (status === 404 || fallback.plan.body.kind !== "none")) {
+    return respond(fallback.plan, method, fallback.source);
+  }
+  return new Response(null, { status: status === 404 ? 404 : 502 });
+}
 
 /** What one store's worker shares between requests: its manager and the fetches running. */
 const edges = new WeakMap();
@@ -144,6 +174,7 @@ class Fill {
     this.readers = 0;
     this.pinned = false;
     this.copy = null; // the manager's copy number while the copy may still commit
+    this.began = false;
     this.mode = null;
     this.wakers = [];
     this.abort = new AbortController();
@@ -173,11 +204,13 @@ class Fill {
   }
 
   /** Called by every request that reads this fill, after planning: the first one decides the
-   * copy's mode and starts pumping. */
+   * copy's mode (`tee`, `background`, or `null` for none, as `copyMode` answered) and starts
+   * pumping. */
   begin(mode) {
-    if (this.mode !== null) return;
+    if (this.began) return;
+    this.began = true;
     this.mode = mode;
-    if (this.meta.size !== undefined) {
+    if (mode !== null && this.meta.size !== undefined) {
       const { manager } = this.edge;
       manager.copyRequested(this.seen, {
         namespace: this.namespace,
@@ -213,6 +246,13 @@ class Fill {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
+        if (this.copy === null && this.readers === 0 && !this.pinned) {
+          // No copy and nobody reading (every request answered without a body): stop.
+          this.abort.abort();
+          await reader.cancel().catch(() => {});
+          this.fail(new Error("origin fetch abandoned: no reader and no copy"));
+          return;
+        }
         this.chunks.push({ offset: this.received, bytes: value });
         this.received += value.length;
         this.wake();
@@ -354,20 +394,26 @@ function completeSource(body) {
   };
 }
 
-/** A HEAD that missed: the origin's HEAD, planned like any other answer; nothing is stored. */
-async function headFromOrigin(req, env, path) {
+/**
+ * A HEAD that missed, or whose store answer was not definitive (`fallback`): the origin's HEAD,
+ * planned like any other answer; nothing is stored.
+ */
+async function headFromOrigin(req, env, path, fallback) {
   let response;
   try {
     response = await fetch(new URL(path, env.ORIGIN), { method: "HEAD" });
   } catch {
-    return new Response(null, { status: 502 });
+    return originFailed(502, "HEAD", fallback);
   }
   if (response.status !== 200) {
-    return new Response(null, { status: response.status === 404 ? 404 : 502 });
+    return originFailed(response.status === 404 ? 404 : 502, "HEAD", fallback);
   }
   const meta = describeObject(Object.fromEntries(response.headers));
   if (meta.size === undefined) {
-    return new Response(null, { status: 502 });
+    return originFailed(502, "HEAD", fallback);
+  }
+  if (fallback !== null && !isDefinitive(req, meta)) {
+    return respond(fallback.plan, "HEAD", fallback.source);
   }
   return respond(planResponse(req, meta), "HEAD", completeSource(new Uint8Array()));
 }

@@ -5,7 +5,15 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { BackfillManager, describeObject, objectKey, planResponse, resolveRange } from "../../pkg/index.js";
+import {
+  BackfillManager,
+  copyMode,
+  describeObject,
+  isDefinitive,
+  objectKey,
+  planResponse,
+  resolveRange,
+} from "../../pkg/index.js";
 import * as web from "../../pkg/web.js";
 
 const table = JSON.parse(
@@ -338,4 +346,59 @@ test("the raw exports never trap, whatever bytes and numbers they are given", as
   }
   // Still alive and right.
   assert.equal(planResponse({ method: "GET", headers: { range: "bytes=0-0" } }, { size: 1, etag: '"a"' }).status, 206);
+});
+
+test("isDefinitive: a revision that fails If-Match or is not the one a strong If-Range names is not", () => {
+  const object = { size: 100, etag: '"v2"', lastModified: "Sun, 06 Nov 1994 08:49:37 GMT" };
+  const ranged = (ifRange) => ({ method: "GET", headers: { range: "bytes=0-9", "if-range": ifRange } });
+  assert.equal(isDefinitive(ranged('"v2"'), object), true);
+  assert.equal(isDefinitive(ranged('"v1"'), object), false);
+  // A weak tag or a date names no revision another tier could hold.
+  assert.equal(isDefinitive(ranged('W/"v1"'), object), true);
+  assert.equal(isDefinitive(ranged("Sat, 05 Nov 1994 08:49:37 GMT"), object), true);
+  assert.equal(isDefinitive({ method: "GET", headers: { "If-Match": '"v1"' } }, object), false);
+  assert.equal(isDefinitive({ method: "GET", headers: { "if-none-match": '"v2"' } }, object), true);
+  assert.equal(isDefinitive({ method: "GET" }, object), true);
+  assert.throws(() => isDefinitive({ method: "GET" }, { size: -1 }), TypeError);
+  assert.throws(() => isDefinitive({ method: 1 }, object), TypeError);
+});
+
+test("copyMode: a whole GET from a deeper tier is teed, a fragment copied in the background", () => {
+  const object = { size: 100, etag: '"a"' };
+  const plan = (headers, method = "GET") => planResponse({ method, headers }, object);
+  assert.equal(copyMode("GET", 1, plan({}).body), "tee");
+  assert.equal(copyMode("GET", 1, plan({ range: "bytes=0-9" }).body), "background");
+  assert.equal(copyMode("GET", 1, plan({ range: "bytes=0-9,50-59" }).body), "background");
+  assert.equal(copyMode("GET", 0, plan({}).body), null, "nothing to copy from tier 0");
+  assert.equal(copyMode("HEAD", 1, plan({}, "HEAD").body), null);
+  assert.equal(copyMode("GET", 1, plan({ "if-none-match": '"a"' }).body), null, "a 304 has no body");
+  assert.throws(() => copyMode("GET", 1, { kind: "partial" }), TypeError);
+  assert.throws(() => copyMode("GET", -1, { kind: "full" }), TypeError);
+  assert.throws(() => copyMode(undefined, 1, { kind: "full" }), TypeError);
+});
+
+test("planResponse returns stored fields of any name and non-ASCII values exactly", () => {
+  const object = {
+    size: 10,
+    etag: '"a"',
+    headers: { "x-note": "caf\u00e9 \u2603", "content-disposition": 'attachment; filename="r\u00e9sum\u00e9.txt"' },
+  };
+  for (const headers of [{}, { range: "bytes=0-1" }, { range: "bytes=0-1,5-6" }]) {
+    const plan = planResponse({ method: "GET", headers }, object);
+    assert.equal(plan.headers["x-note"], "caf\u00e9 \u2603");
+    assert.equal(plan.headers["content-disposition"], 'attachment; filename="r\u00e9sum\u00e9.txt"');
+    assert.equal(plan.headers.etag, '"a"');
+  }
+  // Text the plan writes itself holds them too: the part heads of a multipart body.
+  const typed = { size: 1000, etag: '"a"', headers: { "content-type": "text/plain; name=\u00e9\u2603" } };
+  const multi = planResponse({ method: "GET", headers: { range: "bytes=0-1,500-501" } }, typed);
+  assert.equal(multi.body.kind, "multipart");
+  for (const part of multi.body.parts) {
+    assert.equal(part.headers["content-type"], "text/plain; name=\u00e9\u2603");
+    assert.ok(part.head.endsWith("\r\n\r\n"));
+  }
+  assert.match(multi.headers["content-type"], /^multipart\/byteranges; boundary=/);
+  // A value the plan does not echo (a normalised date) comes from the module, not the input.
+  const dated = planResponse({ method: "GET" }, { size: 1, lastModified: "Sunday, 06-Nov-94 08:49:37 GMT" });
+  assert.equal(dated.headers["last-modified"], "Sun, 06 Nov 1994 08:49:37 GMT");
 });
