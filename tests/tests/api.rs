@@ -532,3 +532,28 @@ async fn path_segments_are_percent_decoded_before_they_name_an_object() {
         assert_eq!(response.status(), 400, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_too_large_for_the_authoritative_tier_is_413_and_ends_the_connection() {
+    let dir = tempdir();
+    let config = memory_and_disk(&dir).replace("max_size = \"2GiB\"", "max_size = \"4KiB\"");
+    let server = Server::start_in(&dir, &config);
+    let url = server.object("sizes", "huge");
+    // Announced up front (refused when the tier is asked to create it), and discovered while
+    // streaming a chunked body (refused by the tier's writer).
+    for chunked in [false, true] {
+        let big = data(64 << 10, 60);
+        let request = client().put(&url);
+        let request = if chunked {
+            let chunks =
+                big.chunks(8192).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>();
+            request.body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        } else {
+            request.body(big)
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 413, "chunked: {chunked}");
+        assert_eq!(response.headers()["connection"], "close", "chunked: {chunked}");
+    }
+    assert_eq!(client().get(&url).send().await.unwrap().status(), 404, "413 stored nothing");
+}

@@ -65,6 +65,12 @@ impl ApiError {
         }
     }
 
+    /// True for 413: the object is larger than `max_object_size` or than a tier that must
+    /// hold it can store. The rest of the body may still be on its way.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, ApiError::TooLarge(_) | ApiError::Tier(TierError::TooLarge { .. }))
+    }
+
     /// The error as a plain-text reply.
     pub fn into_response(self) -> Reply {
         let status = self.status();
@@ -72,11 +78,13 @@ impl ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let mut reply = Reply::text(status, format!("{self}\n"));
+        // The rest of a refused body may still be on its way: end the connection.
+        if self.is_too_large() {
+            reply.header(http::header::CONNECTION, "close");
+        }
         match self {
             ApiError::Unauthorized => reply.header(http::header::WWW_AUTHENTICATE, "Bearer"),
             ApiError::MethodNotAllowed(allow) => reply.header(http::header::ALLOW, allow),
-            // The rest of a refused body may still be on its way: end the connection.
-            ApiError::TooLarge(_) => reply.header(http::header::CONNECTION, "close"),
             _ => {}
         }
         reply

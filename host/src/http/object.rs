@@ -136,7 +136,8 @@ pub async fn write(
     };
     let meta = match state.tiered.write(&key, write, &mut body).await {
         Ok(meta) => meta,
-        Err(e @ ApiError::TooLarge(_)) => {
+        // Too large for `max_object_size` or for a tier that must hold the object.
+        Err(e) if e.is_too_large() => {
             linger(&mut body).await;
             return Err(e);
         }
