@@ -218,6 +218,7 @@ async fn conditional_writes_store_nothing_when_they_fail() {
             expect,
             "If-Match {if_match:?}, If-None-Match {if_none_match}"
         );
+        assert_eq!(response.headers()["cache-status"], "disk; fwd=method, memory; fwd=method");
     }
     let response = client().get(&url).send().await.unwrap();
     assert_eq!(response.headers()["etag"], "\"v2\"", "refused writes stored nothing");
@@ -259,6 +260,7 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
     let url = server.object("ns", "big");
     let response = client().put(&url).body(vec![0u8; 2048]).send().await.unwrap();
     assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["cache-status"], "disk; fwd=bypass, memory; fwd=bypass");
     let chunks = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![1u8; 512])));
     let response =
         client().put(&url).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
@@ -348,6 +350,7 @@ async fn bearer_tokens_guard_reads_and_writes() {
     let response = client().put(&url).body("x").send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(response.headers()["cache-status"], "disk; fwd=bypass, memory; fwd=bypass");
     let response = client().put(&url).bearer_auth("r-secret").body("x").send().await.unwrap();
     assert_eq!(response.status(), 401, "the read token cannot write");
     let response = client().put(&url).bearer_auth("w-secret").body("x").send().await.unwrap();
@@ -554,6 +557,39 @@ async fn an_object_too_large_for_the_authoritative_tier_is_413_and_ends_the_conn
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 413, "chunked: {chunked}");
         assert_eq!(response.headers()["connection"], "close", "chunked: {chunked}");
+        assert_eq!(
+            response.headers()["cache-status"],
+            "disk; fwd=method, memory; fwd=method",
+            "chunked: {chunked}"
+        );
     }
     assert_eq!(client().get(&url).send().await.unwrap().status(), 404, "413 stored nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_object_answer_carries_cache_status() {
+    let server = server();
+    let url = server.object("status", "k");
+    let bypass = "disk; fwd=bypass, memory; fwd=bypass";
+    let touched = "disk; fwd=method, memory; fwd=method";
+    let check = |response: reqwest::Response, status: u16, cache_status: &'static str| {
+        assert_eq!(response.status(), status, "{cache_status}");
+        assert_eq!(response.headers()["cache-status"], cache_status, "{status}");
+    };
+    let response = client().put(&url).body("one").send().await.unwrap();
+    check(response, 200, "disk; fwd=method; stored, memory; fwd=method");
+    let response = client().put(&url).header("if-none-match", "*").body("x").send().await.unwrap();
+    check(response, 412, touched);
+    let response = client().put(&url).header("etag", "W/\"x\"").body("x").send().await.unwrap();
+    check(response, 400, bypass);
+    check(client().patch(&url).send().await.unwrap(), 405, bypass);
+    check(client().get(server.object("_bad", "k")).send().await.unwrap(), 400, bypass);
+    let invalidate = format!("{url}/invalidate");
+    check(client().get(&invalidate).send().await.unwrap(), 405, bypass);
+    let response = client().post(&invalidate).send().await.unwrap();
+    check(response, 200, "disk; fwd=bypass, memory; fwd=method");
+    check(client().delete(&url).send().await.unwrap(), 200, touched);
+    check(client().delete(&url).send().await.unwrap(), 404, touched);
+    let response = client().get(&url).send().await.unwrap();
+    check(response, 404, "disk; fwd=uri-miss, memory; fwd=uri-miss");
 }

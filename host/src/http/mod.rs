@@ -100,30 +100,10 @@ async fn dispatch(
             Ok(render::Reply::json(&names))
         }
         ["api", "v1", "object", namespace, key] => {
-            let key = object::parse_key(namespace, key)?;
-            match req.method {
-                Method::GET | Method::HEAD => {
-                    auth::require_read(state.auth.as_ref(), &req.headers)?;
-                    object::read(state, req, key).await
-                }
-                Method::PUT | Method::POST => {
-                    auth::require_write(state.auth.as_ref(), &req.headers)?;
-                    object::write(state, req, key, body).await
-                }
-                Method::DELETE => {
-                    auth::require_write(state.auth.as_ref(), &req.headers)?;
-                    object::delete(state, key).await
-                }
-                _ => Err(ApiError::MethodNotAllowed("GET, HEAD, PUT, POST, DELETE")),
-            }
+            Ok(object::answer(state, req, namespace, key, object::Route::Object, body).await)
         }
         ["api", "v1", "object", namespace, key, "invalidate"] => {
-            if req.method != Method::POST {
-                return Err(ApiError::MethodNotAllowed("POST"));
-            }
-            let key = object::parse_key(namespace, key)?;
-            auth::require_write(state.auth.as_ref(), &req.headers)?;
-            object::invalidate(state, key).await
+            Ok(object::answer(state, req, namespace, key, object::Route::Invalidate, body).await)
         }
         _ => Err(ApiError::NotFound),
     }

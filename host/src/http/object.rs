@@ -3,6 +3,22 @@
 //! Reads hand the request's raw fields to the tiered driver, which drives the core and returns
 //! the plan to render with its body. Writes turn headers into a `NewObject` (the host supplies
 //! what the core cannot: a fresh entity-tag and the time) and stream the body into every tier.
+//!
+//! Every answer about an object carries an RFC 9211 `Cache-Status` (SPEC §3), one member per
+//! tier, deepest first. A read's comes from the core's read machine. The others say what each
+//! tier did with a request that is not a lookup:
+//!
+//! | request                                                         | each tier's member         |
+//! | --------------------------------------------------------------- | -------------------------- |
+//! | refused before any tier was asked (400, 401, 405, 413 announced, 503 shutting down) | `fwd=bypass` |
+//! | write, delete (any status)                                      | `fwd=method`               |
+//! | write answered 200                                              | the authoritative tier also `stored` |
+//! | invalidate                                                      | `fwd=method`; the authoritative tier, untouched, `fwd=bypass` |
+//!
+//! `fwd=method` says the method is not one a cache answers from a stored copy (RFC 9211 §2.2);
+//! `stored` is claimed only where it is known: the authoritative tier committed every
+//! successful write, while a nearer tier may have been left out of it (too small for the
+//! object), which the driver does not report.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -26,7 +42,7 @@ use crate::tiered::{ReadRequest, WriteRequest};
 /// Each segment is percent-decoded before it is validated or hashed, as cachew's router does
 /// (Go's `PathValue`), so `my%20file` and `my file` name one object and `%61bc` is the
 /// namespace `abc`. A segment that does not decode to UTF-8 is 400.
-pub fn parse_key(namespace: &str, key: &str) -> Result<ObjectKey, ApiError> {
+fn parse_key(namespace: &str, key: &str) -> Result<ObjectKey, ApiError> {
     let namespace = decode_segment(namespace, "namespace")?;
     let key = decode_segment(key, "key")?;
     let namespace =
@@ -44,8 +60,128 @@ fn decode_segment<'a>(segment: &'a str, what: &str) -> Result<Cow<'a, str>, ApiE
         .map_err(|_| ApiError::BadRequest(format!("the {what} is not UTF-8 once percent-decoded")))
 }
 
+/// The object routes under `/api/v1/object/{namespace}/{key}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `…/{namespace}/{key}`: GET, HEAD, PUT, POST, DELETE.
+    Object,
+    /// `…/{namespace}/{key}/invalidate`: POST.
+    Invalidate,
+}
+
+/// How far a request that is not a read got into the tiers, for its `Cache-Status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handling {
+    /// No tier was asked.
+    Bypassed,
+    /// Every tier was asked to write or delete.
+    Mutated,
+    /// A write every tier accepted (the authoritative tier committed it).
+    Written,
+    /// The nearer tiers were asked to drop their copies.
+    Invalidated,
+}
+
+/// Answers one object route, always with a `Cache-Status`.
+pub async fn answer(
+    state: &AppState,
+    req: &Request,
+    namespace: &str,
+    key: &str,
+    route: Route,
+    body: RequestBody,
+) -> Reply {
+    let mut handling = Handling::Bypassed;
+    let result = route_object(state, req, namespace, key, route, body, &mut handling).await;
+    let mut reply = match result {
+        Ok(reply) => reply,
+        Err(error) => {
+            // A refusal raised before the driver touched a tier is a bypass, whatever route.
+            if matches!(error, ApiError::ShuttingDown) {
+                handling = Handling::Bypassed;
+            }
+            error.into_response()
+        }
+    };
+    if !reply.has_cache_status() {
+        reply.set_cache_status(cache_status(&state.tiered.names(), handling));
+    }
+    reply
+}
+
+async fn route_object(
+    state: &AppState,
+    req: &Request,
+    namespace: &str,
+    key: &str,
+    route: Route,
+    body: RequestBody,
+    handling: &mut Handling,
+) -> Result<Reply, ApiError> {
+    let auth = state.auth.as_ref();
+    if route == Route::Invalidate {
+        if req.method != http::Method::POST {
+            return Err(ApiError::MethodNotAllowed("POST"));
+        }
+        let key = parse_key(namespace, key)?;
+        super::auth::require_write(auth, &req.headers)?;
+        *handling = Handling::Invalidated;
+        return invalidate(state, key).await;
+    }
+    let key = parse_key(namespace, key)?;
+    match req.method {
+        http::Method::GET | http::Method::HEAD => {
+            super::auth::require_read(auth, &req.headers)?;
+            read(state, req, key).await
+        }
+        http::Method::PUT | http::Method::POST => {
+            super::auth::require_write(auth, &req.headers)?;
+            write(state, req, key, body, handling).await
+        }
+        http::Method::DELETE => {
+            super::auth::require_write(auth, &req.headers)?;
+            *handling = Handling::Mutated;
+            delete(state, key).await
+        }
+        _ => Err(ApiError::MethodNotAllowed("GET, HEAD, PUT, POST, DELETE")),
+    }
+}
+
+/// The `Cache-Status` of an answer that is not a read's: one member per tier, deepest first
+/// (the table in the module documentation).
+fn cache_status(names: &[String], handling: Handling) -> String {
+    let last = names.len().saturating_sub(1);
+    let members: Vec<String> = names
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(idx, name)| {
+            let params = match handling {
+                Handling::Bypassed => "fwd=bypass",
+                Handling::Mutated => "fwd=method",
+                Handling::Written if idx == last => "fwd=method; stored",
+                Handling::Written => "fwd=method",
+                Handling::Invalidated if idx == last => "fwd=bypass",
+                Handling::Invalidated => "fwd=method",
+            };
+            format!("{}; {params}", cache_identifier(name))
+        })
+        .collect();
+    members.join(", ")
+}
+
+/// A tier name as an RFC 9211 cache identifier: an sf-token when it starts with a letter (the
+/// configuration allows only letters, digits, `_` and `-`), else an sf-string.
+fn cache_identifier(name: &str) -> Cow<'_, str> {
+    if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("\"{name}\""))
+    }
+}
+
 /// GET or HEAD.
-pub async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Reply, ApiError> {
+async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Reply, ApiError> {
     let field = |name: header::HeaderName| joined(&req.headers, name);
     let read = ReadRequest {
         method: req.method.clone(),
@@ -67,11 +203,12 @@ pub async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Rep
 pub use rangecache_core::object::EXPIRES_HEADER;
 
 /// PUT or POST: store the body in every tier.
-pub async fn write(
+async fn write(
     state: &AppState,
     req: &Request,
     key: ObjectKey,
     mut body: RequestBody,
+    handling: &mut Handling,
 ) -> Result<Reply, ApiError> {
     let headers = &req.headers;
     let content_length = match headers.get(header::CONTENT_LENGTH) {
@@ -122,6 +259,8 @@ pub async fn write(
             Some(parse_ttl(text).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
     };
+    // From here on the tiers are asked: to look up the live revision, then to store.
+    *handling = Handling::Mutated;
     let condition = write_condition(state, &key, headers, now).await?;
     let stored = stored_headers(headers);
     let write = WriteRequest {
@@ -143,6 +282,7 @@ pub async fn write(
         }
         Err(e) => return Err(e),
     };
+    *handling = Handling::Written;
     let mut reply = Reply::empty(StatusCode::OK);
     reply.header_string(header::ETAG, meta.etag.to_string());
     reply.header_string(header::LAST_MODIFIED, format_http_date(meta.last_modified));
@@ -172,7 +312,7 @@ const LINGER_BYTES: usize = 1 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(1);
 
 /// DELETE: remove the object from every tier.
-pub async fn delete(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
+async fn delete(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
     if state.tiered.delete(&key).await? {
         Ok(Reply::empty(StatusCode::OK))
     } else {
@@ -181,7 +321,7 @@ pub async fn delete(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError>
 }
 
 /// POST …/invalidate: drop the copies of the non-authoritative tiers.
-pub async fn invalidate(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
+async fn invalidate(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
     state.tiered.invalidate(&key).await?;
     Ok(Reply::empty(StatusCode::OK))
 }

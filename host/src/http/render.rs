@@ -69,10 +69,22 @@ impl Reply {
                 Err(_) => tracing::warn!(header = %name, "stored header value is not sendable"),
             }
         }
-        if let Ok(value) = HeaderValue::try_from(cache_status.as_str()) {
-            headers.insert(HeaderName::from_static("cache-status"), value);
+        let mut reply = Reply { status: plan.status, headers, body, cache_status: None };
+        reply.set_cache_status(cache_status);
+        reply
+    }
+
+    /// Sets the `Cache-Status` field (RFC 9211), also written to the request's log line.
+    pub fn set_cache_status(&mut self, value: String) {
+        if let Ok(header) = HeaderValue::try_from(value.as_str()) {
+            self.headers.insert(HeaderName::from_static("cache-status"), header);
+            self.cache_status = Some(value);
         }
-        Reply { status: plan.status, headers, body, cache_status: Some(cache_status) }
+    }
+
+    /// True if the reply already carries a `Cache-Status`.
+    pub fn has_cache_status(&self) -> bool {
+        self.cache_status.is_some()
     }
 
     /// Adds a header.
