@@ -1,4 +1,6 @@
-//! The Prometheus families of SPEC §4, exposed at `/metrics` in the text format.
+//! The Prometheus families of SPEC §4, exposed at `/metrics` in the OpenMetrics text format
+//! (what `prometheus_client` writes: counters as `NAME_total`, ending in `# EOF`), which
+//! Prometheus scrapes when served as [`CONTENT_TYPE`].
 //!
 //! Every count is taken from what happened (a response sent, a tier's answer, a backfill
 //! manager output), never re-derived from policy here.
@@ -10,6 +12,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+/// The media type of [`Metrics::encode`]'s text (OpenMetrics 1.0.0).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Labels of `rangecache_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -159,7 +164,7 @@ impl Metrics {
         self.backfills.get_or_create(&BackfillLabels { event }).inc_by(n);
     }
 
-    /// The registry in the Prometheus text format.
+    /// The registry in the OpenMetrics text format, served as [`CONTENT_TYPE`].
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -189,5 +194,7 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        assert!(text.contains("# TYPE rangecache_requests counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF:\n{text}");
     }
 }

@@ -384,7 +384,13 @@ async fn stats_namespaces_health_and_metrics() {
     assert_eq!(stats["tiers"][1]["name"], "disk");
     let _ =
         client().get(server.object("zeta", "a")).header("range", "bytes=0-9").send().await.unwrap();
-    let metrics = client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let response = client().get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let metrics = response.text().await.unwrap();
+    assert!(metrics.ends_with("# EOF\n"), "OpenMetrics text:\n{metrics}");
     for family in [
         "rangecache_requests_total{method=\"PUT\",status=\"200\"} 2",
         "rangecache_requests_total{method=\"GET\",status=\"206\"} 1",

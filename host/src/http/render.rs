@@ -46,9 +46,9 @@ impl Reply {
         Reply::bytes(StatusCode::OK, "application/json", Bytes::from(text))
     }
 
-    /// The Prometheus text exposition.
+    /// The metrics exposition, in the OpenMetrics text format `prometheus_client` writes.
     pub fn metrics(text: String) -> Reply {
-        Reply::bytes(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Bytes::from(text))
+        Reply::bytes(StatusCode::OK, crate::metrics::CONTENT_TYPE, Bytes::from(text))
     }
 
     /// A reply with no body.
