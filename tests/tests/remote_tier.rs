@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, client, data, disk_only, eventually, memory_and_remote, put};
+use common::{Server, client, data, disk_only, eventually, memory_and_remote, put, sha256};
 
 const B_POST_200: &str = "rangecache_requests_total{method=\"POST\",status=\"200\"}";
 const B_PUT_200: &str = "rangecache_requests_total{method=\"PUT\",status=\"200\"}";
@@ -32,22 +32,51 @@ async fn writes_through_a_remote_tier_are_posts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_refusing_an_upload_early_is_answered_with_its_status() {
-    let b = Server::start_with(|dir| format!("max_object_size = \"1MiB\"\n{}", disk_only(dir)));
+    let b = Server::start_with(|dir| format!("max_object_size = \"64KiB\"\n{}", disk_only(dir)));
     let a = Server::start(&memory_and_remote(&b.base));
 
-    // B refuses from the announced length, before the body is sent: A says 413, not 502.
-    let response =
-        client().put(a.object("early", "big")).body(data(4 << 20, 42)).send().await.unwrap();
+    // B refuses from the announced length and answers while A is still uploading: the client
+    // sends a first part, waits until B has answered 413, then sends the rest, which A can no
+    // longer pass on. A says 413, not 502. (The rest stays within the 1 MiB a refusing server
+    // drains, so neither A nor B resets a connection with bytes unread.)
+    let body = data(1280 << 10, 42);
+    let (chunks, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let upload = tokio::spawn(
+        client()
+            .put(a.object("early", "big"))
+            .header("content-length", body.len())
+            .body(reqwest::Body::wrap_stream(stream))
+            .send(),
+    );
+    let (first, rest) = body.split_at(256 << 10);
+    chunks.send(Ok(first.to_vec())).await.unwrap();
+    eventually("B to refuse the upload", Duration::from_secs(10), || async {
+        b.metric("rangecache_requests_total{method=\"POST\",status=\"413\"}").await == 1.0
+    })
+    .await;
+    let rest: Vec<Vec<u8>> = rest.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+    // Sent aside: once A has answered it reads no more, and the sender just stops.
+    tokio::spawn(async move {
+        for chunk in rest {
+            if chunks.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let response = upload.await.unwrap().unwrap();
     assert_eq!(response.status(), 413);
     assert_eq!(client().get(b.object("early", "big")).send().await.unwrap().status(), 404);
     assert_eq!(client().get(a.object("early", "big")).send().await.unwrap().status(), 404);
 
     // A create-only write of an object B holds fails B's condition: A says 412, stores nothing.
-    let etag = put(&a.object("early", "there"), data(512 << 10, 43)).await;
+    let etag = put(&a.object("early", "there"), data(32 << 10, 43)).await;
     let response = client()
         .put(a.object("early", "there"))
         .header("if-none-match", "*")
-        .body(data(512 << 10, 44))
+        .body(data(32 << 10, 44))
         .send()
         .await
         .unwrap();
@@ -118,4 +147,44 @@ async fn a_copy_of_an_object_without_an_announced_expiry_lives_copy_ttl() {
         response.headers()["cache-status"].to_str().unwrap().starts_with("upstream; hit")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearer_tier_failing_its_commit_does_not_undo_the_write() {
+    // C, A's tier 0, cannot commit this key: a directory stands where its disk tier renames the
+    // finished file (rename over a non-empty directory fails, for root too). C notices only at
+    // commit, after the whole body arrived, so its failure comes after A's authoritative disk
+    // committed.
+    let c = Server::start_with(disk_only);
+    let blocker = c.dir.join("disk").join("commitfail").join(sha256(b"k"));
+    std::fs::create_dir_all(&blocker).unwrap();
+    std::fs::write(blocker.join("in-the-way"), b"x").unwrap();
+    let a = Server::start_with(|dir| {
+        format!(
+            "[[tier]]\nname = \"near\"\nkind = \"remote\"\nurl = \"{}\"\n\n{}",
+            c.base,
+            disk_only(dir)
+        )
+    });
+
+    let body = data(1000, 47);
+    let response =
+        client().put(a.object("commitfail", "k")).body(body.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200, "the authoritative tier holds the write\n{}", a.log());
+    let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(
+        a.metric("rangecache_tier_writes_total{tier=\"near\",result=\"error\"}").await,
+        1.0,
+        "C's commit did fail"
+    );
+    assert_eq!(client().get(c.object("commitfail", "k")).send().await.unwrap().status(), 404);
+    let response = client().get(a.object("commitfail", "k")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["cache-status"].to_str().unwrap().starts_with("disk; hit"),
+        "{:?}",
+        response.headers()["cache-status"]
+    );
+    assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(response.bytes().await.unwrap(), body);
 }
