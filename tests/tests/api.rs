@@ -306,9 +306,12 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
 async fn an_upload_cut_short_leaves_nothing_behind() {
     let server = server();
     for (name, close_early) in [("short", false), ("disconnected", true)] {
+        let path = format!("/api/v1/object/cut/{name}");
+        let refused = "rangecache_requests_total{method=\"PUT\",status=\"400\"}";
+        let refused_before = server.metric_opt(refused).await.unwrap_or(0.0);
         let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         let head = format!(
-            "PUT /api/v1/object/cut/{name} HTTP/1.1\r\nhost: {}\r\ncontent-length: 100000\r\n\r\n",
+            "PUT {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: 100000\r\n\r\n",
             server.addr
         );
         stream.write_all(head.as_bytes()).await.unwrap();
@@ -316,24 +319,28 @@ async fn an_upload_cut_short_leaves_nothing_behind() {
         if close_early {
             drop(stream);
         } else {
-            // Half-close: the server sees EOF with half of the announced bytes.
+            // Half-close: the server sees EOF with half of the announced bytes, and answers.
             stream.shutdown().await.unwrap();
             let mut answer = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-                .await;
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+                .await
+                .expect("the server answers a short upload within 10 s")
+                .unwrap();
             let answer = String::from_utf8_lossy(&answer);
-            assert!(
-                !answer.starts_with("HTTP/1.1 200"),
-                "a short upload is not accepted: {answer}"
-            );
+            assert!(answer.starts_with("HTTP/1.1 400"), "a short upload is refused: {answer:?}");
+            assert!(answer.contains("incomplete upload"), "{answer}");
         }
-        let url = server.object("cut", name);
-        eventually("the cut upload to be abandoned", Duration::from_secs(10), || async {
-            server.metric("rangecache_requests_total{method=\"PUT\",status=\"400\"}").await >= 1.0
-                || server.log().contains(&format!("/api/v1/object/cut/{name}"))
+        // This upload's own refusal: its log line, and one more 400 counted for a PUT.
+        let logged = |log: &str| {
+            log.lines()
+                .any(|line| line.contains(&format!("path={path} ")) && line.contains("status=400"))
+        };
+        eventually(&format!("the refusal of {path}"), Duration::from_secs(10), || async {
+            logged(&server.log())
+                && server.metric_opt(refused).await.unwrap_or(0.0) > refused_before
         })
         .await;
-        let response = client().get(&url).send().await.unwrap();
+        let response = client().get(server.object("cut", name)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{name}: nothing stored");
     }
 }

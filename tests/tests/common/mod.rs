@@ -175,18 +175,34 @@ impl Server {
         read_log(&self.dir)
     }
 
-    /// The value of one metric line, e.g. `rangecache_requests_total{method="GET",status="200"}`;
-    /// 0 when the series does not exist yet.
+    /// The value of one metric line, e.g. `rangecache_requests_total{method="GET",status="200"}`,
+    /// or `None` when the exposition has no such line.
+    pub async fn metric_opt(&self, series: &str) -> Option<f64> {
+        metric_value(&self.scrape().await, series)
+    }
+
+    /// The value of one series of a family the server exports: 0 when the family has no such
+    /// series yet (a labelled counter appears at its first increment). Panics when the family
+    /// itself is not exported, so a misspelled name fails instead of reading as 0.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = client()
+        let text = self.scrape().await;
+        assert!(
+            exports_family(&text, series),
+            "/metrics exports no family for {series:?}:\n{text}"
+        );
+        metric_value(&text, series).unwrap_or(0.0)
+    }
+
+    /// The `/metrics` text.
+    pub async fn scrape(&self) -> String {
+        client()
             .get(self.url("/metrics"))
             .send()
             .await
             .expect("scrape /metrics")
             .text()
             .await
-            .expect("metrics text");
-        metric_value(&text, series)
+            .expect("metrics text")
     }
 }
 
@@ -196,15 +212,25 @@ impl Drop for Server {
     }
 }
 
-/// The value of `series` in a Prometheus text exposition, 0 when absent.
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok())?
-        })
-        .unwrap_or(0.0)
+/// The value of `series` (name and labels exactly as exposed) in an OpenMetrics or Prometheus
+/// text exposition, `None` when no line has it.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// True if the exposition declares the family of `series` (`# TYPE`), whose name is the
+/// series' name without its labels and, for a counter, without `_total`.
+pub fn exports_family(text: &str, series: &str) -> bool {
+    let name = series.split('{').next().unwrap_or(series);
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    text.lines().any(|line| {
+        line.strip_prefix("# TYPE ")
+            .and_then(|rest| rest.split(' ').next())
+            .is_some_and(|declared| declared == name || declared == family)
+    })
 }
 
 fn read_log(dir: &Path) -> String {
