@@ -10,7 +10,8 @@
 //! Every request that touches the tiers (a read until its body is dropped, a write, delete or
 //! invalidate until it returns) holds an [`Operation`] guard. Once the tiers start closing, new
 //! operations and commits are refused (503), bodies still streaming end with an error, and the
-//! tiers close only when no operation is left or [`CLOSE_WAIT`] has passed.
+//! tiers close only when no operation is left: writes, deletes and invalidations get at most
+//! [`CLOSE_WAIT`] to finish, reads (already cut off) at most [`READ_CUT_WAIT`] to let go.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -44,6 +45,9 @@ use crate::storage::{
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing waits for requests still touching the tiers (a commit under way) to end.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// How long closing waits for bodies it cut off to be dropped; a body whose client stopped
+/// reading is never polled again, and it reads nothing from the tiers once cut off.
+pub const READ_CUT_WAIT: Duration = Duration::from_secs(1);
 
 /// One configured tier with the limits the host applies to writes into it.
 pub struct TierSlot {
@@ -132,7 +136,7 @@ pub struct Tiered {
     /// Cancelled when the tiers start closing: no operation may begin or commit after it.
     closing: CancellationToken,
     /// Requests touching the tiers right now, and a wake-up when the count reaches zero.
-    operations: std::sync::atomic::AtomicUsize,
+    operations: [std::sync::atomic::AtomicUsize; 2],
     idle: Notify,
     /// Striped locks serializing the commit phase of writes of one key (64 stripes keep
     /// unrelated keys from waiting on each other).
@@ -162,7 +166,7 @@ impl Tiered {
             shutdown: CancellationToken::new(),
             drained: Notify::new(),
             closing: CancellationToken::new(),
-            operations: std::sync::atomic::AtomicUsize::new(0),
+            operations: Default::default(),
             idle: Notify::new(),
             commit_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             lock_hasher: std::collections::hash_map::RandomState::new(),
@@ -191,7 +195,7 @@ impl Tiered {
         if self.shutdown.is_cancelled() {
             return Err(ApiError::ShuttingDown);
         }
-        let _operation = self.enter()?;
+        let _operation = self.enter(OpKind::Mutation)?;
         // A write cancels any copy of the key under way and waits for a commit in progress.
         let _mutation = self.start_mutation(key, MutationKind::Write).await?;
         let last = self.slots.len() - 1;
@@ -333,7 +337,7 @@ impl Tiered {
 
     /// Removes the object from every tier; true if any tier held it.
     pub async fn delete(self: &Arc<Self>, key: &ObjectKey) -> Result<bool, ApiError> {
-        let _operation = self.enter()?;
+        let _operation = self.enter(OpKind::Mutation)?;
         let _mutation = self.start_mutation(key, MutationKind::Delete).await?;
         let _commits = self.commit_lock(key).lock().await;
         let mut existed = false;
@@ -347,7 +351,7 @@ impl Tiered {
 
     /// Drops the copies held by the non-authoritative tiers.
     pub async fn invalidate(self: &Arc<Self>, key: &ObjectKey) -> Result<(), ApiError> {
-        let _operation = self.enter()?;
+        let _operation = self.enter(OpKind::Mutation)?;
         let _mutation = self.start_mutation(key, MutationKind::Invalidate).await?;
         let _commits = self.commit_lock(key).lock().await;
         for slot in &self.slots[..self.slots.len() - 1] {
@@ -397,11 +401,14 @@ impl Tiered {
         let drained = self.drained.notified();
         self.begin_shutdown();
         self.closing.cancel();
-        if tokio::time::timeout(CLOSE_WAIT, self.idle()).await.is_err() {
-            tracing::warn!(
-                operations = self.operations.load(std::sync::atomic::Ordering::SeqCst),
-                "requests still touching the tiers after {CLOSE_WAIT:?}; closing regardless"
-            );
+        for (kind, bound) in [(OpKind::Mutation, CLOSE_WAIT), (OpKind::Read, READ_CUT_WAIT)] {
+            if tokio::time::timeout(bound, self.idle(kind)).await.is_err() {
+                tracing::warn!(
+                    ?kind,
+                    left = self.operations[kind as usize].load(std::sync::atomic::Ordering::SeqCst),
+                    "requests still holding the tiers after {bound:?}; closing regardless"
+                );
+            }
         }
         let stopped =
             self.backfills.lock().unwrap_or_else(PoisonError::into_inner).manager.is_stopped();
@@ -428,22 +435,22 @@ impl Tiered {
     /// Counts one request touching the tiers until the guard is dropped; refused once the tiers
     /// are closing. Counted before the check, so that [`Tiered::shutdown`], which sets `closing`
     /// before it reads the count, never misses an operation that got past the check.
-    fn enter(self: &Arc<Self>) -> Result<Operation, ApiError> {
-        self.operations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let operation = Operation { tiered: self.clone() };
+    fn enter(self: &Arc<Self>, kind: OpKind) -> Result<Operation, ApiError> {
+        self.operations[kind as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let operation = Operation { tiered: self.clone(), kind };
         if self.closing.is_cancelled() {
             return Err(ApiError::ShuttingDown);
         }
         Ok(operation)
     }
 
-    /// Resolves when no operation is under way.
-    async fn idle(&self) {
+    /// Resolves when no operation of `kind` is under way.
+    async fn idle(&self, kind: OpKind) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.operations.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            if self.operations[kind as usize].load(std::sync::atomic::Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;
@@ -471,11 +478,22 @@ impl Tiered {
 /// One request touching the tiers; see [`Tiered::enter`].
 struct Operation {
     tiered: Arc<Tiered>,
+    kind: OpKind,
+}
+
+/// What an [`Operation`] does, for how long closing waits for it.
+#[derive(Clone, Copy, Debug)]
+enum OpKind {
+    /// A write, delete or invalidate: it may be committing.
+    Mutation = 0,
+    /// A read and its body.
+    Read = 1,
 }
 
 impl Drop for Operation {
     fn drop(&mut self) {
-        if self.tiered.operations.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+        let count = &self.tiered.operations[self.kind as usize];
+        if count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
             self.tiered.idle.notify_waiters();
         }
     }
@@ -900,7 +918,7 @@ impl Tiered {
         key: &ObjectKey,
         req: &ReadRequest,
     ) -> Result<Served, ApiError> {
-        let operation = self.enter()?;
+        let operation = self.enter(OpKind::Read)?;
         // Taken before any tier is opened, so a copy of what this read sees is refused if the
         // key changes meanwhile.
         let seen =

@@ -27,7 +27,7 @@ async fn sigterm_with_a_stalled_download_exits_0_and_cuts_the_download() {
     let status =
         tokio::task::block_in_place(|| server.signal_and_wait("TERM", Duration::from_secs(20)));
     assert!(status.success(), "exit status {status:?}\n{}", server.log());
-    assert!(started.elapsed() < Duration::from_secs(15), "prompt: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(9), "prompt: {:?}", started.elapsed());
     let log = server.log();
     assert!(log.contains("cutting them off the tiers"), "{log}");
 
