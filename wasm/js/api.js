@@ -36,13 +36,18 @@ export function bind(raw) {
   let input = null;
   let inputPtr = 0;
   let inputCap = 0;
+  // Index in `nums` of the lengths of the input's fixed fields (see Boundary in lib.rs).
+  let lensAt = -1;
   let inputSize = 0;
   // The object's strings as encoded, which an answer refers to instead of sending them back:
   // entity-tag, date, then each stored name and value.
   const refs = [];
 
   function views() {
-    if (memory === null) memory = raw.memoryRaw();
+    if (memory === null) {
+      memory = raw.memoryRaw();
+      lensAt = raw.lensBuffer() / 8;
+    }
     if (bytes === null || bytes.byteLength === 0) {
       bytes = new Uint8Array(memory.buffer);
       nums = new Float64Array(memory.buffer);
@@ -128,7 +133,25 @@ export function bind(raw) {
       bytes = null;
     }
     views();
-    return encoder.encodeInto(text, input).written;
+    const { written } = encoder.encodeInto(text, input);
+    // Where each fixed field ends is known here, in UTF-16 units: the module's byte offsets
+    // when the text is all ASCII (any other character takes more bytes than units).
+    const n = nums;
+    const l = lensAt;
+    if (written === text.length) {
+      n[l] = method.length;
+      n[l + 1] = ifMatch === undefined ? -1 : ifMatch.length;
+      n[l + 2] = ifNoneMatch === undefined ? -1 : ifNoneMatch.length;
+      n[l + 3] = ifModifiedSince === undefined ? -1 : ifModifiedSince.length;
+      n[l + 4] = ifUnmodifiedSince === undefined ? -1 : ifUnmodifiedSince.length;
+      n[l + 5] = range === undefined ? -1 : range.length;
+      n[l + 6] = ifRange === undefined ? -1 : ifRange.length;
+      n[l + 7] = etag === undefined ? -1 : etag.length;
+      n[l + 8] = lastModified === undefined ? -1 : lastModified.length;
+    } else {
+      n[l] = -1;
+    }
+    return written;
   }
 
   function planResponse(request, object) {

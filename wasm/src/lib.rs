@@ -36,6 +36,10 @@ use crate::plan::{Answer, Inputs, Request, SEP};
 /// the answer straight from `answer`.
 struct Boundary {
     input: Vec<u8>,
+    /// The lengths of the fixed fields of `input` (method, the six request fields, entity-tag,
+    /// Last-Modified; `-1` when absent), written by JavaScript when the input is all ASCII so
+    /// the module need not search for separators; `lens[0] < 0` when it did not.
+    lens: [f64; FIXED],
     answer: Answer,
     /// The stored fields of the last object, whose strings the next one reuses (an allocation
     /// in wasm costs several times a native one).
@@ -44,7 +48,12 @@ struct Boundary {
 
 thread_local! {
     static BOUNDARY: RefCell<Boundary> = const {
-        RefCell::new(Boundary { input: Vec::new(), answer: Answer::new(), stored: Vec::new() })
+        RefCell::new(Boundary {
+            input: Vec::new(),
+            lens: [-1.0; FIXED],
+            answer: Answer::new(),
+            stored: Vec::new(),
+        })
     };
 }
 
@@ -52,6 +61,16 @@ thread_local! {
 #[wasm_bindgen(js_name = memoryRaw, skip_typescript)]
 pub fn memory_raw() -> JsValue {
     wasm_bindgen::memory()
+}
+
+/// How many fields of the input come before the stored ones.
+const FIXED: usize = 9;
+
+/// The address of the lengths of the input's fixed fields (`FIXED` numbers), which does not
+/// change.
+#[wasm_bindgen(js_name = lensBuffer, skip_typescript)]
+pub fn lens_buffer() -> u32 {
+    BOUNDARY.with_borrow(|b| b.lens.as_ptr() as usize as u32)
 }
 
 /// The address of the input buffer, grown to hold at least `capacity` bytes. The address stays
@@ -78,8 +97,8 @@ pub fn input_buffer(capacity: u32) -> u32 {
 #[wasm_bindgen(js_name = planRaw, skip_typescript)]
 pub fn plan_raw(len: u32, size: f64) -> Result<u32, JsValue> {
     BOUNDARY.with_borrow_mut(|b| {
-        let Boundary { input, answer, stored } = b;
-        let parsed = parse_input(input, len, size, stored)?;
+        let Boundary { input, lens, answer, stored } = b;
+        let parsed = parse_input(input, lens, len, size, stored)?;
         let inputs = Inputs { etag: parsed.etag, last_modified: parsed.last_modified };
         *stored =
             plan::plan(&parsed.request, parsed.object, &inputs, &RangeLimits::default(), answer);
@@ -92,8 +111,8 @@ pub fn plan_raw(len: u32, size: f64) -> Result<u32, JsValue> {
 #[wasm_bindgen(js_name = definitiveRaw, skip_typescript)]
 pub fn definitive_raw(len: u32, size: f64) -> Result<bool, JsValue> {
     BOUNDARY.with_borrow_mut(|b| {
-        let Boundary { input, stored, .. } = b;
-        let parsed = parse_input(input, len, size, stored)?;
+        let Boundary { input, lens, stored, .. } = b;
+        let parsed = parse_input(input, lens, len, size, stored)?;
         Ok(plan::definitive(&parsed.request, parsed.object, &RangeLimits::default()))
     })
 }
@@ -131,6 +150,7 @@ struct Parsed<'a> {
 /// `spare`.
 fn parse_input<'a>(
     input: &'a [u8],
+    lens: &[f64; FIXED],
     len: u32,
     size: f64,
     spare: &mut Vec<(String, String)>,
@@ -140,25 +160,79 @@ fn parse_input<'a>(
         .ok_or_else(|| type_error("len is past the input buffer; call planResponse instead"))?;
     let input = std::str::from_utf8(input)
         .map_err(|_| type_error("the input is not UTF-8; call planResponse instead"))?;
-    let mut fields = input.split(SEP);
-    let method = method_of(fields.next().unwrap_or_default())?;
-    let mut next = || fields.next().and_then(|field| field.strip_prefix('='));
-    let request = Request {
-        method,
-        if_match: next(),
-        if_none_match: next(),
-        if_modified_since: next(),
-        if_unmodified_since: next(),
-        range: next(),
-        if_range: next(),
+    let (fixed, rest) = match fixed_fields(input, lens) {
+        Some(found) => found,
+        None => split_fields(input),
     };
-    let etag = next();
-    let last_modified = next();
+    let [
+        method,
+        if_match,
+        if_none_match,
+        if_modified_since,
+        if_unmodified_since,
+        range,
+        if_range,
+        etag,
+        last_modified,
+    ] = fixed;
+    let request = Request {
+        method: method_of(method.unwrap_or_default())?,
+        if_match,
+        if_none_match,
+        if_modified_since,
+        if_unmodified_since,
+        range,
+        if_range,
+    };
     let mut stored = std::mem::take(spare);
-    pairs_into(fields, &mut stored);
+    pairs_into(rest.split(SEP), &mut stored);
     let size = size_of(size, "object.size")?;
     let object = object_arg(size, etag, last_modified, stored)?;
     Ok(Parsed { request, etag, last_modified, object })
+}
+
+/// The fixed fields where `lens` says they are, and what follows them; `None` unless the
+/// lengths describe `input` exactly (separators and `=` where expected).
+fn fixed_fields<'a>(
+    input: &'a str,
+    lens: &[f64; FIXED],
+) -> Option<([Option<&'a str>; FIXED], &'a str)> {
+    let bytes = input.as_bytes();
+    let mut out = [None; FIXED];
+    let mut pos = 0;
+    for (i, &len) in lens.iter().enumerate() {
+        if i > 0 {
+            (bytes.get(pos) == Some(&0)).then_some(())?;
+            pos += 1;
+        }
+        if len < 0.0 && i > 0 {
+            continue;
+        }
+        // Also refuses NaN and a negative method length.
+        (0.0..=f64::from(u32::MAX)).contains(&len).then_some(())?;
+        if i > 0 {
+            (bytes.get(pos) == Some(&b'=')).then_some(())?;
+            pos += 1;
+        }
+        let end = pos.checked_add(len as usize)?;
+        out[i] = Some(input.get(pos..end)?);
+        pos = end;
+    }
+    let rest = input.get(pos..)?;
+    let rest = if rest.is_empty() { rest } else { rest.strip_prefix(SEP)? };
+    Some((out, rest))
+}
+
+/// The fixed fields found by their separators, and what follows them.
+fn split_fields(input: &str) -> ([Option<&str>; FIXED], &str) {
+    let mut out = [None; FIXED];
+    let mut rest = input;
+    for (i, field) in out.iter_mut().enumerate() {
+        let (head, tail) = rest.split_once(SEP).unwrap_or((rest, ""));
+        *field = if i == 0 { Some(head) } else { head.strip_prefix('=') };
+        rest = tail;
+    }
+    (out, rest)
 }
 
 fn method_of(method: &str) -> Result<Method, JsValue> {

@@ -329,6 +329,9 @@ test("the raw exports never trap, whatever bytes and numbers they are given", as
     // buffer must be refused too.
     const ptr = raw.inputBuffer(input.length);
     new Uint8Array(raw.memoryRaw().buffer).set(input, ptr);
+    // The fixed fields' lengths, as api.js writes them: often absent, else arbitrary numbers.
+    const lens = new Float64Array(raw.memoryRaw().buffer, raw.lensBuffer(), 9);
+    for (let j = 0; j < lens.length; j++) lens[j] = i % 2 === 0 ? -1 : numbers[next() % numbers.length] + (next() % 8);
     const len = i % 7 === 0 ? input.length + (next() % 1_000_000) : input.length;
     const calls = [
       ["number", () => raw.planRaw(len, size)],
