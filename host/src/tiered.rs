@@ -213,7 +213,7 @@ impl Tiered {
             };
             match slot.tier.create(key, new).await {
                 Ok(writer) => writers.push(Some(writer)),
-                Err(TierError::TooLarge { .. }) if idx < last => {
+                Err(TierError::TooLarge { .. } | TierError::Busy { .. }) if idx < last => {
                     left_out.push(idx);
                     writers.push(None);
                 }
@@ -264,7 +264,7 @@ impl Tiered {
             for (idx, result) in results.into_iter().enumerate() {
                 match result {
                     Ok(()) => {}
-                    Err(TierError::TooLarge { .. }) if idx < last => {
+                    Err(TierError::TooLarge { .. } | TierError::Busy { .. }) if idx < last => {
                         if let Some(writer) = writers[idx].take() {
                             writer.abort().await;
                         }
@@ -568,6 +568,11 @@ struct Turn {
 }
 
 impl Tiered {
+    /// True once shutdown has begun: `/healthz` then tells load balancers to look elsewhere.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     /// Refuses new work and cancels every copy; [`Tiered::shutdown`] then waits for them.
     pub fn begin_shutdown(self: &Arc<Self>) {
         self.shutdown.cancel();

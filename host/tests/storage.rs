@@ -553,7 +553,7 @@ async fn memory_writers_past_the_write_budget_are_refused_and_give_their_bytes_b
     assert_eq!(tier.reserved_bytes(), 9_000);
     let refused = tier.create(&keys[3], sized("s", 3_000)).await.map(drop);
     assert!(
-        matches!(refused, Err(TierError::TooLarge { size: 3_000, capacity: 1_000, .. })),
+        matches!(refused, Err(TierError::Busy { needed: 3_000, available: 1_000, .. })),
         "{refused:?}"
     );
     assert_eq!(tier.reserved_bytes(), 9_000, "a refused create reserves nothing");
@@ -565,10 +565,7 @@ async fn memory_writers_past_the_write_budget_are_refused_and_give_their_bytes_b
     growing.write(Bytes::from(pattern(1_000))).await.unwrap();
     assert_eq!(tier.reserved_bytes(), 10_000);
     let refused = growing.write(Bytes::from(pattern(1))).await;
-    assert!(
-        matches!(refused, Err(TierError::TooLarge { size: 1, capacity: 0, .. })),
-        "{refused:?}"
-    );
+    assert!(matches!(refused, Err(TierError::Busy { needed: 1, available: 0, .. })), "{refused:?}");
     assert_eq!(tier.reserved_bytes(), 10_000);
 
     // Abort, drop and commit each give the reservation back.
@@ -626,7 +623,7 @@ async fn memory_concurrent_writers_never_hold_more_than_the_budget() {
             }
             let writer = match outcome {
                 Ok(writer) => Some(writer),
-                Err(TierError::TooLarge { .. }) => {
+                Err(TierError::Busy { .. }) => {
                     refused.fetch_add(1, Ordering::Relaxed);
                     None
                 }

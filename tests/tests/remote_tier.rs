@@ -188,3 +188,34 @@ async fn a_nearer_tier_failing_its_commit_does_not_undo_the_write() {
     assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
     assert_eq!(response.bytes().await.unwrap(), body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_end_to_end_headers_survive_a_chain_of_servers() {
+    let b = Server::start_with(disk_only);
+    let a = Server::start(&memory_and_remote(&b.base));
+    let response = client()
+        .put(b.object("hdr", "one"))
+        .header("content-type", "application/x-tar")
+        .header("x-build-id", "4711")
+        .body(data(1_000, 43))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A cold read on A copies B's revision, stored headers included, into A's memory tier.
+    let read = || async { client().get(a.object("hdr", "one")).send().await.unwrap() };
+    let cold = read().await;
+    assert_eq!(cold.headers()["x-build-id"], "4711");
+    assert_eq!(cold.bytes().await.unwrap(), data(1_000, 43));
+    eventually("A's memory tier to serve the copy", Duration::from_secs(10), || async {
+        let response = read().await;
+        response.headers()["cache-status"].to_str().unwrap().starts_with("memory; hit")
+    })
+    .await;
+    let warm = read().await;
+    assert_eq!(warm.status(), 200);
+    assert_eq!(warm.headers()["x-build-id"], "4711");
+    assert_eq!(warm.headers()["content-type"], "application/x-tar");
+    assert_eq!(warm.bytes().await.unwrap(), data(1_000, 43));
+}

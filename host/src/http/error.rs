@@ -59,6 +59,7 @@ impl ApiError {
             ApiError::ShuttingDown | ApiError::CurrentUnknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Tier(TierError::PreconditionFailed { .. }) => StatusCode::PRECONDITION_FAILED,
             ApiError::Tier(TierError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Tier(TierError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Tier(TierError::SizeMismatch { .. }) => StatusCode::BAD_REQUEST,
             ApiError::Tier(TierError::Io { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Tier(TierError::Backend { .. }) => StatusCode::BAD_GATEWAY,

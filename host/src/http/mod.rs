@@ -82,7 +82,14 @@ async fn dispatch(
     let path = req.path.split('?').next().unwrap_or("");
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
-        ["healthz"] => only_reads(req).map(|()| render::Reply::text(StatusCode::OK, "ok\n")),
+        ["healthz"] => {
+            only_reads(req)?;
+            Ok(if state.tiered.is_shutting_down() {
+                render::Reply::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            } else {
+                render::Reply::text(StatusCode::OK, "ok\n")
+            })
+        }
         ["metrics"] => {
             only_reads(req)?;
             Ok(render::Reply::metrics(state.metrics.encode()))

@@ -9,7 +9,8 @@
 //! (`NewObject::expected_size`) at `create` and grows the reservation chunk by chunk, against a
 //! write budget shared by every writer of the tier (the tier's capacity unless configured
 //! otherwise). A write that would take the reservations past the budget is refused with
-//! [`TierError::TooLarge`], whose `capacity` is then the room the budget had left, so a slow
+//! [`TierError::Busy`] (a later write may fit; one larger than the whole budget is
+//! [`TierError::TooLarge`]), so a slow
 //! client or a burst of backfills holds at most the budget in buffers next to the committed
 //! objects, whatever their number. The reservation ends when the writer commits (its bytes then
 //! count in the LRU, which evicts down to the capacity), aborts or is dropped.
@@ -232,10 +233,10 @@ impl Shared {
                 reserved.checked_add(more).filter(|&total| total <= self.write_budget)
             })
             .map(drop)
-            .map_err(|reserved| TierError::TooLarge {
+            .map_err(|reserved| TierError::Busy {
                 tier: self.name.clone(),
-                size: more,
-                capacity: self.write_budget.saturating_sub(reserved),
+                needed: more,
+                available: self.write_budget.saturating_sub(reserved),
             })
     }
 
@@ -253,6 +254,15 @@ struct Reservation {
 impl Reservation {
     /// Makes the reservation at least `total` bytes; on refusal it is left as it was.
     fn grow_to(&mut self, total: u64) -> Result<(), TierError> {
+        if total > self.shared.write_budget {
+            // No amount of waiting lets this writer fit: the object is too large, not the tier
+            // busy.
+            return Err(TierError::TooLarge {
+                tier: self.shared.name.clone(),
+                size: total,
+                capacity: self.shared.write_budget,
+            });
+        }
         if total > self.bytes {
             self.shared.reserve(total - self.bytes)?;
             self.bytes = total;

@@ -164,6 +164,16 @@ pub enum TierError {
         /// The tier's capacity.
         capacity: u64,
     },
+    /// The tier's buffers for writes in progress are full; a later write may fit.
+    #[error("{tier}: busy: {needed} more bytes of write buffers wanted, {available} available")]
+    Busy {
+        /// The tier's name.
+        tier: String,
+        /// Bytes the write asked for.
+        needed: u64,
+        /// Bytes of write budget left.
+        available: u64,
+    },
     /// The write's condition did not hold at commit.
     #[error("{tier}: write precondition failed")]
     PreconditionFailed {

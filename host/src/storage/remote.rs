@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::mpsc;
 
-use rangecache_core::object::STORED_HEADERS;
+use rangecache_core::object::select_stored_headers;
 use rangecache_core::range::{OpenWindow, Span, Window};
 use rangecache_core::validators::{format_http_date, parse_http_date};
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
@@ -327,13 +327,11 @@ impl RemoteTier {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_http_date)
             .unwrap_or(Timestamp::from_secs(0));
-        let stored = STORED_HEADERS
-            .iter()
-            .filter_map(|name| {
-                let value = headers.get(*name)?.to_str().ok()?;
-                Some(((*name).to_owned(), value.to_owned()))
-            })
-            .collect();
+        // The upstream answers with its stored end-to-end headers among its own; the core's
+        // selection keeps exactly those, so custom headers survive a chain of servers.
+        let stored = select_stored_headers(
+            headers.iter().filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+        );
         // A rangecache upstream says when its revision expires; a copy here must not outlive it.
         // Without that (cachew), the copy gets the tier's copy_ttl.
         let expires = headers
