@@ -8,6 +8,9 @@
 //!   (RFC 9110 §13.2.2, §14);
 //! * `resolveRange(rangeHeader, size)` over [`resolve_raw`]: `range::parse_range` and
 //!   `range::resolve`;
+//! * `isDefinitive(request, object)` over [`definitive_raw`] and `copyMode(method, from, body)`
+//!   over [`copy_mode_raw`]: the read machine's `read::is_definitive` and `read::copy_mode`, for
+//!   a host (the edge worker) that walks its tiers itself;
 //! * `objectKey(namespace, key)` and `describeObject(headers)`: the storage key of SPEC §3, and
 //!   what a cache keeps of an origin's response;
 //! * `BackfillManager` over the raw class of [`backfill`].
@@ -74,7 +77,8 @@ pub fn lens_buffer() -> u32 {
 }
 
 /// The address of the input buffer, grown to hold at least `capacity` bytes. The address stays
-/// valid until the next call of this function (a larger buffer may move it).
+/// valid until the next call of this function (a larger buffer may move it); `js/api.js` keeps
+/// it, so nothing else may grow the buffer in a module the package uses.
 #[wasm_bindgen(js_name = inputBuffer, skip_typescript)]
 pub fn input_buffer(capacity: u32) -> u32 {
     BOUNDARY.with_borrow_mut(|b| {
