@@ -2,7 +2,7 @@
 //!
 //! The package's public functions live in `js/api.js`, which checks the arguments (a bad one is
 //! a `TypeError` naming the field), calls the raw exports below with plain strings and numbers,
-//! and decodes their one-string answers (see [`plan`]) into plain objects:
+//! and decodes their answers (see [`plan`]) into plain objects:
 //!
 //! * `planResponse(request, object)` over [`plan_raw`]: the core's `conditional::plan_response`
 //!   (RFC 9110 §13.2.2, §14);

@@ -1,12 +1,13 @@
 //! Plans, resolved ranges and object descriptions, translated from the core's types into the
-//! package's own wire form: one string of fields separated by NUL, which `js/api.js` turns into
-//! plain objects.
+//! package's own wire forms, which `js/api.js` turns into plain objects: a plan as numbers and
+//! one short text in buffers kept in wasm memory ([`Answer`]), the rest as one string of fields
+//! separated by NUL.
 //!
-//! One string per call is the cheapest way across the boundary: building the result object
-//! field by field from Rust costs a crossing and a UTF-8 decode per name and value, ten times
-//! the plan itself. NUL never occurs in what is encoded: header names and values are checked by
-//! the core (`HeaderValue` refuses control characters), and the rest are numbers and tokens.
-//! The core's types never reach JavaScript, so the core can change them freely.
+//! Building the result object field by field from Rust would cost a crossing and a UTF-8 decode
+//! per name and value, ten times the plan itself. NUL never occurs in what is encoded: header
+//! names and values are checked by the core (`HeaderValue` refuses control characters), and the
+//! rest are numbers and tokens. The core's types never reach JavaScript, so the core can change
+//! them freely.
 
 use std::fmt::Write;
 
