@@ -96,7 +96,7 @@ use http::{Method, StatusCode};
 
 use crate::backfill;
 use crate::cache_status::{CacheStatus, CopyNote, Lookup, Member};
-use crate::conditional::{self, Body, RequestHeaders, ResponsePlan};
+use crate::conditional::{self, Body, Precondition, RequestHeaders, ResponsePlan};
 use crate::object::ObjectMeta;
 use crate::range::{self, OpenWindow, RangeLimits, Span, Window};
 use crate::time::Timestamp;
@@ -181,7 +181,9 @@ impl Request {
 }
 
 /// Preconditions for a tier to evaluate against the revision it opens, as raw field values;
-/// the host copies them into its own open request.
+/// the host passes them on in its open request. Tiers that can send them upstream do so, and
+/// every tier also checks the revision it got back with [`resolve_open`], since some servers
+/// ignore conditional requests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Conditions {
     /// `If-Match`; also pins a re-open to one revision (`"etag"`).
@@ -209,6 +211,25 @@ impl Conditions {
     pub fn pinned(etag: &EntityTag) -> Conditions {
         Conditions { if_match: Some(format!("\"{}\"", etag.opaque)), ..Conditions::default() }
     }
+
+    /// True when no precondition is present.
+    pub fn is_empty(&self) -> bool {
+        self.if_match.is_none()
+            && self.if_none_match.is_none()
+            && self.if_modified_since.is_none()
+            && self.if_unmodified_since.is_none()
+    }
+}
+
+/// Why a tier answers an open of a live revision without a body ([`resolve_open`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoBody {
+    /// The span does not overlap the object (SPEC §1).
+    NotSatisfiable,
+    /// `If-Match` or `If-Unmodified-Since` failed.
+    PreconditionFailed,
+    /// `If-None-Match` or `If-Modified-Since` says the client's copy is current.
+    NotModified,
 }
 
 /// What the host saw while carrying out the machine's outputs.
@@ -783,6 +804,27 @@ pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill
     }
 }
 
+/// What a tier answers to an open of `span` of its live revision `meta` under `conditions`:
+/// the window whose bytes it sends, or why it sends none. Preconditions come first, evaluated
+/// as for a GET (RFC 9110 §13.2.2), so a failed or not-modified revision is reported even when
+/// the span misses it; only then is the span resolved against the revision's size (SPEC §1).
+pub fn resolve_open(
+    meta: &ObjectMeta,
+    conditions: &Conditions,
+    span: Span,
+) -> Result<OpenWindow, NoBody> {
+    let mut req = RequestHeaders::new(&Method::GET);
+    req.if_match = conditions.if_match.as_deref();
+    req.if_none_match = conditions.if_none_match.as_deref();
+    req.if_modified_since = conditions.if_modified_since.as_deref();
+    req.if_unmodified_since = conditions.if_unmodified_since.as_deref();
+    match conditional::evaluate_preconditions(&req, meta) {
+        Precondition::Failed => Err(NoBody::PreconditionFailed),
+        Precondition::NotModified => Err(NoBody::NotModified),
+        Precondition::Proceed => span.resolve(meta.size).ok_or(NoBody::NotSatisfiable),
+    }
+}
+
 /// What the probe opens: the first range of a GET (the answer's body is then often the one to
 /// send), else the whole object. Any span works as a probe, since every answer but a miss
 /// carries the revision's metadata.
@@ -1234,6 +1276,79 @@ mod tests {
         assert!(check(&if_match, "old"));
         assert!(!check(&if_match, "new"));
         assert!(check(&get(), "new"));
+    }
+
+    /// Renders what [`resolve_open`] decides for `conditions` and `span` against a 10-byte
+    /// revision tagged "v1", last modified at 1_700_000_000 s.
+    #[track_caller]
+    fn check_open(conditions: Conditions, span: Span, expect: &str) {
+        let got = match resolve_open(&meta("v1", 10), &conditions, span) {
+            Ok(OpenWindow::Whole) => "whole".to_owned(),
+            Ok(OpenWindow::Part(window)) => format!("[{}, {})", window.start(), window.end()),
+            Err(NoBody::NotSatisfiable) => "416".to_owned(),
+            Err(NoBody::PreconditionFailed) => "412".to_owned(),
+            Err(NoBody::NotModified) => "304".to_owned(),
+        };
+        assert_eq!(got, expect, "{conditions:?} with {span:?}");
+    }
+
+    fn when(field: &str, value: &str) -> Conditions {
+        let value = Some(value.to_owned());
+        match field {
+            "If-Match" => Conditions { if_match: value, ..Conditions::default() },
+            "If-None-Match" => Conditions { if_none_match: value, ..Conditions::default() },
+            "If-Modified-Since" => Conditions { if_modified_since: value, ..Conditions::default() },
+            "If-Unmodified-Since" => {
+                Conditions { if_unmodified_since: value, ..Conditions::default() }
+            }
+            other => panic!("no such precondition field {other}"),
+        }
+    }
+
+    const BEFORE: &str = "Tue, 14 Nov 2023 22:13:19 GMT";
+    const AT: &str = "Tue, 14 Nov 2023 22:13:20 GMT";
+
+    #[test]
+    fn resolve_open_sends_the_span_when_every_precondition_holds() {
+        check_open(Conditions::default(), Span::WHOLE, "whole");
+        check_open(Conditions::default(), Span::Last(3), "[7, 10)");
+        check_open(Conditions::pinned(&meta("v1", 10).etag), Span::WHOLE, "whole");
+        check_open(when("If-Match", "*"), Span::From { start: 2, end: Some(4) }, "[2, 4)");
+        check_open(when("If-None-Match", "\"v0\""), Span::WHOLE, "whole");
+        check_open(when("If-Unmodified-Since", AT), Span::WHOLE, "whole");
+        check_open(when("If-Modified-Since", BEFORE), Span::WHOLE, "whole");
+    }
+
+    #[test]
+    fn resolve_open_refuses_a_revision_that_fails_its_preconditions() {
+        // RFC 9110 §13.1.1: If-Match compares strongly, so a weak tag never matches.
+        check_open(when("If-Match", "\"v0\""), Span::WHOLE, "412");
+        check_open(when("If-Match", "W/\"v1\""), Span::WHOLE, "412");
+        check_open(Conditions::pinned(&meta("v0", 10).etag), Span::WHOLE, "412");
+        check_open(when("If-Unmodified-Since", BEFORE), Span::WHOLE, "412");
+        // RFC 9110 §13.1.2, §13.1.3: the client's copy is current, as for a GET.
+        check_open(when("If-None-Match", "\"v1\""), Span::WHOLE, "304");
+        check_open(when("If-None-Match", "W/\"v1\""), Span::WHOLE, "304");
+        check_open(when("If-Modified-Since", AT), Span::WHOLE, "304");
+    }
+
+    #[test]
+    fn resolve_open_judges_preconditions_before_the_span() {
+        // RFC 9110 §13.2.2 puts the preconditions before Range; SPEC §1 then resolves the span.
+        let beyond = Span::From { start: 10, end: None };
+        check_open(Conditions::default(), beyond, "416");
+        check_open(when("If-Match", "\"v1\""), beyond, "416");
+        check_open(when("If-Match", "\"v0\""), beyond, "412");
+        check_open(when("If-None-Match", "\"v1\""), beyond, "304");
+    }
+
+    #[test]
+    fn conditions_are_empty_only_without_any_field() {
+        assert!(Conditions::default().is_empty());
+        for field in ["If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"] {
+            assert!(!when(field, "x").is_empty(), "{field} set");
+        }
+        assert!(!Conditions::pinned(&meta("v1", 10).etag).is_empty());
     }
 
     fn first_copy() -> backfill::CopyId {

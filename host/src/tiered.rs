@@ -711,10 +711,7 @@ impl Tiered {
     async fn run_background_copy(self: Arc<Self>, job: CopyJob) {
         let request = OpenRequest {
             span: Span::WHOLE,
-            conditions: Conditions {
-                if_match: Some(job.meta.etag.to_string()),
-                ..Conditions::default()
-            },
+            conditions: Conditions::pinned(&job.meta.etag),
             now: crate::http::now(),
         };
         let source = tokio::select! {
@@ -1039,20 +1036,11 @@ impl Tiered {
         key: &ObjectKey,
         tier: TierIdx,
         span: Span,
-        conditions: read::Conditions,
+        conditions: Conditions,
         now: Timestamp,
         held: &mut Option<ByteStream>,
     ) -> read::Input {
-        let request = OpenRequest {
-            span,
-            conditions: Conditions {
-                if_match: conditions.if_match,
-                if_none_match: conditions.if_none_match,
-                if_modified_since: conditions.if_modified_since,
-                if_unmodified_since: conditions.if_unmodified_since,
-            },
-            now,
-        };
+        let request = OpenRequest { span, conditions, now };
         let slot = &self.slots[tier.get()];
         match slot.tier.open(key, &request).await {
             Ok(Opened::Body { meta, window, body }) => {

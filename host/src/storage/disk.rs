@@ -27,13 +27,11 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream;
+use rangecache_core::read;
 use rangecache_core::{Key, Namespace, ObjectKey, ObjectMeta, Timestamp};
 
 use super::lru::Lru;
-use super::{
-    ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter, judge,
-    wall_clock,
-};
+use super::{ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter};
 
 /// First bytes of every object file; the version digit changes with the header layout.
 const MAGIC: &[u8; 8] = b"RCOBJ01\n";
@@ -81,7 +79,7 @@ impl DiskTier {
         let tier_name = name.clone();
         tokio::task::spawn_blocking(move || {
             fs::create_dir_all(&root).map_err(|e| io_err(&name, e))?;
-            let index = scan(&root, wall_clock()).map_err(|e| io_err(&name, e))?;
+            let index = scan(&root, crate::http::now()).map_err(|e| io_err(&name, e))?;
             let shared = Shared {
                 name,
                 root,
@@ -135,9 +133,9 @@ impl Tier for DiskTier {
         if meta.is_expired(req.now) {
             return Ok(Opened::NotFound);
         }
-        let window = match judge(&meta, &req.conditions, req.span) {
+        let window = match read::resolve_open(&meta, &req.conditions, req.span) {
             Ok(window) => window,
-            Err(refusal) => return Ok(refusal.answer(meta)),
+            Err(refusal) => return Ok(Opened::without_body(refusal, meta)),
         };
         let bounds = window.bounds(meta.size);
         let body = read_stream(file, offset + bounds.start, bounds.end - bounds.start);
@@ -383,7 +381,8 @@ impl TierWriter for DiskWriter {
                 if index.closed {
                     return Ok(Err(shared.closed()));
                 }
-                let current = index.entries.get(&key).filter(|meta| !meta.is_expired(wall_clock()));
+                let current =
+                    index.entries.get(&key).filter(|meta| !meta.is_expired(crate::http::now()));
                 if !condition.allows(current) {
                     return Ok(Err(TierError::PreconditionFailed { tier: shared.name.clone() }));
                 }

@@ -21,13 +21,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream;
+use rangecache_core::read;
 use rangecache_core::{ObjectKey, ObjectMeta, Timestamp};
 
 use super::lru::Lru;
-use super::{
-    ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter, judge,
-    wall_clock,
-};
+use super::{ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter};
 
 /// A size-bounded LRU of whole objects in memory.
 pub struct MemoryTier {
@@ -144,9 +142,9 @@ impl Tier for MemoryTier {
             state.lru.touch(key);
             stored
         };
-        let window = match judge(&stored.meta, &req.conditions, req.span) {
+        let window = match read::resolve_open(&stored.meta, &req.conditions, req.span) {
             Ok(window) => window,
-            Err(refusal) => return Ok(refusal.answer(stored.meta)),
+            Err(refusal) => return Ok(Opened::without_body(refusal, stored.meta)),
         };
         let bounds = window.bounds(stored.meta.size);
         // Both bounds lie inside the buffer: the core resolved them against this revision's size.
@@ -331,7 +329,7 @@ impl TierWriter for MemoryWriter {
         if state.closed {
             return Err(shared.closed());
         }
-        let current = state.live(&key, wall_clock()).map(|stored| stored.meta);
+        let current = state.live(&key, crate::http::now()).map(|stored| stored.meta);
         if !new.condition.allows(current.as_ref()) {
             return Err(TierError::PreconditionFailed { tier: shared.name.clone() });
         }

@@ -2,8 +2,8 @@
 //!
 //! A tier stores whole objects and reads back windows of them. It makes no policy decision: a
 //! span is resolved against the size of the revision actually opened by the core's
-//! `Span::resolve`, preconditions are evaluated against that revision's metadata by
-//! `conditional::evaluate_preconditions`, and write conditions by `conditional::is_write_allowed`.
+//! `Span::resolve`, preconditions are evaluated against that revision's metadata before the
+//! span by `read::resolve_open`, and write conditions by `conditional::is_write_allowed`.
 //!
 //! Every tier answers an `open` with the metadata and the bytes of one revision, and makes a
 //! write visible only at its commit (dropping a writer aborts it):
@@ -18,9 +18,9 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
-use http::Method;
-use rangecache_core::conditional::{self, Precondition, RequestHeaders};
+use rangecache_core::conditional;
 use rangecache_core::range::{OpenWindow, Span};
+use rangecache_core::read::NoBody;
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 
 pub mod disk;
@@ -31,26 +31,13 @@ pub mod s3;
 
 pub use disk::DiskTier;
 pub use memory::MemoryTier;
+/// The preconditions a tier evaluates against the revision it opened: the core's, so what the
+/// read machine asks for reaches the tier unchanged.
+pub use rangecache_core::read::Conditions;
 pub use s3::{S3Config, S3Tier};
 
 /// The bytes of one read, in order; ends after exactly the bytes of the opened window.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
-
-/// The preconditions a tier evaluates against the revision it opened, as raw field values.
-///
-/// Tiers that can send them upstream (s3, remote) do so, and every tier also checks the
-/// metadata it got back through the core, since some servers ignore conditional GETs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Conditions {
-    /// `If-Match` (also used to pin a read to one revision: `"etag"`).
-    pub if_match: Option<String>,
-    /// `If-None-Match`.
-    pub if_none_match: Option<String>,
-    /// `If-Modified-Since`.
-    pub if_modified_since: Option<String>,
-    /// `If-Unmodified-Since`.
-    pub if_unmodified_since: Option<String>,
-}
 
 /// One read.
 #[derive(Clone, Debug)]
@@ -234,16 +221,6 @@ pub trait Tier: Send + Sync {
     async fn close(&self) -> Result<(), TierError>;
 }
 
-impl Conditions {
-    /// True when no precondition is present.
-    pub fn is_empty(&self) -> bool {
-        self.if_match.is_none()
-            && self.if_none_match.is_none()
-            && self.if_modified_since.is_none()
-            && self.if_unmodified_since.is_none()
-    }
-}
-
 impl WriteCondition {
     /// Whether a write under this condition may replace `current`, the live (unexpired)
     /// revision or `None`; decided by the core.
@@ -258,52 +235,14 @@ impl WriteCondition {
     }
 }
 
-/// Why a live revision is answered without a body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// [`Opened::NotSatisfiable`].
-    NotSatisfiable,
-    /// [`Opened::PreconditionFailed`].
-    PreconditionFailed,
-    /// [`Opened::NotModified`].
-    NotModified,
-}
-
-impl Refusal {
-    /// The answer for `meta`, the revision judged.
-    pub(crate) fn answer(self, meta: ObjectMeta) -> Opened {
-        match self {
-            Refusal::NotSatisfiable => Opened::NotSatisfiable { meta },
-            Refusal::PreconditionFailed => Opened::PreconditionFailed { meta },
-            Refusal::NotModified => Opened::NotModified { meta },
+impl Opened {
+    /// The bodiless answer for the revision `meta`, refused by the core's
+    /// [`rangecache_core::read::resolve_open`] for `why`.
+    pub(crate) fn without_body(why: NoBody, meta: ObjectMeta) -> Opened {
+        match why {
+            NoBody::NotSatisfiable => Opened::NotSatisfiable { meta },
+            NoBody::PreconditionFailed => Opened::PreconditionFailed { meta },
+            NoBody::NotModified => Opened::NotModified { meta },
         }
     }
-}
-
-/// The core's verdict on reading `span` of the live revision `meta` under `conditions`: the
-/// window to send, or why there is no body. Preconditions come first (RFC 9110 §13.2.2), then
-/// the span (SPEC §1).
-pub(crate) fn judge(
-    meta: &ObjectMeta,
-    conditions: &Conditions,
-    span: Span,
-) -> Result<OpenWindow, Refusal> {
-    let mut req = RequestHeaders::new(&Method::GET);
-    req.if_match = conditions.if_match.as_deref();
-    req.if_none_match = conditions.if_none_match.as_deref();
-    req.if_modified_since = conditions.if_modified_since.as_deref();
-    req.if_unmodified_since = conditions.if_unmodified_since.as_deref();
-    match conditional::evaluate_preconditions(&req, meta) {
-        Precondition::Failed => Err(Refusal::PreconditionFailed),
-        Precondition::NotModified => Err(Refusal::NotModified),
-        Precondition::Proceed => span.resolve(meta.size).ok_or(Refusal::NotSatisfiable),
-    }
-}
-
-/// The wall clock, for the one decision a writer makes without a `now` argument: whether the
-/// copy its condition is checked against is still live at commit.
-pub(crate) fn wall_clock() -> Timestamp {
-    let since_epoch =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }

@@ -216,7 +216,7 @@ impl Tier for RemoteTier {
         if let Some(expires) = new.expires {
             // The upstream caps the TTL by its own tiers' maxima; a whole second at least, so an
             // object about to expire is not stored forever.
-            let now = Timestamp::from_millis(wall_clock_millis());
+            let now = crate::http::now();
             let secs = expires.as_millis().saturating_sub(now.as_millis()).div_ceil(1000).max(1);
             builder = builder.header("time-to-live", format!("{secs}s"));
         }
@@ -340,7 +340,7 @@ impl RemoteTier {
             .and_then(parse_http_date)
             .unwrap_or_else(|| {
                 let ttl = u64::try_from(self.copy_ttl.as_millis()).unwrap_or(u64::MAX);
-                Timestamp::from_millis(wall_clock_millis().saturating_add(ttl))
+                crate::http::now().saturating_add_millis(ttl)
             });
         let expires = Some(expires);
         Ok(ObjectMeta { size: size.unwrap_or(0), etag, last_modified, headers: stored, expires })
@@ -431,13 +431,6 @@ impl RemoteWriter {
             let _ = upload.await;
         }
     }
-}
-
-fn wall_clock_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn backend(tier: &str, message: impl Into<String>) -> TierError {

@@ -29,12 +29,13 @@ use futures::{Stream, StreamExt};
 use opendal::{ErrorKind, HttpTransporter, Metadata, Operator, services};
 use opendal_http_transport_reqwest::ReqwestTransport;
 use rangecache_core::range::Span;
+use rangecache_core::read;
 use rangecache_core::validators::{EtagList, parse_http_date};
 use rangecache_core::{EntityTag, Namespace, ObjectKey, ObjectMeta, Timestamp};
 
 use super::{
     ByteStream, Conditions, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
-    WriteCondition, judge, wall_clock,
+    WriteCondition,
 };
 
 /// Part size of multipart uploads, and the largest object sent in one PUT (S3's minimum part
@@ -163,8 +164,8 @@ impl S3Tier {
     ) -> Result<Opened, TierError> {
         match self.head(key).await? {
             Some((meta, _)) if !meta.is_expired(req.now) => {
-                match judge(&meta, &req.conditions, req.span) {
-                    Err(refusal) => Ok(refusal.answer(meta)),
+                match read::resolve_open(&meta, &req.conditions, req.span) {
+                    Err(refusal) => Ok(Opened::without_body(refusal, meta)),
                     // The span is satisfiable for this revision after all (it changed since
                     // the GET); the caller retries the GET.
                     Ok(_) => Err(self.backend("the object changed during the read")),
@@ -263,8 +264,8 @@ impl Tier for S3Tier {
                     if meta.is_expired(req.now) {
                         return Ok(Opened::NotFound);
                     }
-                    match judge(&meta, &req.conditions, req.span) {
-                        Err(refusal) => return Ok(refusal.answer(meta)),
+                    match read::resolve_open(&meta, &req.conditions, req.span) {
+                        Err(refusal) => return Ok(Opened::without_body(refusal, meta)),
                         Ok(window) => {
                             let bounds = window.bounds(meta.size);
                             sent = Span::From { start: bounds.start, end: Some(bounds.end) };
@@ -288,9 +289,9 @@ impl Tier for S3Tier {
                 tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
                 continue;
             }
-            let window = match judge(&meta, &req.conditions, req.span) {
+            let window = match read::resolve_open(&meta, &req.conditions, req.span) {
                 Ok(window) => window,
-                Err(refusal) => return Ok(refusal.answer(meta)),
+                Err(refusal) => return Ok(Opened::without_body(refusal, meta)),
             };
             if sent != req.span {
                 let bounds = window.bounds(meta.size);
@@ -324,7 +325,8 @@ impl Tier for S3Tier {
             WriteCondition::None => Guard::None,
             condition @ (WriteCondition::IfAbsent | WriteCondition::IfMatch(_)) => {
                 let current = self.head(key).await?;
-                let live = current.as_ref().filter(|(meta, _)| !meta.is_expired(wall_clock()));
+                let live =
+                    current.as_ref().filter(|(meta, _)| !meta.is_expired(crate::http::now()));
                 if !condition.allows(live.map(|(meta, _)| meta)) {
                     return Err(TierError::PreconditionFailed { tier: self.name.clone() });
                 }
