@@ -153,10 +153,10 @@ impl Tier for DiskTier {
         new: NewObject,
     ) -> Result<Box<dyn TierWriter>, TierError> {
         if let Some(size) = new.expected_size {
-            self.shared.check_fits(size)?;
+            TierError::unless_fits(&self.shared.name, size, self.shared.capacity)?;
         }
         if self.shared.index().closed {
-            return Err(self.shared.closed());
+            return Err(TierError::closed(&self.shared.name));
         }
         let dir = self.shared.root.join(key.namespace.as_str());
         let n = self.shared.tmp_counter.fetch_add(1, Ordering::Relaxed);
@@ -269,21 +269,6 @@ impl Shared {
         TierError::Io { tier: self.name.clone(), source }
     }
 
-    fn check_fits(&self, size: u64) -> Result<(), TierError> {
-        if size > self.capacity {
-            return Err(TierError::TooLarge {
-                tier: self.name.clone(),
-                size,
-                capacity: self.capacity,
-            });
-        }
-        Ok(())
-    }
-
-    fn closed(&self) -> TierError {
-        TierError::Backend { tier: self.name.clone(), message: "the tier is closed".into() }
-    }
-
     /// Drops `key` from the index and unlinks its file; the caller holds the lock.
     fn forget_and_unlink(&self, index: &mut Index, key: &ObjectKey) {
         index.entries.remove(key);
@@ -338,7 +323,7 @@ struct DiskWriter {
 impl TierWriter for DiskWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
         self.received += chunk.len() as u64;
-        self.shared.check_fits(self.received)?;
+        TierError::unless_fits(&self.shared.name, self.received, self.shared.capacity)?;
         let mut file = self.file.take().ok_or_else(|| self.failed_earlier())?;
         let file = self
             .shared
@@ -379,7 +364,7 @@ impl TierWriter for DiskWriter {
                 drop(file);
                 let mut index = shared.index();
                 if index.closed {
-                    return Ok(Err(shared.closed()));
+                    return Ok(Err(TierError::closed(&shared.name)));
                 }
                 let current =
                     index.entries.get(&key).filter(|meta| !meta.is_expired(crate::http::now()));

@@ -167,11 +167,11 @@ impl Tier for MemoryTier {
         new: NewObject,
     ) -> Result<Box<dyn TierWriter>, TierError> {
         if self.state().closed {
-            return Err(self.shared.closed());
+            return Err(TierError::closed(&self.shared.name));
         }
         let mut reservation = Reservation { shared: Arc::clone(&self.shared), bytes: 0 };
         if let Some(size) = new.expected_size {
-            self.shared.check_fits(size)?;
+            TierError::unless_fits(&self.shared.name, size, self.shared.capacity)?;
             reservation.grow_to(size)?;
         }
         Ok(Box::new(MemoryWriter {
@@ -213,17 +213,6 @@ impl Tier for MemoryTier {
 }
 
 impl Shared {
-    fn check_fits(&self, size: u64) -> Result<(), TierError> {
-        if size > self.capacity {
-            return Err(TierError::TooLarge {
-                tier: self.name.clone(),
-                size,
-                capacity: self.capacity,
-            });
-        }
-        Ok(())
-    }
-
     /// Adds `more` bytes to the writers' reservations, unless that would pass the budget.
     fn reserve(&self, more: u64) -> Result<(), TierError> {
         self.reserved
@@ -236,10 +225,6 @@ impl Shared {
                 needed: more,
                 available: self.write_budget.saturating_sub(reserved),
             })
-    }
-
-    fn closed(&self) -> TierError {
-        TierError::Backend { tier: self.name.clone(), message: "the tier is closed".into() }
     }
 }
 
@@ -289,7 +274,11 @@ struct MemoryWriter {
 impl TierWriter for MemoryWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
         let received = self.received + chunk.len() as u64;
-        self.reservation.shared.check_fits(received)?;
+        TierError::unless_fits(
+            &self.reservation.shared.name,
+            received,
+            self.reservation.shared.capacity,
+        )?;
         // A refused chunk is neither kept nor counted: the writer stays as it was.
         self.reservation.grow_to(received)?;
         self.received = received;
@@ -327,7 +316,7 @@ impl TierWriter for MemoryWriter {
         };
         let mut state = shared.state();
         if state.closed {
-            return Err(shared.closed());
+            return Err(TierError::closed(&shared.name));
         }
         let current = state.live(&key, crate::http::now()).map(|stored| stored.meta);
         if !new.condition.allows(current.as_ref()) {

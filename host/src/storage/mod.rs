@@ -179,6 +179,22 @@ pub enum TierError {
     },
 }
 
+impl TierError {
+    /// [`TierError::TooLarge`] when an object of `size` bytes is more than `capacity`, all that
+    /// the tier called `tier` can ever hold.
+    pub(crate) fn unless_fits(tier: &str, size: u64, capacity: u64) -> Result<(), TierError> {
+        if size > capacity {
+            return Err(TierError::TooLarge { tier: tier.to_owned(), size, capacity });
+        }
+        Ok(())
+    }
+
+    /// The failure of an operation on a local tier after its `close`.
+    pub(crate) fn closed(tier: &str) -> TierError {
+        TierError::Backend { tier: tier.to_owned(), message: "the tier is closed".into() }
+    }
+}
+
 /// A write in progress: nothing is visible until [`TierWriter::commit`]; dropping it aborts.
 #[async_trait::async_trait]
 pub trait TierWriter: Send {
