@@ -234,39 +234,32 @@ impl FileTier {
         let max_size = self.max_size.map(|s| parse_size(&field("max_size"), &s)).transpose()?;
         let max_ttl = self.max_ttl.map(|s| parse_duration(&field("max_ttl"), &s)).transpose()?;
         // Each kind takes only its own keys, so a misplaced key is reported, not ignored.
-        let unused = |present: &[(&str, bool)]| -> Result<(), ConfigError> {
-            match present.iter().find(|(_, is_set)| *is_set) {
+        let present = [
+            ("path", self.path.is_some()),
+            ("bucket", self.bucket.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("region", self.region.is_some()),
+            ("prefix", self.prefix.is_some()),
+            ("url", self.url.is_some()),
+            ("token", self.token.is_some()),
+            ("copy_ttl", self.copy_ttl.is_some()),
+        ];
+        let only = |own: &[&str]| -> Result<(), ConfigError> {
+            match present.iter().find(|(key, is_set)| *is_set && !own.contains(key)) {
                 Some((key, _)) => Err(err(field(key), format!("not used by a {kind} tier"))),
                 None => Ok(()),
             }
         };
         let kind = match kind.as_str() {
             "memory" => {
-                unused(&[
-                    ("path", self.path.is_some()),
-                    ("bucket", self.bucket.is_some()),
-                    ("endpoint", self.endpoint.is_some()),
-                    ("region", self.region.is_some()),
-                    ("prefix", self.prefix.is_some()),
-                    ("url", self.url.is_some()),
-                    ("token", self.token.is_some()),
-                    ("copy_ttl", self.copy_ttl.is_some()),
-                ])?;
+                only(&[])?;
                 if max_size.is_none() {
                     return Err(err(field("max_size"), "required for a memory tier"));
                 }
                 TierKind::Memory
             }
             "disk" => {
-                unused(&[
-                    ("bucket", self.bucket.is_some()),
-                    ("endpoint", self.endpoint.is_some()),
-                    ("region", self.region.is_some()),
-                    ("prefix", self.prefix.is_some()),
-                    ("url", self.url.is_some()),
-                    ("token", self.token.is_some()),
-                    ("copy_ttl", self.copy_ttl.is_some()),
-                ])?;
+                only(&["path"])?;
                 let path = PathBuf::from(
                     self.path.ok_or_else(|| err(field("path"), "required for a disk tier"))?,
                 );
@@ -274,12 +267,7 @@ impl FileTier {
                 TierKind::Disk { path }
             }
             "s3" => {
-                unused(&[
-                    ("path", self.path.is_some()),
-                    ("url", self.url.is_some()),
-                    ("token", self.token.is_some()),
-                    ("copy_ttl", self.copy_ttl.is_some()),
-                ])?;
+                only(&["bucket", "endpoint", "region", "prefix"])?;
                 let bucket =
                     self.bucket.ok_or_else(|| err(field("bucket"), "required for an s3 tier"))?;
                 if let Some(endpoint) = &self.endpoint {
@@ -293,13 +281,7 @@ impl FileTier {
                 }
             }
             "remote" => {
-                unused(&[
-                    ("path", self.path.is_some()),
-                    ("bucket", self.bucket.is_some()),
-                    ("endpoint", self.endpoint.is_some()),
-                    ("region", self.region.is_some()),
-                    ("prefix", self.prefix.is_some()),
-                ])?;
+                only(&["url", "token", "copy_ttl"])?;
                 let url =
                     self.url.ok_or_else(|| err(field("url"), "required for a remote tier"))?;
                 check_url(&field("url"), &url)?;
@@ -478,6 +460,24 @@ prefix = "rangecache/"
             copy_ttl: Duration::from_secs(90),
         };
         assert_eq!(remote("copy_ttl = '90s'"), kind);
+    }
+
+    #[test]
+    fn each_kind_refuses_the_keys_only_other_kinds_use() {
+        let memory = "[[tier]]\nname='t'\nkind='memory'\nmax_size='1MiB'\n";
+        check_error(&format!("{memory}endpoint='http://x'"), "tier[0].endpoint");
+        let disk = "[[tier]]\nname='t'\nkind='disk'\npath='/tmp'\n";
+        check_error(&format!("{disk}bucket='b'"), "tier[0].bucket");
+        check_error(&format!("{disk}token='t'"), "tier[0].token");
+        let s3 = "[[tier]]\nname='t'\nkind='s3'\nbucket='b'\nregion='r'\nprefix='p/'\n";
+        check_error(&format!("{s3}path='/tmp'"), "tier[0].path");
+        check_error(&format!("{s3}url='http://x'"), "tier[0].url");
+        check_error(&format!("{s3}copy_ttl='1h'"), "tier[0].copy_ttl");
+        let remote = "[[tier]]\nname='t'\nkind='remote'\nurl='http://x'\ntoken='t'\n";
+        check_error(&format!("{remote}region='r'"), "tier[0].region");
+        check_error(&format!("{remote}prefix='p/'"), "tier[0].prefix");
+        // The first misplaced key in the order of the tier's fields is the one reported.
+        check_error(&format!("{memory}copy_ttl='1h'\npath='/tmp'"), "tier[0].path");
     }
 
     #[test]
