@@ -101,6 +101,19 @@ impl RemoteTier {
     fn unexpected(&self, status: StatusCode) -> TierError {
         backend(&self.name, format!("unexpected status {status}"))
     }
+
+    /// The body of a successful `GET /api/v1/{path}` of the upstream.
+    async fn api_get(&self, path: &str) -> Result<Bytes, TierError> {
+        let response = self
+            .request(reqwest::Method::GET, format!("{}/api/v1/{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.send_error(e))?;
+        if !response.status().is_success() {
+            return Err(self.unexpected(response.status()));
+        }
+        response.bytes().await.map_err(|e| self.send_error(e))
+    }
 }
 
 #[async_trait::async_trait]
@@ -273,15 +286,7 @@ impl Tier for RemoteTier {
     }
 
     async fn stats(&self, _now: Timestamp) -> Result<TierStats, TierError> {
-        let response = self
-            .request(reqwest::Method::GET, format!("{}/api/v1/stats", self.base))
-            .send()
-            .await
-            .map_err(|e| self.send_error(e))?;
-        if !response.status().is_success() {
-            return Err(self.unexpected(response.status()));
-        }
-        let body = response.bytes().await.map_err(|e| self.send_error(e))?;
+        let body = self.api_get("stats").await?;
         let stats: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| backend(&self.name, format!("stats are not JSON: {e}")))?;
         let number = |name: &str| stats.get(name).and_then(serde_json::Value::as_u64);
@@ -293,15 +298,7 @@ impl Tier for RemoteTier {
     }
 
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {
-        let response = self
-            .request(reqwest::Method::GET, format!("{}/api/v1/namespaces", self.base))
-            .send()
-            .await
-            .map_err(|e| self.send_error(e))?;
-        if !response.status().is_success() {
-            return Err(self.unexpected(response.status()));
-        }
-        let body = response.bytes().await.map_err(|e| self.send_error(e))?;
+        let body = self.api_get("namespaces").await?;
         let mut names: Vec<String> = serde_json::from_slice::<Option<Vec<String>>>(&body)
             .map_err(|e| backend(&self.name, format!("namespaces are not a JSON array: {e}")))?
             .unwrap_or_default();
