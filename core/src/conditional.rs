@@ -112,15 +112,15 @@ impl ResponsePlan {
 
 impl Body {
     /// Number of bytes this body sends, for an object of `object_size` bytes (what
-    /// Content-Length announces for a GET).
+    /// Content-Length announces for a GET). A planned multipart body never exceeds `u64::MAX`
+    /// ([`plan_response`] ignores the Range instead), so the saturation is never reached.
     pub fn len(&self, object_size: u64) -> u64 {
         match self {
             Body::None => 0,
             Body::Full => object_size,
             Body::Window(window) => window.len(),
             Body::Multipart { parts, closing, .. } => {
-                parts.iter().map(|p| p.head.len() as u64 + p.window.len()).sum::<u64>()
-                    + closing.len() as u64
+                multipart_len(parts, closing).unwrap_or(u64::MAX)
             }
         }
     }
@@ -417,6 +417,11 @@ fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> Respon
         })
         .collect();
     let closing = format!("\r\n--{boundary}--\r\n");
+    if multipart_len(&parts, &closing).is_none() {
+        // Only an object within a few kilobytes of 2^64 bytes (a size a corrupt store or a
+        // confused upstream can claim) gets here; RFC 9110 §14.2 lets a server ignore Range.
+        return full(meta, true);
+    }
     let body = Body::Multipart { boundary: boundary.clone(), parts, closing };
     let mut headers = vec![
         (ACCEPT_RANGES, "bytes".to_owned()),
@@ -427,6 +432,14 @@ fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> Respon
     // The stored Content-Type moved into the parts (RFC 9110 §14.6).
     headers.extend(stored(meta, |name| name != "content-type" && keep_stored(name)));
     ResponsePlan { status: StatusCode::PARTIAL_CONTENT, headers, body }
+}
+
+/// Bytes of a multipart body: part heads, windows and the closing delimiter; `None` past
+/// `u64::MAX`.
+fn multipart_len(parts: &[Part], closing: &str) -> Option<u64> {
+    parts.iter().try_fold(closing.len() as u64, |total, part| {
+        total.checked_add(part.head.len() as u64)?.checked_add(part.window.len())
+    })
 }
 
 fn unsatisfiable(meta: &ObjectMeta) -> ResponsePlan {
@@ -518,6 +531,20 @@ mod tests {
             &[("if-unmodified-since", EARLIER), ("if-modified-since", LM)],
             Failed,
         );
+    }
+
+    #[test]
+    fn a_multipart_body_too_large_to_count_is_answered_with_the_whole_object() {
+        // A size near 2^64 can only come from a corrupt store or a confused upstream; the
+        // part heads would push Content-Length past u64::MAX, so the Range is ignored.
+        let mut meta = meta();
+        meta.size = u64::MAX;
+        let mut req = RequestHeaders::new(&Method::GET);
+        req.range = Some("bytes=0-18446744073709551400,-100");
+        let plan = plan_response(&req, &meta, &RangeLimits::default());
+        assert_eq!(plan.status, StatusCode::OK);
+        assert_eq!(plan.body, Body::Full);
+        assert_eq!(plan.header(&CONTENT_LENGTH), Some(u64::MAX.to_string().as_str()));
     }
 
     #[test]

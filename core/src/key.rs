@@ -57,16 +57,16 @@ impl fmt::Display for Namespace {
     }
 }
 
-/// An object key: exactly 64 lower-case hex digits.
+/// An object key: exactly 64 hex digits (safe as a file name and an S3 key).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key(String);
 
 impl Key {
-    /// The key for a path segment: 64 hex digits are used as given (lower-cased); any other
-    /// segment is replaced by the hex SHA-256 of its bytes.
+    /// The key for a path segment: 64 hex digits are used as given (SPEC §3, case kept, as
+    /// cachew does); any other segment is replaced by the lower-case hex SHA-256 of its bytes.
     pub fn from_segment(segment: &str) -> Key {
         if segment.len() == 64 && segment.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Key(segment.to_ascii_lowercase());
+            return Key(segment.to_owned());
         }
         Key(hex::encode(Sha256::digest(segment.as_bytes())))
     }
@@ -115,7 +115,8 @@ mod tests {
     #[test]
     fn sixty_four_hex_digits_are_used_as_given_and_anything_else_is_hashed() {
         let hex64 = "AB".repeat(32);
-        assert_eq!(Key::from_segment(&hex64).as_str(), "ab".repeat(32));
+        assert_eq!(Key::from_segment(&hex64).as_str(), hex64);
+        assert_ne!(Key::from_segment(&hex64), Key::from_segment(&"ab".repeat(32)));
         // SHA-256 of "hello", a well-known vector.
         assert_eq!(
             Key::from_segment("hello").as_str(),

@@ -723,7 +723,8 @@ fn files_under(root: &std::path::Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_rebuilds_its_index_on_restart_and_cleans_leftovers() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, gone) = (key("ns", "a"), key("other", "b"), key("ns", "expired"));
+    // `b` is a key given as 64 upper-case hex digits, kept as given (SPEC §3).
+    let (a, b, gone) = (key("ns", "a"), key("other", &"AB".repeat(32)), key("ns", "expired"));
     {
         let tier = DiskTier::open("disk", dir.path(), 1 << 20).await.unwrap();
         put(&tier, &a, "a1", &pattern(1_000)).await;

@@ -546,7 +546,7 @@ fn scan(root: &Path, now: Timestamp) -> io::Result<Index> {
 }
 
 fn is_key_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn remove_quietly(path: &Path) {
