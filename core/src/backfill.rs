@@ -85,12 +85,15 @@
 //!   [ copy committed ] ──► seen ──► request: StartCopy (tier 0 lost it)
 //! ```
 //!
-//! Idle keys are forgotten to keep the map small; the latest change of any forgotten key is
-//! kept, so a read that began before a change of a forgotten key still sees it as changed. A
-//! committed copy keeps its key remembered until 4096 more copies committed, so that the reads
-//! racing it find it; a mutation of the key ends that memory at once. The price of forgetting
-//! is that a change of *another* key, forgotten while a read runs, may refuse a copy
-//! (`Superseded`) that was in fact safe; the next read asks again.
+//! Idle keys are forgotten to keep the map small. The latest change of the keys forgotten most
+//! lately (at most 4096 entries) is kept by key, so a read that began before a change of a
+//! forgotten key still sees it as changed, and a change of *another* key refuses nothing. A key
+//! pushed out of that bounded memory raises a floor, the latest change of any key no longer remembered, and a
+//! request for a key in neither memory is judged against the floor. A committed copy keeps its
+//! key remembered until 4096 more copies committed, so that the reads racing it find it; a
+//! mutation of the key ends that memory at once. The price of the bound is that a read running
+//! while more than 4096 other keys changed and were forgotten may have a safe copy refused
+//! (`Superseded`); the next read asks again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -434,8 +437,13 @@ pub struct Manager {
     next_copy: u64,
     /// The last generation issued.
     clock: u64,
-    /// The latest change of every key not in `keys`.
+    /// The latest change of every key in neither `keys` nor `recent`: the floor.
     forgotten: u64,
+    /// The latest change of each key forgotten lately, at most [`FORGOTTEN_REMEMBERED`].
+    recent: BTreeMap<ObjectKey, Generation>,
+    /// The order `recent` was filled in, oldest first; an entry whose generation `recent` no
+    /// longer holds for its key is stale and skipped.
+    recent_order: VecDeque<(ObjectKey, Generation)>,
     /// Commits remembered by their keys, oldest first; see [`FILLS_REMEMBERED`].
     fills: VecDeque<(ObjectKey, CopyId)>,
     counters: Counters,
@@ -460,11 +468,15 @@ enum Phase {
 /// that, the key is forgotten like any other.
 const FILLS_REMEMBERED: usize = 4096;
 
+/// Most forgotten keys whose latest change is kept by key; past that, the oldest raises the
+/// floor every key in no memory is judged against.
+const FORGOTTEN_REMEMBERED: usize = 4096;
+
 #[derive(Debug)]
 struct KeyState {
     /// The latest write, delete or invalidate of the key, or commit no longer remembered as
-    /// `filled`; for a key made again after being forgotten, the latest change of any forgotten
-    /// key (it may have been this one's).
+    /// `filled`; for a key made again after being forgotten, its change remembered then, or if
+    /// that memory is gone the floor (the latest change of any key no longer remembered).
     changed: Generation,
     /// The copy committed into tier 0 after `changed`, if one did and it is still remembered.
     filled: Option<Fill>,
@@ -521,6 +533,8 @@ impl Manager {
             next_copy: 0,
             clock: 0,
             forgotten: 0,
+            recent: BTreeMap::new(),
+            recent_order: VecDeque::new(),
             fills: VecDeque::new(),
             counters: Counters::default(),
             outputs: VecDeque::new(),
@@ -654,8 +668,9 @@ impl Manager {
                     });
                 }
             }
-            // Whatever happened to a forgotten key happened at or before `forgotten`.
-            None if seen.0 < self.forgotten => return Some(Refusal::Superseded),
+            // Whatever happened to a forgotten key happened at or before its remembered
+            // change, or if that memory is gone, at or before the floor.
+            None if seen < self.forgotten_change(key) => return Some(Refusal::Superseded),
             None => {}
         }
         if self.copies.len() >= self.config.max_in_flight {
@@ -799,7 +814,7 @@ impl Manager {
         let generation = Generation(self.clock);
         let Some(state) = self.keys.get_mut(&key) else {
             // A mutation never reported as started: still make sure older reads see a change.
-            self.forgotten = self.forgotten.max(generation.0);
+            self.remember_forgotten(key, generation);
             return;
         };
         state.changed = generation;
@@ -912,17 +927,40 @@ impl Manager {
         }
     }
 
-    /// The entry of `key`, made if it was forgotten: it may have changed as late as the latest
-    /// change of any forgotten key.
+    /// The entry of `key`, made if it was forgotten: it changed last at its remembered change,
+    /// or if that memory is gone, possibly as late as the floor.
     fn key_state(&mut self, key: &ObjectKey) -> &mut KeyState {
-        let forgotten = Generation(self.forgotten);
-        self.keys.entry(key.clone()).or_insert(KeyState {
-            changed: forgotten,
-            filled: None,
-            live: None,
-            n_mutating: 0,
-            n_waiting: 0,
-        })
+        if !self.keys.contains_key(key) {
+            let changed = self.forgotten_change(key);
+            // The entry carries the change from now on; its queue entry goes stale.
+            self.recent.remove(key);
+            self.keys.insert(
+                key.clone(),
+                KeyState { changed, filled: None, live: None, n_mutating: 0, n_waiting: 0 },
+            );
+        }
+        self.keys.get_mut(key).expect("made above")
+    }
+
+    /// The latest change of `key`, which is not in `keys`: its remembered change, else the
+    /// floor.
+    fn forgotten_change(&self, key: &ObjectKey) -> Generation {
+        self.recent.get(key).copied().unwrap_or(Generation(self.forgotten))
+    }
+
+    /// Keeps `changed` as the latest change of the forgotten `key`; the oldest memory past
+    /// [`FORGOTTEN_REMEMBERED`] is folded into the floor.
+    fn remember_forgotten(&mut self, key: ObjectKey, changed: Generation) {
+        let changed = changed.max(self.forgotten_change(&key));
+        self.recent.insert(key.clone(), changed);
+        self.recent_order.push_back((key, changed));
+        while self.recent_order.len() > FORGOTTEN_REMEMBERED {
+            let (key, at) = self.recent_order.pop_front().expect("longer than the bound");
+            if self.recent.get(&key) == Some(&at) {
+                self.recent.remove(&key);
+                self.forgotten = self.forgotten.max(at.0);
+            }
+        }
     }
 
     /// Notes that `copy`, committing, is now in tier 0: a commit is a change of its key, after
@@ -957,8 +995,9 @@ impl Manager {
         if state.live.is_some() || state.n_mutating > 0 || state.filled.is_some() {
             return;
         }
-        self.forgotten = self.forgotten.max(state.changed.0);
+        let changed = state.changed;
         self.keys.remove(key);
+        self.remember_forgotten(key.clone(), changed);
     }
 
     fn finish_shutdown_if_drained(&mut self) {
@@ -1356,6 +1395,57 @@ mod tests {
         s.feed(Input::MutationEnded { key: key("b"), kind: MutationKind::Write });
         s.request("a", 4);
         s.expect(&["ProceedWithMutation", "StartCopy(0)"]);
+    }
+
+    #[test]
+    fn a_change_of_another_key_while_a_read_runs_refuses_nothing() {
+        let mut s = Script::new();
+        let seen = s.manager.generation(&key("cold"));
+        s.feed(Input::MutationStarted { key: key("other"), kind: MutationKind::Write });
+        s.feed(Input::MutationEnded { key: key("other"), kind: MutationKind::Write });
+        s.ask("cold", seen, meta(4));
+        // The other key is forgotten, yet its change is still its own.
+        let other_seen = s.manager.generation(&key("other"));
+        s.feed(Input::MutationStarted { key: key("other"), kind: MutationKind::Delete });
+        s.feed(Input::MutationEnded { key: key("other"), kind: MutationKind::Delete });
+        s.ask("other", other_seen, meta(4));
+        s.expect(&[
+            "ProceedWithMutation",
+            "StartCopy(0)",
+            "ProceedWithMutation",
+            "Refuse(Superseded)",
+        ]);
+        assert!(!s.manager.keys.contains_key(&key("other")));
+    }
+
+    #[test]
+    fn a_change_pushed_out_of_the_bounded_memory_still_refuses_older_reads() {
+        let mut s = Script::new();
+        let seen = s.manager.generation(&key("a"));
+        let mutate = |s: &mut Script, name: &str| {
+            s.feed(Input::MutationStarted { key: key(name), kind: MutationKind::Write });
+            s.feed(Input::MutationEnded { key: key(name), kind: MutationKind::Write });
+        };
+        mutate(&mut s, "a");
+        for n in 0..FORGOTTEN_REMEMBERED - 1 {
+            mutate(&mut s, &format!("k{n}"));
+        }
+        // Still remembered by key: a read of an unchanged key that began as early is free.
+        assert!(s.manager.recent.contains_key(&key("a")));
+        s.transcript.clear();
+        s.ask("fresh", seen, meta(4));
+        s.expect(&["StartCopy(0)"]);
+        s.fill(0, 4);
+        mutate(&mut s, "last");
+        // Pushed out: the change of "a" is kept in the floor, and both memories stay bounded.
+        assert!(!s.manager.recent.contains_key(&key("a")));
+        assert!(s.manager.recent.len() <= FORGOTTEN_REMEMBERED);
+        assert!(s.manager.recent_order.len() <= FORGOTTEN_REMEMBERED);
+        assert!(s.manager.keys.len() <= 1);
+        s.transcript.clear();
+        s.ask("a", seen, meta(4));
+        s.request("a", 4);
+        s.expect(&["Refuse(Superseded)", "StartCopy(1)"]);
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //!   no competing write leaves tier 0 holding exactly that version;
 //! * every served plan's Content-Range, Content-Length and ETag match the version whose bytes
 //!   are sent, no expired version is served, and If-Match / If-Range are honoured;
-//! * every discard has a cause the host can see.
+//! * every discard has a cause the host can see, and so has every request refused as
+//!   superseded (a mutation of its key, or a commit of its key into tier 0, since the read
+//!   began; a change of another key is no cause).
 //!
 //! No threads, no clock: time is a step counter. `cargo test` runs a fixed budget; set
 //! `RANGECACHE_SIM_SEED` (first seed), `RANGECACHE_SIM_STEPS` (total steps) or
@@ -1291,10 +1293,21 @@ impl Sim {
     }
 
     /// A deduplicated refusal names the copy of the key that may still commit, or the copy of
-    /// the very version requested that committed last, after the read began.
+    /// the very version requested that committed last, after the read began. A request refused
+    /// as superseded has a cause on its own key: a mutation or a commit into tier 0 since the
+    /// read began (the sim's few keys never overflow the manager's bounded memories, so a change
+    /// of another key is never a cause).
     fn check_refusal(&mut self, idx: usize, why: backfill::Refusal) {
-        let backfill::Refusal::Deduplicated { copy } = why else { return };
         let key = self.reads[idx].key;
+        if why == backfill::Refusal::Superseded
+            && self.marks[key] == self.reads[idx].marks
+            && self.fills[key].count == self.reads[idx].fills_seen
+        {
+            self.fail(&format!(
+                "k{key} refused as superseded though nothing changed it since the read began"
+            ));
+        }
+        let backfill::Refusal::Deduplicated { copy } = why else { return };
         let in_flight = self
             .copies
             .get(&copy)
