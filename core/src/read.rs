@@ -89,6 +89,14 @@
 //! stored as the object). HEAD, 304, 412 and 416 read no bytes and copy nothing. [`copy_mode`]
 //! decides, for hosts that walk tiers without this machine too. The host asks
 //! the [`backfill::Manager`] and reports its answer, which decides `stored` in `Cache-Status`.
+//!
+//! Tier 0 is filled only when its probe showed it held no live copy: it missed, or its copy
+//! had expired ([`fills_tier_0`] decides). When it held a live revision the request's
+//! validators did not accept (a failed If-Match, an If-Range naming another revision), the
+//! read is served from the deeper tier that has the named revision but copies nothing: which
+//! of the two revisions is newer is unknown, and a client holding an old entity-tag must not
+//! roll tier 0 back. When tier 0 failed, what it holds is unknown too, so nothing is copied
+//! either; the next read that finds it empty fills it. `Cache-Status` then names no `stored`.
 
 use std::collections::VecDeque;
 
@@ -730,6 +738,10 @@ impl Machine {
     }
 
     fn copy_mode(&self, answer: &Candidate) -> Option<backfill::Mode> {
+        let tier_0 = self.members.iter().find(|m| m.tier.0 == 0).map(|m| m.lookup);
+        if !tier_0.is_some_and(fills_tier_0) {
+            return None;
+        }
         copy_mode(&self.request.method, answer.tier, &answer.plan.body)
     }
 
@@ -801,6 +813,20 @@ pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill
         Body::None => None,
         Body::Full => Some(backfill::Mode::Tee),
         Body::Window(_) | Body::Multipart { .. } => Some(backfill::Mode::Background),
+    }
+}
+
+/// Whether a copy may go into tier 0 after this walk's probe of tier 0 was recorded as
+/// `probed` (SPEC §4): only when tier 0 showed it held no live copy, because it missed or its
+/// copy had expired. A tier 0 that held a live revision ([`Lookup::Hit`], or
+/// [`Lookup::NotAccepted`] when the request's validators named another one) keeps it: which
+/// revision is newer is unknown, and an old entity-tag must not roll tier 0 back. A tier 0 that
+/// failed may hold anything, so it is not filled either. Hosts that walk tiers without
+/// [`Machine`] ask this as well as [`copy_mode`].
+pub fn fills_tier_0(probed: Lookup) -> bool {
+    match probed {
+        Lookup::Missed | Lookup::Expired => true,
+        Lookup::Hit | Lookup::NotAccepted | Lookup::Failed => false,
     }
 }
 
@@ -1038,14 +1064,13 @@ mod tests {
     #[test]
     fn if_match_failing_in_tier_0_is_looked_for_deeper() {
         let request = Request { if_match: Some("\"old\"".into()), ..get() };
+        // Tier 0 holds another live revision: it keeps it, so nothing is copied.
         let mut s = Script::new(request.clone(), 2);
         s.opened(0, meta("new", 10), None).opened(1, meta("old", 10), Some(OpenWindow::Whole));
-        s.feed(Input::CopyStarted);
         s.expect(&[
             "OpenTier(0, 0-, if-match \"old\")",
             "OpenTier(1, 0-, if-match \"old\")",
-            "RequestCopy(1, Tee)",
-            "Serve(200, opened 1; disk; hit, memory; fwd=request; stored)",
+            "Serve(200, opened 1; disk; hit, memory; fwd=request)",
         ]);
         // No deeper tier has it: tier 0's 412 stands.
         let mut s = Script::new(request.clone(), 2);
@@ -1072,13 +1097,65 @@ mod tests {
         let request = Request { if_range: Some("\"old\"".into()), ..ranged("bytes=0-3") };
         let mut s = Script::new(request, 2);
         s.opened(0, meta("new", 10), part(0, 4)).opened(1, meta("old", 8), part(0, 4));
-        s.feed(Input::CopyStarted);
         s.expect(&[
             "OpenTier(0, 0-4)",
             "OpenTier(1, 0-4)",
-            "RequestCopy(1, Background)",
-            "Serve(206, opened 1; disk; hit, memory; fwd=request; stored)",
+            "Serve(206, opened 1; disk; hit, memory; fwd=request)",
         ]);
+    }
+
+    #[test]
+    fn an_old_entity_tag_never_rolls_tier_0_back() {
+        // Tier 0 holds v2 (committed earlier), disk still holds v1, and a client that kept v1's
+        // tag asks for the rest of it: it gets v1's bytes from disk, and tier 0 keeps v2.
+        let request = Request { if_range: Some("\"v1\"".into()), ..ranged("bytes=500-") };
+        let mut s = Script::new(request, 2);
+        s.opened(0, meta("v2", 1000), part(500, 1000));
+        s.opened(1, meta("v1", 1000), part(500, 1000));
+        s.expect(&[
+            "OpenTier(0, 500-)",
+            "OpenTier(1, 500-)",
+            "Serve(206, opened 1; disk; hit, memory; fwd=request)",
+        ]);
+        assert!(s.machine.is_done());
+        // The same over three tiers, with the middle one holding v2 as well.
+        let request = Request { if_match: Some("\"v1\"".into()), ..get() };
+        let mut s = Script::new(request, 3);
+        s.opened(0, meta("v2", 10), None).opened(1, meta("v2", 10), None);
+        s.opened(2, meta("v1", 10), Some(OpenWindow::Whole));
+        s.expect(&[
+            "OpenTier(0, 0-, if-match \"v1\")",
+            "OpenTier(1, 0-, if-match \"v1\")",
+            "OpenTier(2, 0-, if-match \"v1\")",
+            "Serve(200, opened 2; s3; hit, disk; fwd=request, memory; fwd=request)",
+        ]);
+    }
+
+    #[test]
+    fn tier_0_is_filled_only_when_it_showed_no_live_copy() {
+        // A failed tier 0 may hold anything: the read is served from disk, nothing is copied.
+        let mut s = Script::new(get(), 2);
+        s.failed(0).opened(1, meta("a", 10), Some(OpenWindow::Whole));
+        s.expect(&[
+            "OpenTier(0, 0-)",
+            "OpenTier(1, 0-)",
+            "Serve(200, opened 1; disk; hit, memory; fwd=miss; detail=error)",
+        ]);
+        // A tier 0 that missed, or only held an expired copy, is filled.
+        let mut expired = meta("a", 10);
+        expired.expires = Some(Timestamp::from_secs(1_700_000_050));
+        for probe in [
+            Input::TierMissed { tier: tier(0) },
+            Input::TierOpened { tier: tier(0), meta: expired, window: part(0, 4) },
+        ] {
+            let mut s = Script::new(ranged("bytes=0-3"), 2);
+            s.feed(probe).opened(1, meta("a", 10), part(0, 4));
+            assert_eq!(s.transcript[2], "RequestCopy(1, Background)");
+        }
+        let lookups = [Lookup::Missed, Lookup::Expired, Lookup::Hit, Lookup::NotAccepted];
+        let fills: Vec<bool> =
+            lookups.into_iter().chain([Lookup::Failed]).map(fills_tier_0).collect();
+        assert_eq!(fills, [true, true, false, false, false]);
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!   unless a write, delete or invalidate came between (tier 0 already got a copy after the read
 //!   probed it: asking again would read the whole object upstream twice), and a request refused
 //!   as deduplicated names the copy in flight or the copy of that very revision that committed;
+//! * a copy never replaces a live revision tier 0 held when the read probed it (an old
+//!   entity-tag must not roll tier 0 back);
 //! * a full read from tier i > 0 that reached EOF with its copy started, every byte written and
 //!   no competing write leaves tier 0 holding exactly that version;
 //! * every served plan's Content-Range, Content-Length and ETag match the version whose bytes
@@ -256,6 +258,8 @@ struct ReadActor {
     marks: Marks,
     /// `fills[key].count` when the read began.
     fills_seen: u64,
+    /// The live version tier 0 held when this read last opened it (its probe), if any.
+    tier0_live: Option<Version>,
     finished: bool,
     abandoned: bool,
 }
@@ -540,6 +544,7 @@ impl Sim {
             seen,
             marks: self.marks[key],
             fills_seen: self.fills[key].count,
+            tier0_live: None,
             finished: false,
             abandoned: false,
         });
@@ -630,6 +635,11 @@ impl Sim {
         match output {
             read::Output::OpenTier { tier, span, conditions } => {
                 self.reads[idx].held = None;
+                if tier.get() == 0 {
+                    let step = self.step;
+                    self.reads[idx].tier0_live =
+                        self.tiers[0][key].filter(|version| !version.is_expired(step));
+                }
                 let input = self.open_tier(idx, tier, span, &conditions);
                 self.note(format!(
                     "read k{key} open {} {span:?} {:?} -> {}",
@@ -999,6 +1009,16 @@ impl Sim {
         let held = self.reads[idx].held.expect("a copy is requested with the body held");
         if held.version.etag() != meta.etag {
             self.fail("a copy of another version than the one held");
+        }
+        // Tier 0 keeps a live revision it held at the probe, whatever it answered then (a
+        // version the validators did not accept, or a failure): which one is newer is unknown.
+        if let Some(live) = self.reads[idx].tier0_live
+            && live != held.version
+        {
+            self.fail(&format!(
+                "{copy} of k{key} v{} would replace v{} that tier 0 held live at the probe",
+                held.version.id, live.id
+            ));
         }
         // Tier 0 got a copy after this read probed it and nothing changed the key since:
         // another copy would read the whole object from the deeper tier a second time.
