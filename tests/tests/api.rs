@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, client, data, eventually, get_json, memory_and_disk, put, tempdir};
+use common::{
+    Server, client, data, eventually, get_json, get_with, memory_and_disk, put, put_with, tempdir,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn server() -> Server {
@@ -17,13 +19,7 @@ async fn reads_follow_rfc_9110_ranges_and_preconditions() {
     let server = server();
     let url = server.object("rfc", "object-1");
     let body = data(1000, 1);
-    let response = client()
-        .put(&url)
-        .header("content-type", "application/x-test")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = put_with(&url, &[("content-type", "application/x-test")], body.clone()).await;
     assert_eq!(response.status(), 200);
     let etag = response.headers()["etag"].to_str().unwrap().to_owned();
     assert!(etag.starts_with('"') && etag.ends_with('"'), "a strong quoted ETag: {etag}");
@@ -48,7 +44,7 @@ async fn reads_follow_rfc_9110_ranges_and_preconditions() {
         ("bytes=-5", 995, 1000),
         ("bytes=0-5000", 0, 1000),
     ] {
-        let response = client().get(&url).header("range", range).send().await.unwrap();
+        let response = get_with(&url, &[("range", range)]).await;
         assert_eq!(response.status(), 206, "{range}");
         assert_eq!(
             response.headers()["content-range"],
@@ -61,19 +57,19 @@ async fn reads_follow_rfc_9110_ranges_and_preconditions() {
     }
 
     // §15.5.17: unsatisfiable → 416 with bytes */SIZE and no body.
-    let response = client().get(&url).header("range", "bytes=2000-").send().await.unwrap();
+    let response = get_with(&url, &[("range", "bytes=2000-")]).await;
     assert_eq!(response.status(), 416);
     assert_eq!(response.headers()["content-range"], "bytes */1000");
     assert_eq!(response.headers()["accept-ranges"], "bytes");
     assert!(response.bytes().await.unwrap().is_empty());
 
     // §14.2: a syntactically invalid Range is ignored.
-    let response = client().get(&url).header("range", "bytes=oops").send().await.unwrap();
+    let response = get_with(&url, &[("range", "bytes=oops")]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap(), body);
 
     // §14.6: several ranges → multipart/byteranges.
-    let response = client().get(&url).header("range", "bytes=0-1,900-901").send().await.unwrap();
+    let response = get_with(&url, &[("range", "bytes=0-1,900-901")]).await;
     assert_eq!(response.status(), 206);
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
     let boundary = content_type
@@ -94,7 +90,7 @@ async fn reads_follow_rfc_9110_ranges_and_preconditions() {
     assert!(first.is_some(), "part 1 carries bytes 0-1");
 
     // §13.1.2: If-None-Match matching → 304 with validators and no body.
-    let response = client().get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let response = get_with(&url, &[("if-none-match", &etag)]).await;
     assert_eq!(response.status(), 304);
     assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
     assert_eq!(response.headers()["last-modified"].to_str().unwrap(), last_modified);
@@ -102,46 +98,23 @@ async fn reads_follow_rfc_9110_ranges_and_preconditions() {
     assert!(response.bytes().await.unwrap().is_empty());
 
     // §13.1.3: If-Modified-Since at Last-Modified → 304.
-    let response =
-        client().get(&url).header("if-modified-since", &last_modified).send().await.unwrap();
+    let response = get_with(&url, &[("if-modified-since", &last_modified)]).await;
     assert_eq!(response.status(), 304);
 
     // §13.1.1: If-Match failing → 412, before any Range.
-    let response = client()
-        .get(&url)
-        .header("if-match", "\"another\"")
-        .header("range", "bytes=0-0")
-        .send()
-        .await
-        .unwrap();
+    let response = get_with(&url, &[("if-match", "\"another\""), ("range", "bytes=0-0")]).await;
     assert_eq!(response.status(), 412);
 
     // §13.1.4: If-Unmodified-Since before Last-Modified → 412.
-    let response = client()
-        .get(&url)
-        .header("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        get_with(&url, &[("if-unmodified-since", "Sun, 06 Nov 1994 08:49:37 GMT")]).await;
     assert_eq!(response.status(), 412);
 
     // §13.1.5: If-Range naming another revision → the whole object with 200.
-    let response = client()
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .header("if-range", "\"another\"")
-        .send()
-        .await
-        .unwrap();
+    let response = get_with(&url, &[("range", "bytes=0-9"), ("if-range", "\"another\"")]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap(), body);
-    let response = client()
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .header("if-range", &etag)
-        .send()
-        .await
-        .unwrap();
+    let response = get_with(&url, &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
     assert_eq!(response.status(), 206);
     assert_eq!(response.bytes().await.unwrap(), body[0..10]);
 
@@ -166,32 +139,17 @@ async fn conditional_writes_store_nothing_when_they_fail() {
     let server = server();
     let url = server.object("writes", "cond");
     // If-None-Match: * creates only when absent.
-    let created = client()
-        .put(&url)
-        .header("if-none-match", "*")
-        .header("etag", "\"v1\"")
-        .body("one")
-        .send()
-        .await
-        .unwrap();
+    let created = put_with(&url, &[("if-none-match", "*"), ("etag", "\"v1\"")], "one").await;
     assert_eq!(created.status(), 200);
     assert_eq!(created.headers()["etag"], "\"v1\"", "a client-supplied ETag is stored");
-    let refused = client().put(&url).header("if-none-match", "*").body("two").send().await.unwrap();
+    let refused = put_with(&url, &[("if-none-match", "*")], "two").await;
     assert_eq!(refused.status(), 412);
     // If-Match replaces only that version.
-    let refused =
-        client().put(&url).header("if-match", "\"v0\"").body("three").send().await.unwrap();
+    let refused = put_with(&url, &[("if-match", "\"v0\"")], "three").await;
     assert_eq!(refused.status(), 412);
     let body = client().get(&url).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(body, "one", "failed conditional writes stored nothing");
-    let replaced = client()
-        .put(&url)
-        .header("if-match", "\"v1\"")
-        .header("etag", "\"v2\"")
-        .body("four")
-        .send()
-        .await
-        .unwrap();
+    let replaced = put_with(&url, &[("if-match", "\"v1\""), ("etag", "\"v2\"")], "four").await;
     assert_eq!(replaced.status(), 200);
     let response = client().get(&url).send().await.unwrap();
     assert_eq!(response.headers()["etag"], "\"v2\"");
@@ -230,15 +188,14 @@ async fn conditional_writes_store_nothing_when_they_fail() {
     assert_eq!(response.headers()["etag"], "\"v4\"");
     assert_eq!(response.bytes().await.unwrap(), "seven");
     let fresh = server.object("writes", "fresh");
-    let response =
-        client().put(&fresh).header("if-none-match", "\"v1\"").body("new").send().await.unwrap();
+    let response = put_with(&fresh, &[("if-none-match", "\"v1\"")], "new").await;
     assert_eq!(response.status(), 200, "an If-None-Match with tags creates an absent object");
     // Generated ETags are unique per write.
     let a = put(&server.object("writes", "gen"), b"same".to_vec()).await;
     let b = put(&server.object("writes", "gen"), b"same".to_vec()).await;
     assert_ne!(a, b, "each write gets its own ETag");
     // Weak ETags cannot be stored.
-    let weak = client().put(&url).header("etag", "W/\"x\"").body("x").send().await.unwrap();
+    let weak = put_with(&url, &[("etag", "W/\"x\"")], "x").await;
     assert_eq!(weak.status(), 400);
 }
 
@@ -266,11 +223,9 @@ async fn bad_input_gets_a_clear_4xx_and_loses_nothing() {
         client().put(&url).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
     assert_eq!(response.status(), 413);
     assert_eq!(get("/api/v1/object/ns/big").await.unwrap().status(), 404, "413 stored nothing");
-    let response =
-        client().put(&url).header("time-to-live", "soon").body("x").send().await.unwrap();
+    let response = put_with(&url, &[("time-to-live", "soon")], "x").await;
     assert_eq!(response.status(), 400);
-    let response =
-        client().put(&url).header("last-modified", "yesterday").body("x").send().await.unwrap();
+    let response = put_with(&url, &[("last-modified", "yesterday")], "x").await;
     assert_eq!(response.status(), 400);
     // Delete: 200, then 404.
     put(&server.object("ns", "gone"), b"x".to_vec()).await;
@@ -389,8 +344,7 @@ async fn stats_namespaces_health_and_metrics() {
     assert_eq!(stats["tiers"][0]["name"], "memory");
     assert_eq!(stats["tiers"][0]["objects"], 2);
     assert_eq!(stats["tiers"][1]["name"], "disk");
-    let _ =
-        client().get(server.object("zeta", "a")).header("range", "bytes=0-9").send().await.unwrap();
+    let _ = get_with(server.object("zeta", "a"), &[("range", "bytes=0-9")]).await;
     let response = client().get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(
         response.headers()["content-type"],
@@ -428,8 +382,7 @@ async fn stats_namespaces_health_and_metrics() {
 async fn expired_objects_are_never_served() {
     let server = server();
     let url = server.object("ttl", "short");
-    let response =
-        client().put(&url).header("time-to-live", "1s").body("brief").send().await.unwrap();
+    let response = put_with(&url, &[("time-to-live", "1s")], "brief").await;
     assert_eq!(response.status(), 200);
     assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
     eventually("the object to expire", Duration::from_secs(10), || async {
@@ -445,7 +398,7 @@ async fn expired_objects_are_never_served() {
         )
     });
     let url = capped.object("ttl", "capped");
-    let response = client().put(&url).header("time-to-live", "1h").body("x").send().await.unwrap();
+    let response = put_with(&url, &[("time-to-live", "1h")], "x").await;
     assert_eq!(response.status(), 200);
     eventually("the capped object to expire", Duration::from_secs(10), || async {
         client().get(&url).send().await.unwrap().status() == 404
@@ -591,9 +544,9 @@ async fn every_object_answer_carries_cache_status() {
     };
     let response = client().put(&url).body("one").send().await.unwrap();
     check(response, 200, "disk; fwd=method; stored, memory; fwd=method");
-    let response = client().put(&url).header("if-none-match", "*").body("x").send().await.unwrap();
+    let response = put_with(&url, &[("if-none-match", "*")], "x").await;
     check(response, 412, touched);
-    let response = client().put(&url).header("etag", "W/\"x\"").body("x").send().await.unwrap();
+    let response = put_with(&url, &[("etag", "W/\"x\"")], "x").await;
     check(response, 400, bypass);
     check(client().patch(&url).send().await.unwrap(), 405, bypass);
     check(client().get(server.object("_bad", "k")).send().await.unwrap(), 400, bypass);

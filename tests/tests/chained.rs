@@ -17,7 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use common::{
-    Server, client, data, disk_only, eventually, get_json, memory_and_remote, put, sha256, tempdir,
+    Server, client, data, disk_only, eventually, get_json, get_with, memory_and_remote, put,
+    put_with, remote_tier, sha256, tempdir,
 };
 use futures::StreamExt;
 
@@ -121,12 +122,7 @@ async fn a_cold_ranged_read_is_served_from_b_and_fills_a_with_the_whole_object()
         "rangecache_route_requests_total{route=\"object\",method=\"HEAD\",status=\"200\"}";
     assert_eq!(b.metric(b_heads).await, 1.0);
 
-    let response = client()
-        .get(a.object("chain", "cold"))
-        .header("range", "bytes=100-199")
-        .send()
-        .await
-        .unwrap();
+    let response = get_with(a.object("chain", "cold"), &[("range", "bytes=100-199")]).await;
     assert_eq!(response.status(), 206);
     assert_eq!(response.headers()["content-range"], "bytes 100-199/1048576");
     assert_eq!(response.headers()["cache-status"], "upstream; hit, memory; fwd=uri-miss; stored");
@@ -142,8 +138,7 @@ async fn a_cold_ranged_read_is_served_from_b_and_fills_a_with_the_whole_object()
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-status"], "memory; hit");
     assert_eq!(sha256(&response.bytes().await.unwrap()), sha256(&body));
-    let response =
-        client().get(a.object("chain", "cold")).header("range", "bytes=-10").send().await.unwrap();
+    let response = get_with(a.object("chain", "cold"), &[("range", "bytes=-10")]).await;
     assert_eq!(response.status(), 206);
     assert_eq!(response.headers()["cache-status"], "memory; hit");
     assert_eq!(response.bytes().await.unwrap(), body[body.len() - 10..]);
@@ -163,12 +158,7 @@ async fn fifty_concurrent_cold_ranged_reads_cause_one_whole_read_upstream() {
         async move {
             let start = i * 300_000;
             let end = start + 65_536;
-            let response = client()
-                .get(url)
-                .header("range", format!("bytes={start}-{}", end - 1))
-                .send()
-                .await
-                .unwrap();
+            let response = get_with(url, &[("range", &format!("bytes={start}-{}", end - 1))]).await;
             assert_eq!(response.status(), 206, "read {i}");
             let got = response.bytes().await.unwrap();
             assert_eq!(got.len(), end - start, "read {i}");
@@ -233,8 +223,7 @@ async fn a_write_during_a_backfill_wins() {
     let a = Server::start(&memory_and_remote(&proxy.base));
 
     // A ranged read starts a background copy of the old revision...
-    let response =
-        client().get(a.object("chain", "race")).header("range", "bytes=0-9").send().await.unwrap();
+    let response = get_with(a.object("chain", "race"), &[("range", "bytes=0-9")]).await;
     assert_eq!(response.status(), 206);
     assert_eq!(response.bytes().await.unwrap(), old[..10]);
     assert_eq!(a.metric(IN_FLIGHT).await, 1.0, "the background copy is held in flight");
@@ -269,14 +258,12 @@ async fn sigterm_during_a_backfill_exits_0_promptly_and_leaves_no_partial_object
     // A keeps its tier 0 on disk here, so what a cut copy would leave is visible after restart.
     let a_dir = tempdir();
     let a_config = format!(
-        "[[tier]]\nname = \"near\"\nkind = \"disk\"\npath = \"{}\"\nmax_size = \"1GiB\"\n\n\
-         [[tier]]\nname = \"upstream\"\nkind = \"remote\"\nurl = \"{}\"\n",
+        "[[tier]]\nname = \"near\"\nkind = \"disk\"\npath = \"{}\"\nmax_size = \"1GiB\"\n\n{}",
         a_dir.join("near").display(),
-        proxy.base
+        remote_tier("upstream", &proxy.base)
     );
     let mut a = Server::start_in(&a_dir, &a_config);
-    let response =
-        client().get(a.object("chain", "term")).header("range", "bytes=0-9").send().await.unwrap();
+    let response = get_with(a.object("chain", "term"), &[("range", "bytes=0-9")]).await;
     assert_eq!(response.status(), 206);
     assert_eq!(response.bytes().await.unwrap(), body[..10]);
     assert_eq!(a.metric(IN_FLIGHT).await, 1.0, "the background copy is held in flight");
@@ -356,12 +343,8 @@ async fn a_multipart_read_through_a_is_sent_part_by_part_from_b() {
     let (a, b) = chain();
     let body = data(1 << 20, 18);
     put(&b.object("chain", "parts"), body.clone()).await;
-    let response = client()
-        .get(a.object("chain", "parts"))
-        .header("range", "bytes=0-99,500000-500099,-100")
-        .send()
-        .await
-        .unwrap();
+    let response =
+        get_with(a.object("chain", "parts"), &[("range", "bytes=0-99,500000-500099,-100")]).await;
     assert_eq!(response.status(), 206);
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(content_type.starts_with("multipart/byteranges; boundary="), "{content_type}");
@@ -406,23 +389,17 @@ async fn conditional_and_unsatisfiable_answers_come_back_through_the_remote_tier
     let (a, b) = chain();
     let etag = put(&b.object("chain", "cond"), data(5000, 20)).await;
     let url = a.object("chain", "cond");
-    let response = client().get(&url).header("if-none-match", &etag).send().await.unwrap();
+    let response = get_with(&url, &[("if-none-match", &etag)]).await;
     assert_eq!(response.status(), 304);
     assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
     assert_eq!(response.headers()["cache-status"], "upstream; hit, memory; fwd=uri-miss");
-    let response = client().get(&url).header("if-match", "\"other\"").send().await.unwrap();
+    let response = get_with(&url, &[("if-match", "\"other\"")]).await;
     assert_eq!(response.status(), 412);
-    let response = client().get(&url).header("range", "bytes=9000-").send().await.unwrap();
+    let response = get_with(&url, &[("range", "bytes=9000-")]).await;
     assert_eq!(response.status(), 416);
     assert_eq!(response.headers()["content-range"], "bytes */5000");
     // If-Range naming the current revision: the range, from B.
-    let response = client()
-        .get(&url)
-        .header("range", "bytes=0-9")
-        .header("if-range", &etag)
-        .send()
-        .await
-        .unwrap();
+    let response = get_with(&url, &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
     assert_eq!(response.status(), 206);
     let started = a.metric("rangecache_backfills_total{event=\"started\"}").await;
     assert_eq!(started, 1.0, "only the range read copies; 304, 412 and 416 read no byte");
@@ -432,8 +409,7 @@ async fn conditional_and_unsatisfiable_answers_come_back_through_the_remote_tier
 async fn a_copy_in_a_never_outlives_the_object_in_b() {
     let (a, b) = chain();
     let url = b.object("chain", "brief");
-    let response =
-        client().put(&url).header("time-to-live", "3s").body("brief").send().await.unwrap();
+    let response = put_with(&url, &[("time-to-live", "3s")], "brief").await;
     assert_eq!(response.status(), 200);
     let response = client().get(a.object("chain", "brief")).send().await.unwrap();
     assert_eq!(response.status(), 200);

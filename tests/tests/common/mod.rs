@@ -313,22 +313,7 @@ pub async fn put(url: &str, body: Vec<u8>) -> String {
 
 /// Configuration of a server with one memory tier and one disk tier under `dir`.
 pub fn memory_and_disk(dir: &Path) -> String {
-    format!(
-        r#"max_object_size = "256MiB"
-
-[[tier]]
-name = "memory"
-kind = "memory"
-max_size = "512MiB"
-
-[[tier]]
-name = "disk"
-kind = "disk"
-path = "{}"
-max_size = "2GiB"
-"#,
-        dir.join("disk").display()
-    )
+    format!("max_object_size = \"256MiB\"\n\n{}\n{}", memory_tier("512MiB"), disk_only(dir))
 }
 
 /// Configuration of B in the chained tests: one authoritative disk tier.
@@ -346,18 +331,59 @@ max_size = "2GiB"
 
 /// Configuration of A in the chained tests: memory in front of the remote server `upstream`.
 pub fn memory_and_remote(upstream: &str) -> String {
-    format!(
-        r#"[[tier]]
-name = "memory"
-kind = "memory"
-max_size = "512MiB"
+    format!("{}\n{}", memory_tier("512MiB"), remote_tier("upstream", upstream))
+}
 
-[[tier]]
-name = "upstream"
-kind = "remote"
-url = "{upstream}"
-"#
-    )
+/// A `[[tier]]` table: a memory tier called "memory" of `max_size`.
+pub fn memory_tier(max_size: &str) -> String {
+    format!("[[tier]]\nname = \"memory\"\nkind = \"memory\"\nmax_size = \"{max_size}\"\n")
+}
+
+/// A `[[tier]]` table: a remote tier called `name` in front of the server at `url`.
+pub fn remote_tier(name: &str, url: &str) -> String {
+    format!("[[tier]]\nname = \"{name}\"\nkind = \"remote\"\nurl = \"{url}\"\n")
+}
+
+/// Asserts that `response` is a 200 carrying the whole `body` tagged `etag`, and that the first
+/// member of its Cache-Status (the tier that answered) starts with `cache_status`.
+pub async fn assert_served(
+    response: reqwest::Response,
+    cache_status: &str,
+    etag: &str,
+    body: &[u8],
+) {
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["cache-status"].to_str().unwrap().starts_with(cache_status),
+        "{:?}",
+        response.headers()["cache-status"]
+    );
+    assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(response.bytes().await.unwrap(), body);
+}
+
+/// GETs `url` with the request header fields `headers`, in order.
+pub async fn get_with(url: impl AsRef<str>, headers: &[(&str, &str)]) -> reqwest::Response {
+    let url = url.as_ref();
+    let mut request = client().get(url);
+    for &(name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// PUTs `body` to `url` with the request header fields `headers`, in order.
+pub async fn put_with(
+    url: impl AsRef<str>,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let url = url.as_ref();
+    let mut request = client().put(url);
+    for &(name, value) in headers {
+        request = request.header(name, value);
+    }
+    request.body(body).send().await.unwrap_or_else(|e| panic!("PUT {url}: {e}"))
 }
 
 /// GETs `url` and parses its JSON body.
