@@ -88,13 +88,15 @@ fn simulation_holds_every_invariant() {
     );
     eprintln!(
         "sim: {} multipart, {} passed over, {} from deeper tiers, {} teed commits, \
-         {} mutations waited for a commit, {} requests deduplicated by a committed copy",
+         {} mutations waited for a commit, {} requests deduplicated by a committed copy, \
+         {} deeper reads that left tier 0's live revision alone",
         totals.multipart,
         totals.not_definitive,
         totals.served_from_deeper,
         totals.tee_commits,
         totals.waited,
         totals.deduped_by_commit,
+        totals.kept_tier_0,
     );
     eprintln!("sim: discarded by reason {:?}", totals.discarded_by);
     eprintln!("sim: refused by reason {:?}", totals.refused_by);
@@ -110,6 +112,7 @@ fn simulation_holds_every_invariant() {
         assert!(totals.tee_commits > 0, "no teed full read ever filled tier 0");
         assert!(totals.waited > 0, "no mutation ever waited for a commit");
         assert!(totals.deduped_by_commit > 0, "no request ever met a copy that had committed");
+        assert!(totals.kept_tier_0 > 0, "no read from a deeper tier ever met a live tier 0");
     }
 }
 
@@ -148,6 +151,7 @@ struct Totals {
     waited: u64,
     tee_commits: u64,
     deduped_by_commit: u64,
+    kept_tier_0: u64,
 }
 
 impl Totals {
@@ -178,6 +182,7 @@ impl Totals {
         self.waited += sim.stats.waited;
         self.tee_commits += sim.stats.tee_commits;
         self.deduped_by_commit += sim.stats.deduped_by_commit;
+        self.kept_tier_0 += sim.stats.kept_tier_0;
     }
 }
 
@@ -324,6 +329,8 @@ struct Stats {
     tee_commits: u64,
     /// Requests refused as deduplicated by a copy that had already committed.
     deduped_by_commit: u64,
+    /// Bodies from a deeper tier that left tier 0's other live revision alone.
+    kept_tier_0: u64,
     served: u64,
     served_from_deeper: u64,
     multipart: u64,
@@ -402,6 +409,7 @@ impl Sim {
                 waited: 0,
                 tee_commits: 0,
                 deduped_by_commit: 0,
+                kept_tier_0: 0,
                 served: 0,
                 served_from_deeper: 0,
                 multipart: 0,
@@ -698,6 +706,7 @@ impl Sim {
                     plan.status.as_u16()
                 ));
                 self.check_served(idx, &plan, source, &cache_status.to_string());
+                self.check_tier_0_kept(idx, source, &cache_status.to_string());
                 self.stats.served += 1;
                 match source {
                     read::Source::Nothing => {
@@ -879,6 +888,30 @@ impl Sim {
         if !actor.abandoned && !actor.machine.is_done() {
             self.fail("a read finished while its machine still wanted something");
         }
+    }
+
+    /// A body from a deeper tier while tier 0 held another live revision at the probe leaves
+    /// tier 0 alone: no copy was asked for, and `Cache-Status` says nothing was stored.
+    fn check_tier_0_kept(&mut self, idx: usize, source: read::Source, cache_status: &str) {
+        let tier = match source {
+            read::Source::Nothing => return,
+            read::Source::Opened { tier } | read::Source::Parts { tier } => tier,
+        };
+        let (Some(held), Some(live)) = (self.reads[idx].held, self.reads[idx].tier0_live) else {
+            return;
+        };
+        if tier.get() == 0 || held.version == live {
+            return;
+        }
+        if cache_status.contains("stored") {
+            self.fail(&format!(
+                "v{} served from tier {} with tier 0 holding v{} live, yet [{cache_status}]",
+                held.version.id,
+                tier.get(),
+                live.id
+            ));
+        }
+        self.stats.kept_tier_0 += 1;
     }
 
     /// The checks every served plan must pass.
