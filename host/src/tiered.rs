@@ -16,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -410,8 +410,7 @@ impl Tiered {
                 );
             }
         }
-        let stopped =
-            self.backfills.lock().unwrap_or_else(PoisonError::into_inner).manager.is_stopped();
+        let stopped = self.backfills().manager.is_stopped();
         if !stopped && tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
             tracing::warn!("the backfill manager did not report its drain in {DRAIN_TIMEOUT:?}");
         }
@@ -579,11 +578,17 @@ impl Tiered {
         self.handle(backfill::Input::ShutdownRequested);
     }
 
+    /// The backfill state, locked. The guard is never held across an `.await`; a poisoned lock
+    /// is taken as it is, like every lock in the host.
+    fn backfills(&self) -> MutexGuard<'_, Backfills> {
+        self.backfills.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Hands one input to the manager and carries out every output. The lock is held only for
     /// the input and the drain; spawning and signalling tasks never awaits.
     fn handle(self: &Arc<Self>, input: backfill::Input) -> Turn {
         let mut turn = Turn::default();
-        let mut backfills = self.backfills.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut backfills = self.backfills();
         backfills.manager.handle_input(input);
         while let Some(output) = backfills.manager.poll_output() {
             match output {
@@ -664,13 +669,7 @@ impl Tiered {
         kind: MutationKind,
     ) -> Result<MutationGuard, ApiError> {
         let (sender, receiver) = oneshot::channel();
-        self.backfills
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .mutations
-            .entry(key.clone())
-            .or_default()
-            .push_back(sender);
+        self.backfills().mutations.entry(key.clone()).or_default().push_back(sender);
         let guard = MutationGuard { tiered: self.clone(), key: key.clone(), kind };
         self.handle(backfill::Input::MutationStarted { key: key.clone(), kind });
         tokio::select! {
@@ -822,12 +821,7 @@ impl Tiered {
 
     /// Wraps a full read from a deeper tier so that its bytes also flow into tier 0.
     fn tee(self: &Arc<Self>, copy: CopyId, body: ByteStream) -> ByteStream {
-        let job = self
-            .backfills
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pending_tees
-            .remove(&copy);
+        let job = self.backfills().pending_tees.remove(&copy);
         let Some(job) = job else { return body };
         // Unbounded, yet bounded in fact: the manager discards a copy whose backlog (read by the
         // tee, not yet written by the task) passes its byte bound, which closes this channel.
@@ -923,8 +917,7 @@ impl Tiered {
         let operation = self.enter(OpKind::Read)?;
         // Taken before any tier is opened, so a copy of what this read sees is refused if the
         // key changes meanwhile.
-        let seen =
-            self.backfills.lock().unwrap_or_else(PoisonError::into_inner).manager.generation(key);
+        let seen = self.backfills().manager.generation(key);
         let names = self.names();
         let mut machine = read::Machine::new(req.clone(), &names, RangeLimits::default());
         let mut held: Option<ByteStream> = None;
@@ -1061,12 +1054,7 @@ impl Tiered {
     }
 
     fn abandon_tee(self: &Arc<Self>, copy: CopyId) {
-        let job = self
-            .backfills
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pending_tees
-            .remove(&copy);
+        let job = self.backfills().pending_tees.remove(&copy);
         if job.is_some() {
             self.handle(backfill::Input::ClientClosed { copy });
         }
