@@ -102,13 +102,19 @@ impl RemoteTier {
         backend(&self.name, format!("unexpected status {status}"))
     }
 
+    /// Sends a request without a body to the upstream.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+    ) -> Result<reqwest::Response, TierError> {
+        self.request(method, url).send().await.map_err(|e| self.send_error(e))
+    }
+
     /// The body of a successful `GET /api/v1/{path}` of the upstream.
     async fn api_get(&self, path: &str) -> Result<Bytes, TierError> {
-        let response = self
-            .request(reqwest::Method::GET, format!("{}/api/v1/{path}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.send_error(e))?;
+        let response =
+            self.call(reqwest::Method::GET, format!("{}/api/v1/{path}", self.base)).await?;
         if !response.status().is_success() {
             return Err(self.unexpected(response.status()));
         }
@@ -199,11 +205,7 @@ impl Tier for RemoteTier {
         key: &ObjectKey,
         _now: Timestamp,
     ) -> Result<Option<ObjectMeta>, TierError> {
-        let response = self
-            .request(reqwest::Method::HEAD, self.object_url(key))
-            .send()
-            .await
-            .map_err(|e| self.send_error(e))?;
+        let response = self.call(reqwest::Method::HEAD, self.object_url(key)).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::OK => {
@@ -259,11 +261,7 @@ impl Tier for RemoteTier {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
-        let response = self
-            .request(reqwest::Method::DELETE, self.object_url(key))
-            .send()
-            .await
-            .map_err(|e| self.send_error(e))?;
+        let response = self.call(reqwest::Method::DELETE, self.object_url(key)).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(false),
             status if status.is_success() => Ok(true),
@@ -275,10 +273,8 @@ impl Tier for RemoteTier {
     /// nearer tiers, never delete.
     async fn invalidate(&self, key: &ObjectKey) -> Result<(), TierError> {
         let response = self
-            .request(reqwest::Method::POST, format!("{}/invalidate", self.object_url(key)))
-            .send()
-            .await
-            .map_err(|e| self.send_error(e))?;
+            .call(reqwest::Method::POST, format!("{}/invalidate", self.object_url(key)))
+            .await?;
         match response.status() {
             status if status.is_success() || status == StatusCode::NOT_FOUND => Ok(()),
             other => Err(self.unexpected(other)),
