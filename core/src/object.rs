@@ -132,9 +132,13 @@ const NOT_STORED_PREFIXES: &[&str] = &["if-", "proxy-", "sec-", "x-forwarded-"];
 /// Content-Disposition, Cache-Control, custom `X-` fields, ...) except those listed in
 /// [`NOT_STORED`] and [`NOT_STORED_PREFIXES`] (SPEC §3).
 pub fn is_stored_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    !NOT_STORED.contains(&name.as_str())
-        && !NOT_STORED_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+    // Compared without lower-casing a copy: every plan checks each stored field here.
+    let name = name.as_bytes();
+    !NOT_STORED.iter().any(|denied| name.eq_ignore_ascii_case(denied.as_bytes()))
+        && !NOT_STORED_PREFIXES.iter().any(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+        })
 }
 
 /// The headers of a write request that are stored with the object: those passing
