@@ -7,7 +7,22 @@
 
 use rangecache_core::Timestamp;
 use rangecache_core::validators::{EntityTag, parse_http_date};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::prelude::*;
+
+// The two JavaScript built-ins the module calls, imported here rather than through js-sys,
+// whose bindings bring a few kilobytes of closure glue into the module whatever is used.
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = TypeError)]
+    type JsTypeError;
+
+    #[wasm_bindgen(constructor, js_class = "TypeError")]
+    fn new(message: &str) -> JsTypeError;
+
+    /// `JSON.stringify` of a string, which never throws.
+    #[wasm_bindgen(js_namespace = JSON, js_name = stringify)]
+    fn stringify(text: &str) -> String;
+}
 
 /// Largest integer a JavaScript number holds exactly (`Number.MAX_SAFE_INTEGER`).
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
@@ -23,7 +38,7 @@ pub(crate) struct ObjectArg {
 
 /// A `TypeError` carrying `message`, as thrown to JavaScript.
 pub(crate) fn type_error(message: impl AsRef<str>) -> JsValue {
-    js_sys::TypeError::new(message.as_ref()).into()
+    JsTypeError::new(message.as_ref()).into()
 }
 
 /// An object from its parts: the validators are parsed here, and one that does not parse is a
@@ -70,7 +85,5 @@ pub(crate) fn size_of(value: f64, what: &str) -> Result<u64, JsValue> {
 /// `text` quoted and escaped as JavaScript would print it; Rust's `{:?}` would link the Unicode
 /// printability tables for error messages alone.
 pub(crate) fn quoted(text: &str) -> String {
-    js_sys::JSON::stringify(&JsValue::from_str(text))
-        .map(String::from)
-        .unwrap_or_else(|_| format!("\"{text}\""))
+    stringify(text)
 }
