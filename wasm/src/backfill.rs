@@ -15,7 +15,7 @@ use rangecache_core::{Generation, ObjectKey, TierIdx};
 use wasm_bindgen::prelude::*;
 
 use crate::args::{object_arg, quoted, size_of, type_error};
-use crate::plan::{SEP, meta_of};
+use crate::plan::{SEP, meta_of, push_number};
 
 /// The generation of a key as read before a read opens any tier; handed back to
 /// `copyRequested` so a copy that spans a change of its key is refused.
@@ -157,19 +157,32 @@ impl BackfillRaw {
                     Mode::Tee => "tee",
                     Mode::Background => "background",
                 };
-                let from = from.get();
-                fields(&mut out, &["startCopy", &copy.to_number(), ns(&key), k(&key)]);
-                fields(&mut out, &[&from.to_string(), mode]);
+                fields(&mut out, &["startCopy"]);
+                push_number(&mut out, copy.get());
+                fields(&mut out, &[ns(&key), k(&key)]);
+                push_number(&mut out, from.get() as u64);
+                fields(&mut out, &[mode]);
             }
             backfill::Output::Refuse { key, why } => {
                 let (why, copy) = refusal(why);
-                let copy = copy.map(|c| c.to_number()).unwrap_or_default();
-                fields(&mut out, &["refuse", ns(&key), k(&key), why, &copy]);
+                fields(&mut out, &["refuse", ns(&key), k(&key), why]);
+                match copy {
+                    Some(copy) => push_number(&mut out, copy.get()),
+                    None => out.push(SEP),
+                }
             }
-            backfill::Output::Cancel { copy } => fields(&mut out, &["cancel", &copy.to_number()]),
-            backfill::Output::Commit { copy } => fields(&mut out, &["commit", &copy.to_number()]),
+            backfill::Output::Cancel { copy } => {
+                fields(&mut out, &["cancel"]);
+                push_number(&mut out, copy.get());
+            }
+            backfill::Output::Commit { copy } => {
+                fields(&mut out, &["commit"]);
+                push_number(&mut out, copy.get());
+            }
             backfill::Output::Discard { copy, why } => {
-                fields(&mut out, &["discard", &copy.to_number(), why.as_str()])
+                fields(&mut out, &["discard"]);
+                push_number(&mut out, copy.get());
+                fields(&mut out, &[why.as_str()]);
             }
             backfill::Output::ProceedWithMutation { key } => {
                 fields(&mut out, &["proceedWithMutation", ns(&key), k(&key)])
@@ -193,10 +206,11 @@ impl BackfillRaw {
             counters.skipped,
             self.manager.n_in_flight() as u64,
         ] {
-            fields(&mut out, &[&n.to_string()]);
+            push_number(&mut out, n);
         }
         for why in DiscardReason::ALL {
-            fields(&mut out, &[why.as_str(), &counters.discarded(why).to_string()]);
+            fields(&mut out, &[why.as_str()]);
+            push_number(&mut out, counters.discarded(why));
         }
         out.pop();
         out
@@ -230,17 +244,6 @@ impl BackfillRaw {
             .binary_search_by_key(&n, |c| c.get())
             .map(|at| self.issued[at])
             .map_err(|_| type_error(format!("copy {n} was never issued by this manager")))
-    }
-}
-
-/// A copy's number as JavaScript reads it.
-trait ToNumber {
-    fn to_number(self) -> String;
-}
-
-impl ToNumber for CopyId {
-    fn to_number(self) -> String {
-        self.get().to_string()
     }
 }
 

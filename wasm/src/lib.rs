@@ -271,9 +271,7 @@ pub fn object_key_raw(namespace: &str, key: &str) -> Option<String> {
 /// object, in the wire form of [`plan`].
 #[wasm_bindgen(js_name = describeRaw, skip_typescript)]
 pub fn describe_raw(fields: &str) -> String {
-    let fields = pairs(fields.split(SEP));
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    plan::describe(&fields)
+    plan::describe(&pairs(fields.split(SEP)))
 }
 
 /// `name, value, ...` as pairs in `out`, reusing its strings; a trailing unpaired name and an
@@ -298,12 +296,12 @@ fn pairs_into<'a>(mut fields: impl Iterator<Item = &'a str>, out: &mut Vec<(Stri
     out.truncate(n);
 }
 
-/// `name, value, ...` as pairs; a trailing unpaired name is dropped.
-fn pairs<'a>(mut fields: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+/// `name, value, ...` as pairs; a trailing unpaired name and an empty name are dropped.
+fn pairs<'a>(mut fields: impl Iterator<Item = &'a str>) -> Vec<(&'a str, &'a str)> {
     let mut out = Vec::new();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         if !name.is_empty() {
-            out.push((name.to_owned(), value.to_owned()));
+            out.push((name, value));
         }
     }
     out

@@ -241,9 +241,12 @@ pub(crate) fn resolve_range(range: Option<&str>, size: u64, limits: &RangeLimits
         Resolved::Unsatisfiable => "unsatisfiable".to_owned(),
         Resolved::Partial(windows) => {
             let mut out = String::from("partial");
+            out.push(SEP);
             for window in windows {
-                let _ = write!(out, "{SEP}{}{SEP}{}", window.start(), window.end());
+                push_number(&mut out, window.start());
+                push_number(&mut out, window.end());
             }
+            out.pop();
             out
         }
     }
@@ -270,7 +273,6 @@ pub(crate) fn describe(fields: &[(&str, &str)]) -> String {
         None => out.push(SEP),
     }
     push_str(&mut out, last_modified.unwrap_or(""));
-    let stored: Vec<(&str, &str)> = stored.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     push_fields(&mut out, &stored);
     out.pop();
     out
@@ -284,7 +286,7 @@ fn push(out: &mut String, value: impl std::fmt::Display) {
 
 /// Appends `n` in decimal and a separator, without the formatting machinery (a tenth of a call
 /// went to formatting four numbers).
-fn push_number(out: &mut String, mut n: u64) {
+pub(crate) fn push_number(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -340,7 +342,7 @@ const KNOWN_HEADERS: [HeaderName; KNOWN_NAMES] = [
 
 /// Appends `n, n × (name, value)`, a name of `KNOWN` as `\u{1}` and a letter (`a` for the
 /// first); `api.js` joins a repeated name.
-fn push_fields(out: &mut String, fields: &[(&str, &str)]) {
+fn push_fields(out: &mut String, fields: &[(String, String)]) {
     push_number(out, fields.len() as u64);
     for (name, value) in fields {
         match KNOWN[..KNOWN_NAMES].iter().position(|k| k == name) {
