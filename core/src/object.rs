@@ -94,6 +94,10 @@ const NOT_STORED: &[&str] = &[
     "content-length",
     "expect",
     "range",
+    // Digests of one message's content (RFC 9530 §2, RFC 1864): a 206 or a multipart answer
+    // carries other content, so replaying them would describe the wrong bytes.
+    "content-digest",
+    "content-md5",
     // Credentials.
     "authorization",
     "cookie",
@@ -212,6 +216,14 @@ pub fn parse_ttl(value: &str) -> Result<u64, TtlError> {
     Ok(millis)
 }
 
+/// The Last-Modified stored for a write received at `now`: the writer's date, but never later
+/// than `now` (RFC 9110 §8.8.2.1: a server MUST NOT send a Last-Modified later than the time
+/// of its message, and MUST replace a later one with that time), so If-Unmodified-Since and
+/// If-Modified-Since keep working for an object written with a date in the future.
+pub fn last_modified_on_write(given: Option<Timestamp>, now: Timestamp) -> Timestamp {
+    given.map_or(now, |date| date.min(now))
+}
+
 /// When an object written at `now` expires: after the requested TTL capped by the tier's
 /// maximum, or after the maximum when none was requested; `None` (never) when neither is set.
 pub fn expires_at(
@@ -231,6 +243,24 @@ pub fn expires_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_modified_in_the_future_is_stored_as_the_time_of_the_write() {
+        let now = Timestamp::from_secs(1_000);
+        assert_eq!(last_modified_on_write(None, now), now);
+        assert_eq!(
+            last_modified_on_write(Some(Timestamp::from_secs(10)), now),
+            Timestamp::from_secs(10)
+        );
+        assert_eq!(last_modified_on_write(Some(Timestamp::from_secs(9_999)), now), now);
+    }
+
+    #[test]
+    fn message_digests_are_not_stored() {
+        assert!(!is_stored_header("Content-Digest"));
+        assert!(!is_stored_header("content-md5"));
+        assert!(is_stored_header("repr-digest"));
+    }
 
     fn meta(expires: Option<u64>) -> ObjectMeta {
         ObjectMeta {

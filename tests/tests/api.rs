@@ -135,6 +135,23 @@ async fn reads_follow_rfc_9110_ranges_and_preconditions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_modified_in_the_future_is_stored_as_the_time_of_the_write() {
+    // RFC 9110 §8.8.2.1: a later Last-Modified is replaced by the time of the message, so
+    // If-Unmodified-Since with the current time still lets a write through.
+    let server = server();
+    let url = server.object("writes", "future");
+    let future = "Fri, 31 Dec 9999 23:59:59 GMT";
+    let stored = put_with(&url, &[("last-modified", future)], "later").await;
+    assert_eq!(stored.status(), 200);
+    let read = get_with(&url, &[]).await;
+    let last_modified = read.headers()["last-modified"].to_str().unwrap().to_owned();
+    assert_ne!(last_modified, future);
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let unmodified = get_with(&url, &[("if-unmodified-since", &now)]).await;
+    assert_eq!(unmodified.status(), 200, "stored Last-Modified {last_modified}, now {now}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditional_writes_store_nothing_when_they_fail() {
     let server = server();
     let url = server.object("writes", "cond");

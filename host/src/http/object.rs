@@ -28,7 +28,7 @@ use http::StatusCode;
 use http::header::{self, HeaderMap};
 
 use rangecache_core::conditional::{WriteCheck, WriteGuard, write_check, write_guard_for};
-use rangecache_core::object::{parse_ttl, select_stored_headers};
+use rangecache_core::object::{last_modified_on_write, parse_ttl, select_stored_headers};
 use rangecache_core::validators::{EntityTag, format_http_date, parse_http_date};
 use rangecache_core::{Key, Namespace, ObjectKey, Timestamp};
 
@@ -242,14 +242,16 @@ async fn write(
         }
     };
     let now = now();
-    let last_modified = match headers.get(header::LAST_MODIFIED) {
-        None => now,
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(parse_http_date)
-            .ok_or_else(|| ApiError::BadRequest("Last-Modified is not an HTTP date".into()))?,
-    };
+    let given =
+        match headers.get(header::LAST_MODIFIED) {
+            None => None,
+            Some(value) => {
+                Some(value.to_str().ok().and_then(parse_http_date).ok_or_else(|| {
+                    ApiError::BadRequest("Last-Modified is not an HTTP date".into())
+                })?)
+            }
+        };
+    let last_modified = last_modified_on_write(given, now);
     let ttl = match headers.get("time-to-live") {
         None => None,
         Some(value) => {
