@@ -49,25 +49,29 @@ pub(crate) fn object_arg(
     last_modified: Option<&str>,
     headers: Vec<(String, String)>,
 ) -> Result<ObjectArg, JsValue> {
-    let etag = match etag {
-        None => None,
-        Some(raw) => Some(EntityTag::parse(raw).ok_or_else(|| {
-            type_error(format!(
-                "object.etag {} is not an entity-tag; expected a quoted value such as '\"v1\"'",
-                quoted(raw)
-            ))
-        })?),
-    };
-    let last_modified = match last_modified {
-        None => None,
-        Some(raw) => Some(parse_http_date(raw).ok_or_else(|| {
-            type_error(format!(
-                "object.lastModified {} is not an HTTP date such as 'Sun, 06 Nov 1994 08:49:37 GMT'",
-                quoted(raw)
-            ))
-        })?),
-    };
+    let etag = etag.map(parse_etag).transpose()?;
+    let last_modified = last_modified.map(parse_date).transpose()?;
     Ok(ObjectArg { size, etag, last_modified, headers })
+}
+
+/// An object's entity-tag; one that does not parse is a `TypeError` naming it.
+pub(crate) fn parse_etag(raw: &str) -> Result<EntityTag, JsValue> {
+    EntityTag::parse(raw).ok_or_else(|| {
+        type_error(format!(
+            "object.etag {} is not an entity-tag; expected a quoted value such as '\"v1\"'",
+            quoted(raw)
+        ))
+    })
+}
+
+/// An object's Last-Modified; one that does not parse is a `TypeError` naming it.
+pub(crate) fn parse_date(raw: &str) -> Result<Timestamp, JsValue> {
+    parse_http_date(raw).ok_or_else(|| {
+        type_error(format!(
+            "object.lastModified {} is not an HTTP date such as 'Sun, 06 Nov 1994 08:49:37 GMT'",
+            quoted(raw)
+        ))
+    })
 }
 
 /// Reads a size passed as a number by the package's own JavaScript, which checked it already;

@@ -34,10 +34,10 @@ use http::Method;
 use rangecache_core::backfill::Mode;
 use rangecache_core::key::{Key, Namespace};
 use rangecache_core::read::copy_mode;
-use rangecache_core::{Body, RangeLimits, TierIdx, Window};
+use rangecache_core::{Body, EntityTag, ObjectMeta, RangeLimits, TierIdx, Timestamp, Window};
 use wasm_bindgen::prelude::*;
 
-use crate::args::{ObjectArg, object_arg, quoted, size_of, type_error};
+use crate::args::{ObjectArg, parse_date, parse_etag, quoted, size_of, type_error};
 use crate::plan::{Answer, Inputs, Request, SEP};
 
 /// What crosses the boundary for `planRaw` and `definitiveRaw`, kept from call to call so a
@@ -53,6 +53,49 @@ struct Boundary {
     /// The stored fields of the last object, whose strings the next one reuses (an allocation
     /// in wasm costs several times a native one).
     stored: Vec<(String, String)>,
+    validators: Validators,
+}
+
+/// The last object's validators as given and as parsed, so that planning for the same object
+/// again (the usual case: many requests for one object) neither parses nor allocates them.
+struct Validators {
+    etag_raw: String,
+    /// What `etag_raw` parses to; taken while a plan holds it.
+    etag: Option<EntityTag>,
+    date_raw: String,
+    /// What `date_raw` parses to.
+    date: Option<Timestamp>,
+}
+
+impl Validators {
+    /// `raw` parsed, as [`parse_etag`] does.
+    fn etag(&mut self, raw: &str) -> Result<EntityTag, JsValue> {
+        match self.etag.take() {
+            Some(tag) if self.etag_raw == raw => Ok(tag),
+            _ => parse_etag(raw),
+        }
+    }
+
+    /// Keeps `tag`, parsed from `raw`, for the next call.
+    fn keep_etag(&mut self, raw: &str, tag: EntityTag) {
+        self.etag_raw.clear();
+        self.etag_raw.push_str(raw);
+        self.etag = Some(tag);
+    }
+
+    /// `raw` parsed, as [`parse_date`] does.
+    fn date(&mut self, raw: &str) -> Result<Timestamp, JsValue> {
+        if let Some(date) = self.date
+            && self.date_raw == raw
+        {
+            return Ok(date);
+        }
+        let date = parse_date(raw)?;
+        self.date_raw.clear();
+        self.date_raw.push_str(raw);
+        self.date = Some(date);
+        Ok(date)
+    }
 }
 
 thread_local! {
@@ -62,6 +105,12 @@ thread_local! {
             lens: [-1.0; FIXED],
             answer: Answer::new(),
             stored: Vec::new(),
+            validators: Validators {
+                etag_raw: String::new(),
+                etag: None,
+                date_raw: String::new(),
+                date: None,
+            },
         })
     };
 }
@@ -107,11 +156,12 @@ pub fn input_buffer(capacity: u32) -> u32 {
 #[wasm_bindgen(js_name = planRaw, skip_typescript)]
 pub fn plan_raw(len: u32, size: f64) -> Result<u32, JsValue> {
     BOUNDARY.with_borrow_mut(|b| {
-        let Boundary { input, lens, answer, stored } = b;
-        let parsed = parse_input(input, lens, len, size, stored)?;
+        let Boundary { input, lens, answer, stored, validators } = b;
+        let parsed = parse_input(input, lens, len, size, stored, validators)?;
         let inputs = Inputs { etag: parsed.etag, last_modified: parsed.last_modified };
-        *stored =
+        let meta =
             plan::plan(&parsed.request, parsed.object, &inputs, &RangeLimits::default(), answer);
+        keep(meta, parsed.etag, stored, validators);
         Ok(answer.nums.as_ptr() as usize as u32)
     })
 }
@@ -121,9 +171,12 @@ pub fn plan_raw(len: u32, size: f64) -> Result<u32, JsValue> {
 #[wasm_bindgen(js_name = definitiveRaw, skip_typescript)]
 pub fn definitive_raw(len: u32, size: f64) -> Result<bool, JsValue> {
     BOUNDARY.with_borrow_mut(|b| {
-        let Boundary { input, lens, stored, .. } = b;
-        let parsed = parse_input(input, lens, len, size, stored)?;
-        Ok(plan::definitive(&parsed.request, parsed.object, &RangeLimits::default()))
+        let Boundary { input, lens, stored, validators, .. } = b;
+        let parsed = parse_input(input, lens, len, size, stored, validators)?;
+        let (definitive, meta) =
+            plan::definitive(&parsed.request, parsed.object, &RangeLimits::default());
+        keep(meta, parsed.etag, stored, validators);
+        Ok(definitive)
     })
 }
 
@@ -149,6 +202,20 @@ pub fn copy_mode_raw(method: &str, from: f64, body: u8) -> Result<u8, JsValue> {
     })
 }
 
+/// Keeps what the next call can reuse of an object's metadata: its stored fields' strings and,
+/// when `etag` was given, its entity-tag.
+fn keep(
+    meta: ObjectMeta,
+    etag: Option<&str>,
+    stored: &mut Vec<(String, String)>,
+    validators: &mut Validators,
+) {
+    *stored = meta.headers;
+    if let Some(raw) = etag {
+        validators.keep_etag(raw, meta.etag);
+    }
+}
+
 struct Parsed<'a> {
     request: Request<'a>,
     etag: Option<&'a str>,
@@ -164,6 +231,7 @@ fn parse_input<'a>(
     len: u32,
     size: f64,
     spare: &mut Vec<(String, String)>,
+    validators: &mut Validators,
 ) -> Result<Parsed<'a>, JsValue> {
     let input = input
         .get(..len as usize)
@@ -197,7 +265,12 @@ fn parse_input<'a>(
     let mut stored = std::mem::take(spare);
     pairs_into(rest.split(SEP), &mut stored);
     let size = size_of(size, "object.size")?;
-    let object = object_arg(size, etag, last_modified, stored)?;
+    let object = ObjectArg {
+        size,
+        etag: etag.map(|raw| validators.etag(raw)).transpose()?,
+        last_modified: last_modified.map(|raw| validators.date(raw)).transpose()?,
+        headers: stored,
+    };
     Ok(Parsed { request, etag, last_modified, object })
 }
 

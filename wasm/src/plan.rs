@@ -135,23 +135,27 @@ fn request_headers<'a>(request: &'a Request<'a>, has_date: bool) -> RequestHeade
 }
 
 /// Whether the plan for `request` is the final answer of a tier holding `object`: the core's
-/// `read::is_definitive` (SPEC §4).
-pub(crate) fn definitive(request: &Request<'_>, object: ObjectArg, limits: &RangeLimits) -> bool {
+/// `read::is_definitive` (SPEC §4); hands back the object's metadata for reuse.
+pub(crate) fn definitive(
+    request: &Request<'_>,
+    object: ObjectArg,
+    limits: &RangeLimits,
+) -> (bool, ObjectMeta) {
     let req = request_headers(request, object.last_modified.is_some());
     let meta = meta_of(object);
     let planned = plan_response(&req, &meta, limits);
-    is_definitive(&req, &meta, &planned, limits)
+    (is_definitive(&req, &meta, &planned, limits), meta)
 }
 
 /// Plans the answer to `request` for `object` with the core's `plan_response` into `out`;
-/// hands back the object's stored fields for reuse.
+/// hands back the object's metadata for reuse.
 pub(crate) fn plan(
     request: &Request<'_>,
     object: ObjectArg,
     inputs: &Inputs<'_>,
     limits: &RangeLimits,
     out: &mut Answer,
-) -> Vec<(String, String)> {
+) -> ObjectMeta {
     let has_etag = object.etag.is_some();
     let has_date = object.last_modified.is_some();
     let req = request_headers(request, has_date);
@@ -196,7 +200,7 @@ pub(crate) fn plan(
         }
     }
     out.finish();
-    meta.headers
+    meta
 }
 
 /// Which of the object's strings, if any, is exactly `value` of the planned field `name`.
