@@ -6,6 +6,9 @@
 //! and the object's description as strings, parses the validators, plans, and renders the
 //! planned fields as owned strings. The JavaScript side is `wasm/js/bench/plan.mjs` over the
 //! package in `wasm/pkg` (built first with `cargo xtask wasm` when missing), run with `node`.
+//! The module keeps the last object's parsed validators, so the JavaScript side, which plans
+//! one object over and over, does not parse them again; BENCHMARKS.md gives the cost of a call
+//! that misses.
 
 use std::hint::black_box;
 use std::path::Path;
