@@ -90,13 +90,19 @@
 //! decides, for hosts that walk tiers without this machine too. The host asks
 //! the [`backfill::Manager`] and reports its answer, which decides `stored` in `Cache-Status`.
 //!
-//! Tier 0 is filled only when its probe showed it held no live copy: it missed, or its copy
-//! had expired ([`fills_tier_0`] decides). When it held a live revision the request's
-//! validators did not accept (a failed If-Match, an If-Range naming another revision), the
-//! read is served from the deeper tier that has the named revision but copies nothing: which
-//! of the two revisions is newer is unknown, and a client holding an old entity-tag must not
-//! roll tier 0 back. When tier 0 failed, what it holds is unknown too, so nothing is copied
-//! either; the next read that finds it empty fills it. `Cache-Status` then names no `stored`.
+//! Tier 0 is filled when its probe showed it held no live copy (it missed, or its copy had
+//! expired), and when the bytes come from the last tier, which is authoritative: its revision is
+//! current by definition, so copying it can only bring tier 0 up to date ([`fills_tier_0`]
+//! decides). That is how a stale tier 0 is refreshed, for instance after another server of the
+//! fleet wrote the shared last tier and a client's If-Match or If-Range names the new revision.
+//! When tier 0 held a live revision the request's validators did not accept (a failed
+//! If-Match, an If-Range naming another revision) and the named revision comes from a middle
+//! tier, the read is served from there but copies nothing: which of the two revisions is newer
+//! is unknown, and a client holding an old entity-tag must not roll tier 0 back. When tier 0
+//! failed, nothing is copied whatever the source: a tier that just failed a read would most
+//! likely fail the copy too, and each such read would cost a second full read of a deeper tier
+//! (the authoritative one included) while tier 0 is down; the next read that finds it empty or
+//! stale fills it. `Cache-Status` names no `stored` when nothing is copied.
 
 use std::collections::VecDeque;
 
@@ -739,7 +745,7 @@ impl Machine {
 
     fn copy_mode(&self, answer: &Candidate) -> Option<backfill::Mode> {
         let tier_0 = self.members.iter().find(|m| m.tier.0 == 0).map(|m| m.lookup);
-        if !tier_0.is_some_and(fills_tier_0) {
+        if !tier_0.is_some_and(|probed| fills_tier_0(probed, answer.tier, self.names.len())) {
             return None;
         }
         copy_mode(&self.request.method, answer.tier, &answer.plan.body)
@@ -816,17 +822,25 @@ pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill
     }
 }
 
-/// Whether a copy may go into tier 0 after this walk's probe of tier 0 was recorded as
-/// `probed` (SPEC §4): only when tier 0 showed it held no live copy, because it missed or its
-/// copy had expired. A tier 0 that held a live revision ([`Lookup::Hit`], or
-/// [`Lookup::NotAccepted`] when the request's validators named another one) keeps it: which
-/// revision is newer is unknown, and an old entity-tag must not roll tier 0 back. A tier 0 that
-/// failed may hold anything, so it is not filled either. Hosts that walk tiers without
-/// [`Machine`] ask this as well as [`copy_mode`].
-pub fn fills_tier_0(probed: Lookup) -> bool {
+/// Whether a copy of what a read serves from tier `from`, out of `n_tiers`, may go into tier 0
+/// after this walk's probe of tier 0 was recorded as `probed` (SPEC §4).
+///
+/// * A tier 0 that missed, or whose copy had expired, held no live copy: it is filled.
+/// * A tier 0 that held a live revision ([`Lookup::Hit`], or [`Lookup::NotAccepted`] when the
+///   request's validators named another one) is filled only from the last tier, the
+///   authoritative one, whose revision is current by definition: that refreshes a stale tier 0
+///   (another server wrote the shared last tier). From a middle tier it keeps what it holds:
+///   which revision is newer is unknown, and an old entity-tag must not roll tier 0 back.
+/// * A tier 0 that failed is not filled, whatever the source: a copy into a tier that just
+///   failed would most likely fail too, and would read the object from a deeper tier a second
+///   time on every read while tier 0 is down.
+///
+/// Hosts that walk tiers without [`Machine`] ask this as well as [`copy_mode`].
+pub fn fills_tier_0(probed: Lookup, from: TierIdx, n_tiers: usize) -> bool {
     match probed {
         Lookup::Missed | Lookup::Expired => true,
-        Lookup::Hit | Lookup::NotAccepted | Lookup::Failed => false,
+        Lookup::Hit | Lookup::NotAccepted => from.0 + 1 == n_tiers,
+        Lookup::Failed => false,
     }
 }
 
@@ -1064,13 +1078,16 @@ mod tests {
     #[test]
     fn if_match_failing_in_tier_0_is_looked_for_deeper() {
         let request = Request { if_match: Some("\"old\"".into()), ..get() };
-        // Tier 0 holds another live revision: it keeps it, so nothing is copied.
+        // Disk, the last tier, has it: it is served from there, and since the last tier's
+        // revision is current by definition it replaces tier 0's.
         let mut s = Script::new(request.clone(), 2);
         s.opened(0, meta("new", 10), None).opened(1, meta("old", 10), Some(OpenWindow::Whole));
+        s.feed(Input::CopyStarted);
         s.expect(&[
             "OpenTier(0, 0-, if-match \"old\")",
             "OpenTier(1, 0-, if-match \"old\")",
-            "Serve(200, opened 1; disk; hit, memory; fwd=request)",
+            "RequestCopy(1, Tee)",
+            "Serve(200, opened 1; disk; hit, memory; fwd=request; stored)",
         ]);
         // No deeper tier has it: tier 0's 412 stands.
         let mut s = Script::new(request.clone(), 2);
@@ -1097,19 +1114,22 @@ mod tests {
         let request = Request { if_range: Some("\"old\"".into()), ..ranged("bytes=0-3") };
         let mut s = Script::new(request, 2);
         s.opened(0, meta("new", 10), part(0, 4)).opened(1, meta("old", 8), part(0, 4));
+        s.feed(Input::CopyStarted);
         s.expect(&[
             "OpenTier(0, 0-4)",
             "OpenTier(1, 0-4)",
-            "Serve(206, opened 1; disk; hit, memory; fwd=request)",
+            "RequestCopy(1, Background)",
+            "Serve(206, opened 1; disk; hit, memory; fwd=request; stored)",
         ]);
     }
 
     #[test]
     fn an_old_entity_tag_never_rolls_tier_0_back() {
-        // Tier 0 holds v2 (committed earlier), disk still holds v1, and a client that kept v1's
-        // tag asks for the rest of it: it gets v1's bytes from disk, and tier 0 keeps v2.
+        // Tier 0 holds v2 (committed earlier), disk (a middle tier) still holds v1, and a client
+        // that kept v1's tag asks for the rest of it: it gets v1's bytes from disk, and tier 0
+        // keeps v2.
         let request = Request { if_range: Some("\"v1\"".into()), ..ranged("bytes=500-") };
-        let mut s = Script::new(request, 2);
+        let mut s = Script::new(request, 3);
         s.opened(0, meta("v2", 1000), part(500, 1000));
         s.opened(1, meta("v1", 1000), part(500, 1000));
         s.expect(&[
@@ -1118,22 +1138,62 @@ mod tests {
             "Serve(206, opened 1; disk; hit, memory; fwd=request)",
         ]);
         assert!(s.machine.is_done());
-        // The same over three tiers, with the middle one holding v2 as well.
+        // The same with If-Match, the middle tier holding the named v1.
         let request = Request { if_match: Some("\"v1\"".into()), ..get() };
         let mut s = Script::new(request, 3);
-        s.opened(0, meta("v2", 10), None).opened(1, meta("v2", 10), None);
-        s.opened(2, meta("v1", 10), Some(OpenWindow::Whole));
+        s.opened(0, meta("v2", 10), None).opened(1, meta("v1", 10), Some(OpenWindow::Whole));
         s.expect(&[
             "OpenTier(0, 0-, if-match \"v1\")",
             "OpenTier(1, 0-, if-match \"v1\")",
-            "OpenTier(2, 0-, if-match \"v1\")",
-            "Serve(200, opened 2; s3; hit, disk; fwd=request, memory; fwd=request)",
+            "Serve(200, opened 1; disk; hit, memory; fwd=request)",
         ]);
     }
 
     #[test]
-    fn tier_0_is_filled_only_when_it_showed_no_live_copy() {
-        // A failed tier 0 may hold anything: the read is served from disk, nothing is copied.
+    fn the_authoritative_revision_refreshes_a_stale_tier_0() {
+        // Tier 0 holds v2, disk v1, and s3 (the last tier) v3, written by another server of the
+        // fleet. If-Match "v3" is served from s3, and v3 is copied into tier 0.
+        let request = Request { if_match: Some("\"v3\"".into()), ..get() };
+        let mut s = Script::new(request, 3);
+        s.opened(0, meta("v2", 10), None).opened(1, meta("v1", 10), None);
+        s.opened(2, meta("v3", 10), Some(OpenWindow::Whole)).feed(Input::CopyStarted);
+        s.expect(&[
+            "OpenTier(0, 0-, if-match \"v3\")",
+            "OpenTier(1, 0-, if-match \"v3\")",
+            "OpenTier(2, 0-, if-match \"v3\")",
+            "RequestCopy(2, Tee)",
+            "Serve(200, opened 2; s3; hit, disk; fwd=request, memory; fwd=request; stored)",
+        ]);
+        assert!(s.machine.is_done());
+        // If-Range "v3" for a range: the range is served from s3, a background copy refreshes
+        // tier 0.
+        let request = Request { if_range: Some("\"v3\"".into()), ..ranged("bytes=2-5") };
+        let mut s = Script::new(request, 3);
+        s.opened(0, meta("v2", 10), part(2, 6)).opened(1, meta("v1", 10), part(2, 6));
+        s.opened(2, meta("v3", 10), part(2, 6)).feed(Input::CopyStarted);
+        s.expect(&[
+            "OpenTier(0, 2-6)",
+            "OpenTier(1, 2-6)",
+            "OpenTier(2, 2-6)",
+            "RequestCopy(2, Background)",
+            "Serve(206, opened 2; s3; hit, disk; fwd=request, memory; fwd=request; stored)",
+        ]);
+        // If-Range "v1" is served from disk, a middle tier: tier 0 keeps v2.
+        let request = Request { if_range: Some("\"v1\"".into()), ..ranged("bytes=2-5") };
+        let mut s = Script::new(request, 3);
+        s.opened(0, meta("v2", 10), part(2, 6)).opened(1, meta("v1", 10), part(2, 6));
+        s.expect(&[
+            "OpenTier(0, 2-6)",
+            "OpenTier(1, 2-6)",
+            "Serve(206, opened 1; disk; hit, memory; fwd=request)",
+        ]);
+        assert!(s.machine.is_done());
+    }
+
+    #[test]
+    fn tier_0_is_filled_when_it_showed_no_live_copy_or_from_the_last_tier() {
+        // A failed tier 0 may hold anything and is likely to fail a copy: the read is served
+        // from disk, nothing is copied, even though disk is the last, authoritative tier.
         let mut s = Script::new(get(), 2);
         s.failed(0).opened(1, meta("a", 10), Some(OpenWindow::Whole));
         s.expect(&[
@@ -1152,10 +1212,14 @@ mod tests {
             s.feed(probe).opened(1, meta("a", 10), part(0, 4));
             assert_eq!(s.transcript[2], "RequestCopy(1, Background)");
         }
-        let lookups = [Lookup::Missed, Lookup::Expired, Lookup::Hit, Lookup::NotAccepted];
-        let fills: Vec<bool> =
-            lookups.into_iter().chain([Lookup::Failed]).map(fills_tier_0).collect();
-        assert_eq!(fills, [true, true, false, false, false]);
+        // Over three tiers: from the middle tier (1) and from the authoritative last one (2).
+        let lookups =
+            [Lookup::Missed, Lookup::Expired, Lookup::Hit, Lookup::NotAccepted, Lookup::Failed];
+        let from = |idx: usize| -> Vec<bool> {
+            lookups.into_iter().map(|probed| fills_tier_0(probed, tier(idx), 3)).collect()
+        };
+        assert_eq!(from(1), [true, true, false, false, false]);
+        assert_eq!(from(2), [true, true, true, true, false]);
     }
 
     #[test]

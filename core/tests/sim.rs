@@ -20,7 +20,9 @@
 //!   probed it: asking again would read the whole object upstream twice), and a request refused
 //!   as deduplicated names the copy in flight or the copy of that very revision that committed;
 //! * a copy never replaces a live revision tier 0 held when the read probed it (an old
-//!   entity-tag must not roll tier 0 back);
+//!   entity-tag must not roll tier 0 back) unless the copy comes from the authoritative (last)
+//!   tier, whose revision is current by definition, and no copy follows a probe of tier 0
+//!   that failed;
 //! * a full read from tier i > 0 that reached EOF with its copy started, every byte written and
 //!   no competing write leaves tier 0 holding exactly that version;
 //! * every served plan's Content-Range, Content-Length and ETag match the version whose bytes
@@ -89,7 +91,8 @@ fn simulation_holds_every_invariant() {
     eprintln!(
         "sim: {} multipart, {} passed over, {} from deeper tiers, {} teed commits, \
          {} mutations waited for a commit, {} requests deduplicated by a committed copy, \
-         {} deeper reads that left tier 0's live revision alone",
+         {} deeper reads that left tier 0's live revision alone, \
+         {} copies from the last tier that refresh a live tier 0",
         totals.multipart,
         totals.not_definitive,
         totals.served_from_deeper,
@@ -97,6 +100,7 @@ fn simulation_holds_every_invariant() {
         totals.waited,
         totals.deduped_by_commit,
         totals.kept_tier_0,
+        totals.refreshed_tier_0,
     );
     eprintln!("sim: discarded by reason {:?}", totals.discarded_by);
     eprintln!("sim: refused by reason {:?}", totals.refused_by);
@@ -113,6 +117,7 @@ fn simulation_holds_every_invariant() {
         assert!(totals.waited > 0, "no mutation ever waited for a commit");
         assert!(totals.deduped_by_commit > 0, "no request ever met a copy that had committed");
         assert!(totals.kept_tier_0 > 0, "no read from a deeper tier ever met a live tier 0");
+        assert!(totals.refreshed_tier_0 > 0, "no copy from the last tier ever refreshed tier 0");
     }
 }
 
@@ -152,6 +157,7 @@ struct Totals {
     tee_commits: u64,
     deduped_by_commit: u64,
     kept_tier_0: u64,
+    refreshed_tier_0: u64,
 }
 
 impl Totals {
@@ -183,6 +189,7 @@ impl Totals {
         self.tee_commits += sim.stats.tee_commits;
         self.deduped_by_commit += sim.stats.deduped_by_commit;
         self.kept_tier_0 += sim.stats.kept_tier_0;
+        self.refreshed_tier_0 += sim.stats.refreshed_tier_0;
     }
 }
 
@@ -265,6 +272,8 @@ struct ReadActor {
     fills_seen: u64,
     /// The live version tier 0 held when this read last opened it (its probe), if any.
     tier0_live: Option<Version>,
+    /// Whether that open of tier 0 failed.
+    tier0_failed: bool,
     finished: bool,
     abandoned: bool,
 }
@@ -331,6 +340,8 @@ struct Stats {
     deduped_by_commit: u64,
     /// Bodies from a deeper tier that left tier 0's other live revision alone.
     kept_tier_0: u64,
+    /// Copies from the last tier started while tier 0 held another live revision.
+    refreshed_tier_0: u64,
     served: u64,
     served_from_deeper: u64,
     multipart: u64,
@@ -410,6 +421,7 @@ impl Sim {
                 tee_commits: 0,
                 deduped_by_commit: 0,
                 kept_tier_0: 0,
+                refreshed_tier_0: 0,
                 served: 0,
                 served_from_deeper: 0,
                 multipart: 0,
@@ -553,6 +565,7 @@ impl Sim {
             marks: self.marks[key],
             fills_seen: self.fills[key].count,
             tier0_live: None,
+            tier0_failed: false,
             finished: false,
             abandoned: false,
         });
@@ -649,6 +662,9 @@ impl Sim {
                         self.tiers[0][key].filter(|version| !version.is_expired(step));
                 }
                 let input = self.open_tier(idx, tier, span, &conditions);
+                if tier.get() == 0 {
+                    self.reads[idx].tier0_failed = matches!(input, read::Input::TierFailed { .. });
+                }
                 self.note(format!(
                     "read k{key} open {} {span:?} {:?} -> {}",
                     tier.get(),
@@ -890,8 +906,10 @@ impl Sim {
         }
     }
 
-    /// A body from a deeper tier while tier 0 held another live revision at the probe leaves
-    /// tier 0 alone: no copy was asked for, and `Cache-Status` says nothing was stored.
+    /// A body from a middle tier while tier 0 held another live revision at the probe, or
+    /// from any deeper tier after tier 0's probe failed, leaves tier 0 alone: no copy was asked
+    /// for, and `Cache-Status` says nothing was stored. (From the last tier after a good probe
+    /// the copy refreshes tier 0; `start_copy` counts it.)
     fn check_tier_0_kept(&mut self, idx: usize, source: read::Source, cache_status: &str) {
         let tier = match source {
             read::Source::Nothing => return,
@@ -900,7 +918,8 @@ impl Sim {
         let (Some(held), Some(live)) = (self.reads[idx].held, self.reads[idx].tier0_live) else {
             return;
         };
-        if tier.get() == 0 || held.version == live {
+        let authoritative = tier.get() + 1 == self.n_tiers && !self.reads[idx].tier0_failed;
+        if tier.get() == 0 || held.version == live || authoritative {
             return;
         }
         if cache_status.contains("stored") {
@@ -1043,15 +1062,30 @@ impl Sim {
         if held.version.etag() != meta.etag {
             self.fail("a copy of another version than the one held");
         }
-        // Tier 0 keeps a live revision it held at the probe, whatever it answered then (a
-        // version the validators did not accept, or a failure): which one is newer is unknown.
+        // A tier 0 whose probe failed gets no copy, whatever the source.
+        if self.reads[idx].tier0_failed {
+            self.fail(&format!(
+                "{copy} of k{key} v{} from {} after tier 0's probe failed",
+                held.version.id,
+                from.get()
+            ));
+        }
+        // Tier 0 keeps a live revision it held at the probe (one the validators did not
+        // accept) against a middle tier: which one is newer is unknown. The last tier's
+        // revision is current by definition, so a copy from there refreshes it.
         if let Some(live) = self.reads[idx].tier0_live
             && live != held.version
         {
-            self.fail(&format!(
-                "{copy} of k{key} v{} would replace v{} that tier 0 held live at the probe",
-                held.version.id, live.id
-            ));
+            if from.get() + 1 != self.n_tiers {
+                self.fail(&format!(
+                    "{copy} of k{key} v{} from middle tier {} would replace v{} that tier 0 \
+                     held live at the probe",
+                    held.version.id,
+                    from.get(),
+                    live.id
+                ));
+            }
+            self.stats.refreshed_tier_0 += 1;
         }
         // Tier 0 got a copy after this read probed it and nothing changed the key since:
         // another copy would read the whole object from the deeper tier a second time.
