@@ -224,6 +224,18 @@ pub fn last_modified_on_write(given: Option<Timestamp>, now: Timestamp) -> Times
     given.map_or(now, |date| date.min(now))
 }
 
+/// When a copy of `source` made at `now` into a tier with maximum TTL `max_ttl_millis` expires:
+/// never later than the source revision itself (SPEC §3: expired objects are never served),
+/// and no later than the tier's maximum from now.
+pub fn copy_expires_at(
+    source: &ObjectMeta,
+    now: Timestamp,
+    max_ttl_millis: Option<u64>,
+) -> Option<Timestamp> {
+    let remaining = source.expires.map(|at| at.as_millis().saturating_sub(now.as_millis()));
+    expires_at(now, remaining, max_ttl_millis)
+}
+
 /// When an object written at `now` expires: after the requested TTL capped by the tier's
 /// maximum, or after the maximum when none was requested; `None` (never) when neither is set.
 pub fn expires_at(
@@ -243,6 +255,25 @@ pub fn expires_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_never_outlives_its_source_nor_the_tiers_maximum() {
+        let now = Timestamp::from_secs(1_000);
+        let mut source = ObjectMeta {
+            size: 1,
+            etag: EntityTag::strong("v").unwrap(),
+            last_modified: Timestamp::from_secs(1),
+            headers: Vec::new(),
+            expires: None,
+        };
+        assert_eq!(copy_expires_at(&source, now, None), None);
+        assert_eq!(copy_expires_at(&source, now, Some(5_000)), Some(Timestamp::from_secs(1_005)));
+        source.expires = Some(Timestamp::from_secs(1_002));
+        assert_eq!(copy_expires_at(&source, now, None), Some(Timestamp::from_secs(1_002)));
+        assert_eq!(copy_expires_at(&source, now, Some(1_000)), Some(Timestamp::from_secs(1_001)));
+        source.expires = Some(Timestamp::from_secs(10));
+        assert_eq!(copy_expires_at(&source, now, None), Some(now), "already expired stays so");
+    }
 
     #[test]
     fn a_last_modified_in_the_future_is_stored_as_the_time_of_the_write() {

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use rangecache_core::backfill::{self, CopyId, DiscardReason, Mode, MutationKind, Refusal};
 use rangecache_core::cache_status::Lookup;
-use rangecache_core::object::expires_at;
+use rangecache_core::object::{copy_expires_at, expires_at};
 use rangecache_core::range::Span;
 use rangecache_core::read::{self, TierIdx};
 use rangecache_core::{Body, RangeLimits};
@@ -741,12 +741,11 @@ impl Tiered {
         let copy = job.copy;
         let tier0 = &self.slots[0];
         let now = crate::http::now();
-        let remaining = job.meta.expires.map(|at| at.as_millis().saturating_sub(now.as_millis()));
         let new = NewObject {
             etag: job.meta.etag.clone(),
             last_modified: job.meta.last_modified,
             headers: job.meta.headers.clone(),
-            expires: expires_at(now, remaining, millis(tier0.max_ttl)),
+            expires: copy_expires_at(&job.meta, now, millis(tier0.max_ttl)),
             condition: WriteCondition::None,
             expected_size: Some(job.meta.size),
         };
