@@ -828,20 +828,12 @@ impl Sim {
         match self.rng.u8(0..60) {
             0 => {
                 self.note(format!("read k{key} client closed"));
-                self.end_tee(idx, TeeEnd::ClientClosed);
-                self.reads[idx].streaming = None;
-                self.reads[idx].finished = true;
-                self.reads[idx].abandoned = true;
-                self.reads[idx].pending.clear();
+                self.abandon_read(idx, TeeEnd::ClientClosed);
                 return;
             }
             1 => {
                 self.note(format!("read k{key} source failed mid-stream"));
-                self.end_tee(idx, TeeEnd::SourceFailed);
-                self.reads[idx].streaming = None;
-                self.reads[idx].finished = true;
-                self.reads[idx].abandoned = true;
-                self.reads[idx].pending.clear();
+                self.abandon_read(idx, TeeEnd::SourceFailed);
                 return;
             }
             _ => {}
@@ -869,6 +861,16 @@ impl Sim {
                 self.reads[idx].finished = true;
             }
         }
+    }
+
+    /// A read that stops before its end: its tee ends with `end` and nothing more is sent.
+    fn abandon_read(&mut self, idx: usize, end: TeeEnd) {
+        self.end_tee(idx, end);
+        let read = &mut self.reads[idx];
+        read.streaming = None;
+        read.finished = true;
+        read.abandoned = true;
+        read.pending.clear();
     }
 
     fn end_tee(&mut self, idx: usize, end: TeeEnd) {
