@@ -1,8 +1,9 @@
-//! `cargo xtask test|wasm|bench|fuzz|sim`: rangecache's multi-step tasks.
+//! `cargo xtask test|wasm|bench|bench-http|fuzz|sim`: rangecache's multi-step tasks.
 //!
 //! Every step prints what it runs and how long it took, checks before it installs, and stops at
 //! the first failure.
 
+mod bench_http;
 mod fuzz;
 mod s3;
 mod tools;
@@ -23,6 +24,7 @@ fn main() -> Result<()> {
         "wasm" => wasm::build_package()?,
         "fuzz" => fuzz::run(&args[1..])?,
         "bench" => bench(&args[1..])?,
+        "bench-http" => bench_http::run_bench(&args[1..])?,
         "sim" => sim()?,
         "s3-server" => s3::serve_foreground()?,
         _ => {
@@ -31,6 +33,8 @@ fn main() -> Result<()> {
                  test       install what is missing, then run every suite (what CI runs)\n\
                  wasm       build the npm package into wasm/pkg\n\
                  bench      run the criterion benches (extra arguments go to cargo bench)\n\
+                 bench-http rangecache against nginx under wrk, in one run (--seconds, --rounds,\n\
+                 \x20          --only a,b,.., --access-log)\n\
                  fuzz       run the parser fuzzers (RANGECACHE_FUZZ_SECS per target, default 60)\n\
                  sim        run the core simulation as long as RANGECACHE_SIM_STEPS asks\n\
                  s3-server  install and run the S3-compatible test server in the foreground"

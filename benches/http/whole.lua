@@ -1,0 +1,1 @@
+-- Plain whole-object GETs of the URL given to wrk.
