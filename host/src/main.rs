@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use rangecache::config::{Config, ConfigError};
-use rangecache::http::{AppState, routes};
+use rangecache::http::AppState;
 use rangecache::metrics::Metrics;
 use rangecache::tiered::Tiered;
 
@@ -100,12 +100,9 @@ async fn serve(config: Config) -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(async {
-            let _ = stop_rx.await;
-        })
-        .run();
+    let server = rangecache::http::server::serve(listener, state, async {
+        let _ = stop_rx.await;
+    });
     let mut server = tokio::spawn(server);
     tracing::info!(%addr, tiers = ?tiered.names(), "serving");
     println!("rangecache listening on http://{addr}");

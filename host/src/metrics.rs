@@ -5,7 +5,10 @@
 //! Every count is taken from what happened (a response sent, a tier's answer, a backfill
 //! manager output), never re-derived from policy here.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
+
+use http::Method;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +64,80 @@ pub struct TierWriteLabels {
     pub result: &'static str,
 }
 
+/// The routes of `rangecache_route_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `/api/v1/object/{namespace}/{key}`.
+    Object,
+    /// `/api/v1/object/{namespace}/{key}/invalidate`.
+    Invalidate,
+    /// `/api/v1/stats`.
+    Stats,
+    /// `/api/v1/namespaces`.
+    Namespaces,
+    /// `/metrics`.
+    Metrics,
+    /// `/healthz`.
+    Healthz,
+    /// Anything else.
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 7] = [
+        Route::Object,
+        Route::Invalidate,
+        Route::Stats,
+        Route::Namespaces,
+        Route::Metrics,
+        Route::Healthz,
+        Route::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Object => "object",
+            Route::Invalidate => "invalidate",
+            Route::Stats => "stats",
+            Route::Namespaces => "namespaces",
+            Route::Metrics => "metrics",
+            Route::Healthz => "healthz",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Methods whose request counters are resolved once (any other is looked up each time).
+const METHODS: [Method; 6] =
+    [Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::DELETE, Method::OPTIONS];
+/// Statuses whose request counters are resolved once: every status the server answers with
+/// on its own (any other is looked up each time).
+const STATUSES: [u16; 14] = [200, 206, 304, 400, 401, 404, 405, 412, 413, 416, 431, 500, 502, 503];
+
+/// The counters of one (route, method, status): one request is two atomic increments, with no
+/// label built, hashed or looked up under the families' lock.
+type RequestCounters = (Counter, Counter);
+
+/// The `rangecache_tier_reads_total` counters of one tier, resolved once.
+#[derive(Clone, Debug)]
+pub struct TierReadCounters {
+    hit: Counter,
+    miss: Counter,
+    error: Counter,
+}
+
+impl TierReadCounters {
+    /// Counts one open with `result`: `hit`, `miss` or `error`.
+    pub fn inc(&self, result: &str) {
+        match result {
+            "hit" => self.hit.inc(),
+            "miss" => self.miss.inc(),
+            _ => self.error.inc(),
+        };
+    }
+}
+
 /// The server's metric families.
 pub struct Metrics {
     registry: Registry,
@@ -82,6 +159,9 @@ pub struct Metrics {
     pub backfills_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Bytes copied into tier 0 by committed backfills and tees.
     pub backfill_bytes: Counter<u64, AtomicU64>,
+    /// `requests` and `route_requests` counters resolved on first use, by
+    /// [`Metrics::request_slot`].
+    request_counters: Box<[OnceLock<RequestCounters>]>,
 }
 
 impl Default for Metrics {
@@ -132,21 +212,35 @@ impl Default for Metrics {
             backfills,
             backfills_in_flight,
             backfill_bytes,
+            request_counters: (0..Route::ALL.len() * METHODS.len() * STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
         }
     }
 }
 
 impl Metrics {
     /// Counts one response.
-    pub fn request(&self, route: &'static str, method: &str, status: u16) {
-        self.requests.get_or_create(&RequestLabels { method: method.to_owned(), status }).inc();
-        let labels = RouteLabels { route, method: method.to_owned(), status };
-        self.route_requests.get_or_create(&labels).inc();
+    pub fn request(&self, route: Route, method: &Method, status: u16) {
+        let looked_up;
+        let (requests, route_requests) = match Metrics::request_slot(route, method, status) {
+            Some(slot) => self.request_counters[slot]
+                .get_or_init(|| self.request_counters_of(route, method, status)),
+            None => {
+                looked_up = self.request_counters_of(route, method, status);
+                &looked_up
+            }
+        };
+        requests.inc();
+        route_requests.inc();
     }
 
-    /// Counts one tier open.
-    pub fn tier_read(&self, tier: &str, result: &'static str) {
-        self.tier_reads.get_or_create(&TierReadLabels { tier: tier.to_owned(), result }).inc();
+    /// The `rangecache_tier_reads_total` counters of one tier, to keep and increment.
+    pub fn tier_read_counters(&self, tier: &str) -> TierReadCounters {
+        let counter = |result| {
+            self.tier_reads.get_or_create(&TierReadLabels { tier: tier.to_owned(), result }).clone()
+        };
+        TierReadCounters { hit: counter("hit"), miss: counter("miss"), error: counter("error") }
     }
 
     /// Counts one tier write outcome.
@@ -162,6 +256,22 @@ impl Metrics {
     /// Counts `n` backfill events of one kind (the family shows every event once seen).
     pub fn backfills_by(&self, event: &'static str, n: u64) {
         self.backfills.get_or_create(&BackfillLabels { event }).inc_by(n);
+    }
+
+    /// Where the counters of (route, method, status) are kept, if they are kept.
+    fn request_slot(route: Route, method: &Method, status: u16) -> Option<usize> {
+        let route = Route::ALL.iter().position(|r| *r == route)?;
+        let method = METHODS.iter().position(|m| m == method)?;
+        let status = STATUSES.iter().position(|s| *s == status)?;
+        Some((route * METHODS.len() + method) * STATUSES.len() + status)
+    }
+
+    fn request_counters_of(&self, route: Route, method: &Method, status: u16) -> RequestCounters {
+        let method = method.as_str();
+        let requests =
+            self.requests.get_or_create(&RequestLabels { method: method.to_owned(), status });
+        let labels = RouteLabels { route: route.as_str(), method: method.to_owned(), status };
+        (requests.clone(), self.route_requests.get_or_create(&labels).clone())
     }
 
     /// The registry in the OpenMetrics text format, served as [`CONTENT_TYPE`].
@@ -180,13 +290,17 @@ mod tests {
     #[test]
     fn families_of_the_spec_are_exposed() {
         let metrics = Metrics::default();
-        metrics.request("object", "GET", 206);
-        metrics.tier_read("memory", "miss");
+        metrics.request(Route::Object, &Method::GET, 206);
+        metrics.request(Route::Object, &Method::GET, 206);
+        metrics.request(Route::Other, &Method::PATCH, 418);
+        metrics.tier_read_counters("memory").inc("miss");
         metrics.backfill("started");
         metrics.response_bytes.inc_by(10);
         let text = metrics.encode();
         for line in [
-            "rangecache_requests_total{method=\"GET\",status=\"206\"} 1",
+            "rangecache_requests_total{method=\"GET\",status=\"206\"} 2",
+            "rangecache_route_requests_total{route=\"object\",method=\"GET\",status=\"206\"} 2",
+            "rangecache_requests_total{method=\"PATCH\",status=\"418\"} 1",
             "rangecache_response_bytes_total 10",
             "rangecache_tier_reads_total{tier=\"memory\",result=\"miss\"} 1",
             "rangecache_backfills_total{event=\"started\"} 1",

@@ -35,7 +35,7 @@ use rangecache_core::{Body, RangeLimits};
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 
 use crate::http::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TierReadCounters};
 use crate::storage::{
     ByteStream, Conditions, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
     WriteCondition,
@@ -94,7 +94,7 @@ pub struct WriteRequest {
 }
 
 /// The body of a write.
-pub type WriteBody = Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
+pub type WriteBody = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// Sizes of every tier, for `/api/v1/stats`.
 #[derive(Debug, serde::Serialize)]
@@ -129,6 +129,8 @@ pub struct TierStatsEntry {
 pub struct Tiered {
     slots: Vec<TierSlot>,
     metrics: Arc<Metrics>,
+    /// `rangecache_tier_reads_total` of each tier, nearest first.
+    read_counters: Vec<TierReadCounters>,
     backfills: Mutex<Backfills>,
     tasks: Mutex<JoinSet<()>>,
     shutdown: CancellationToken,
@@ -153,6 +155,10 @@ impl Tiered {
             metrics.backfills_by(event, 0);
         }
         Tiered {
+            read_counters: slots
+                .iter()
+                .map(|s| metrics.tier_read_counters(s.tier.name()))
+                .collect(),
             slots,
             metrics,
             backfills: Mutex::new(Backfills {
@@ -960,7 +966,7 @@ impl Tiered {
                 }
                 read::Output::Serve { plan, source, cache_status } => {
                     for member in &cache_status.members {
-                        self.metrics.tier_read(&member.name, member.lookup.metric_label());
+                        self.read_counters[member.tier.get()].inc(member.lookup.metric_label());
                     }
                     let expires = cache_status
                         .members

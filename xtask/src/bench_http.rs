@@ -9,7 +9,9 @@
 //!
 //! Options: `--seconds N` per run (default 5), `--rounds N` (default 2), `--only a,b,..` to run
 //! some workloads, `--access-log` to run rangecache with its info-level access log on (written
-//! to a file) instead of `RANGECACHE_LOG=warn`, the counterpart of nginx's `access_log off`.
+//! to a file) instead of `RANGECACHE_LOG=warn`, the counterpart of nginx's `access_log off`, and
+//! `--baseline BINARY` to measure another build of rangecache (an older commit's) in the same
+//! run, so a change is reported as a before/after ratio of one run.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -128,6 +130,8 @@ struct Options {
     rounds: u32,
     only: Option<Vec<String>>,
     access_log: bool,
+    /// Another rangecache binary (an older build) measured in the same run.
+    baseline: Option<PathBuf>,
 }
 
 /// What one wrk run measured.
@@ -139,6 +143,8 @@ struct Measured {
     errors: u64,
     status_errors: u64,
     p99_us: u64,
+    /// User and system CPU time the server used during the run, in clock ticks.
+    cpu_ticks: u64,
 }
 
 impl Measured {
@@ -150,6 +156,12 @@ impl Measured {
         self.status_errors += other.status_errors;
         // The worst round's p99: a conservative summary of two short runs.
         self.p99_us = self.p99_us.max(other.p99_us);
+        self.cpu_ticks += other.cpu_ticks;
+    }
+
+    /// The server's CPU time (user and system) per request, in microseconds.
+    fn cpu_micros_per_request(&self) -> f64 {
+        self.cpu_ticks as f64 * 1e6 / clock_ticks_per_second() / self.requests.max(1) as f64
     }
 
     fn per_second(&self, n: u64) -> f64 {
@@ -172,11 +184,17 @@ pub fn run_bench(args: &[String]) -> Result<()> {
     eprintln!("bench-http: wrote the objects in {:.1?}", started.elapsed());
 
     let nginx = Nginx::start(&work)?;
-    let access_log = options.access_log;
-    let memory = Rangecache::start(&binary, &work, Tier::Memory, access_log)?;
-    let disk = Rangecache::start(&binary, &work, Tier::Disk, access_log)?;
-    for server in [&memory, &disk] {
-        server.load(&data)?;
+    let mut peers = vec![Peer::Nginx(nginx)];
+    let mut binaries = vec![("rangecache", binary)];
+    if let Some(baseline) = &options.baseline {
+        binaries.push(("baseline", baseline.clone()));
+    }
+    for (name, binary) in binaries {
+        let memory = Rangecache::start(&binary, &work, name, Tier::Memory, options.access_log)?;
+        let disk = Rangecache::start(&binary, &work, name, Tier::Disk, options.access_log)?;
+        memory.load(&data)?;
+        disk.load(&data)?;
+        peers.push(Peer::Rangecache { name, memory, disk });
     }
     let scripts = work.join("scripts");
     std::fs::create_dir_all(&scripts)?;
@@ -191,49 +209,86 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         let script = scripts.join(workload.script);
         let body = std::fs::read_to_string(bench_dir().join(workload.script))?;
         std::fs::write(&script, format!("{body}\n{report}"))?;
-        let ours = match workload.tier {
-            Tier::Memory => &memory,
-            Tier::Disk => &disk,
-        };
-        let peers = [("nginx", nginx.addr), ("rangecache", ours.addr)];
-        let mut args = [Vec::new(), Vec::new()];
-        for (side, (name, addr)) in peers.iter().enumerate() {
-            check_answer(*addr, workload, name)?;
-            if workload.script == "not_modified.lua" {
-                args[side].push(etag_of(*addr, workload.path)?);
-            }
+        let mut args = Vec::new();
+        for peer in &peers {
+            let server = peer.server(workload.tier);
+            check_answer(server.addr, workload, peer.name())?;
+            args.push(if workload.script == "not_modified.lua" {
+                vec![etag_of(server.addr, workload.path)?]
+            } else {
+                Vec::new()
+            });
         }
-        let mut totals = [Measured::default(); 2];
+        let mut totals = vec![Measured::default(); peers.len()];
         for round in 0..options.rounds {
-            // A B, then B A: neither server always runs on a cooler machine.
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            // Forward, then backward: neither server always runs on a cooler machine.
+            let mut order: Vec<usize> = (0..peers.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
             for side in order {
-                let (name, addr) = peers[side];
-                let measured = wrk(workload, addr, &script, &args[side], options.seconds)?;
+                let server = peers[side].server(workload.tier);
+                let cpu_before = cpu_ticks(&server.pids());
+                let mut measured =
+                    wrk(workload, server.addr, &script, &args[side], options.seconds)?;
+                measured.cpu_ticks = cpu_ticks(&server.pids()).saturating_sub(cpu_before);
                 eprintln!(
-                    "bench-http: ({}) {name} round {}: {:.0} req/s, p99 {} µs",
+                    "bench-http: ({}) {} round {}: {:.0} req/s, p99 {} µs, {:.1} µs CPU a request",
                     workload.id,
+                    peers[side].name(),
                     round + 1,
                     measured.per_second(measured.requests),
-                    measured.p99_us
+                    measured.p99_us,
+                    measured.cpu_micros_per_request(),
                 );
                 totals[side].add(&measured);
             }
         }
         rows.push((workload, totals));
     }
-    let rss = [
-        ("nginx (master + workers)", nginx.peak_rss_kib()),
-        ("rangecache, memory tier", memory.peak_rss_kib()),
-        ("rangecache, disk tier", disk.peak_rss_kib()),
-    ];
-    print!("{}", table(&rows, &rss, &options));
-    drop((nginx, memory, disk));
+    let mut rss = Vec::new();
+    for peer in &peers {
+        match peer {
+            Peer::Nginx(nginx) => {
+                rss.push(("nginx (master + workers)".to_owned(), nginx.peak_rss_kib()))
+            }
+            Peer::Rangecache { name, memory, disk } => {
+                rss.push((format!("{name}, memory tier"), peak_rss_kib(memory.child.id())));
+                rss.push((format!("{name}, disk tier"), peak_rss_kib(disk.child.id())));
+            }
+        }
+    }
+    let names: Vec<&str> = peers.iter().map(Peer::name).collect();
+    print!("{}", table(&names, &rows, &rss, &options));
     Ok(())
 }
 
+/// A server the workloads run against: nginx serves both tiers' workloads from its files.
+enum Peer {
+    Nginx(Nginx),
+    Rangecache { name: &'static str, memory: Rangecache, disk: Rangecache },
+}
+
+impl Peer {
+    fn name(&self) -> &'static str {
+        match self {
+            Peer::Nginx(_) => "nginx",
+            Peer::Rangecache { name, .. } => name,
+        }
+    }
+
+    fn server(&self, tier: Tier) -> &Server {
+        match (self, tier) {
+            (Peer::Nginx(nginx), _) => nginx,
+            (Peer::Rangecache { memory, .. }, Tier::Memory) => memory,
+            (Peer::Rangecache { disk, .. }, Tier::Disk) => disk,
+        }
+    }
+}
+
 fn parse_options(args: &[String]) -> Result<Options> {
-    let mut options = Options { seconds: 5, rounds: 2, only: None, access_log: false };
+    let mut options =
+        Options { seconds: 5, rounds: 2, only: None, access_log: false, baseline: None };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -246,9 +301,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
                 options.only = Some(value("--only")?.split(',').map(str::to_owned).collect());
             }
             "--access-log" => options.access_log = true,
+            "--baseline" => options.baseline = Some(PathBuf::from(value("--baseline")?)),
             other => bail!(
-                "unknown option {other:?}; use --seconds N, --rounds N, --only a,b,.. or \
-                 --access-log"
+                "unknown option {other:?}; use --seconds N, --rounds N, --only a,b,.., \
+                 --access-log or --baseline BINARY"
             ),
         }
     }
@@ -321,6 +377,18 @@ struct Server {
     addr: SocketAddr,
 }
 
+impl Server {
+    /// The server's processes: itself and its children (nginx's workers).
+    fn pids(&self) -> Vec<u32> {
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        std::iter::once(pid)
+            .chain(children.split_whitespace().filter_map(|child| child.parse().ok()))
+            .collect()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -363,16 +431,9 @@ impl Nginx {
         Ok(Nginx(server))
     }
 
-    /// The master's peak RSS plus every worker's (children of the master).
+    /// The master's peak RSS plus every worker's.
     fn peak_rss_kib(&self) -> Option<u64> {
-        let master = self.child.id();
-        let children =
-            std::fs::read_to_string(format!("/proc/{master}/task/{master}/children")).ok()?;
-        let mut total = peak_rss_kib(master)?;
-        for pid in children.split_whitespace().filter_map(|pid| pid.parse().ok()) {
-            total += peak_rss_kib(pid)?;
-        }
-        Some(total)
+        self.pids().into_iter().map(peak_rss_kib).sum()
     }
 }
 
@@ -386,7 +447,13 @@ impl std::ops::Deref for Rangecache {
 }
 
 impl Rangecache {
-    fn start(binary: &Path, work: &Path, tier: Tier, access_log: bool) -> Result<Rangecache> {
+    fn start(
+        binary: &Path,
+        work: &Path,
+        peer: &str,
+        tier: Tier,
+        access_log: bool,
+    ) -> Result<Rangecache> {
         let name = match tier {
             Tier::Memory => "memory",
             Tier::Disk => "disk",
@@ -396,12 +463,12 @@ impl Rangecache {
             Tier::Memory => "kind = \"memory\"\nmax_size = \"512MiB\"\n".to_owned(),
             Tier::Disk => format!(
                 "kind = \"disk\"\npath = \"{}\"\nmax_size = \"4GiB\"\n",
-                work.join("rangecache-disk").display()
+                work.join(format!("{peer}-disk")).display()
             ),
         };
         let config =
             format!("listen = \"127.0.0.1:{port}\"\n\n[[tier]]\nname = \"{name}\"\n{tier_table}");
-        let config_path = work.join(format!("rangecache-{name}.toml"));
+        let config_path = work.join(format!("{peer}-{name}.toml"));
         std::fs::write(&config_path, config)?;
         let child = Command::new(binary)
             .arg("serve")
@@ -410,7 +477,7 @@ impl Rangecache {
             .env("RANGECACHE_LOG", if access_log { "info" } else { "warn" })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join(format!("rangecache-{name}.log")))?)
+            .stderr(std::fs::File::create(work.join(format!("{peer}-{name}.log")))?)
             .spawn()
             .context("cannot start rangecache")?;
         let server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
@@ -429,10 +496,26 @@ impl Rangecache {
         }
         Ok(())
     }
+}
 
-    fn peak_rss_kib(&self) -> Option<u64> {
-        peak_rss_kib(self.child.id())
-    }
+/// User plus system time of `pids`, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // The command name may hold spaces; the fields after it are counted from its ')'.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let output = Command::new("getconf").arg("CLK_TCK").output();
+    output
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -581,56 +664,77 @@ fn wrk(
         errors: field("errors")?,
         status_errors: field("status_errors")?,
         p99_us: field("p99_us")?,
+        cpu_ticks: 0,
     })
 }
 
 fn table(
-    rows: &[(&Workload, [Measured; 2])],
-    rss: &[(&str, Option<u64>)],
+    names: &[&str],
+    rows: &[(&Workload, Vec<Measured>)],
+    rss: &[(String, Option<u64>)],
     options: &Options,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nbench-http: {} round(s) of {} s per server and workload, rangecache log {}\n",
+        "\nbench-http: {} round(s) of {} s per server and workload, rangecache log {}; ratio = \
+         req/s against nginx's; CPU = the server's user + system time per request\n",
         options.rounds,
         options.seconds,
         if options.access_log { "info (access log on)" } else { "warn" }
     );
-    let _ = writeln!(
-        out,
-        "| workload | wrk | nginx req/s | rangecache req/s | ratio | target | nginx MB/s | \
-         rangecache MB/s | nginx p99 | rangecache p99 | errors (nginx / rangecache) |"
-    );
-    let _ =
-        writeln!(out, "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |");
-    for (workload, [nginx, ours]) in rows {
-        let (theirs_rps, ours_rps) =
-            (nginx.per_second(nginx.requests), ours.per_second(ours.requests));
-        let ratio = ours_rps / theirs_rps.max(f64::MIN_POSITIVE);
-        let target = match workload.target {
-            Some(target) if ratio >= target => format!("≥ {target}: met"),
-            Some(target) => format!("≥ {target}: **missed**"),
-            None => "-".to_owned(),
-        };
-        let _ = writeln!(
+    let mut head = "| workload | wrk |".to_owned();
+    let mut rule = "| --- | --- |".to_owned();
+    for name in names {
+        let _ = write!(head, " {name} req/s |");
+        rule.push_str(" ---: |");
+        if *name != "nginx" {
+            let _ = write!(head, " {name} ratio |");
+            rule.push_str(" ---: |");
+        }
+    }
+    head.push_str(" target |");
+    rule.push_str(" --- |");
+    for name in names {
+        let _ = write!(head, " {name} MB/s | {name} p99 | {name} CPU | {name} errors |");
+        rule.push_str(" ---: | ---: | ---: | ---: |");
+    }
+    let _ = writeln!(out, "{head}\n{rule}");
+    for (workload, measured) in rows {
+        let nginx_rps = measured[0].per_second(measured[0].requests).max(f64::MIN_POSITIVE);
+        let _ = write!(
             out,
-            "| ({}) {} | -t{} -c{} | {:.0} | {:.0} | {:.2} | {target} | {:.1} | {:.1} | {} | {} | \
-             {} / {} |",
-            workload.id,
-            workload.what,
-            workload.threads,
-            workload.connections,
-            theirs_rps,
-            ours_rps,
-            ratio,
-            nginx.per_second(nginx.bytes) / 1e6,
-            ours.per_second(ours.bytes) / 1e6,
-            micros(nginx.p99_us),
-            micros(ours.p99_us),
-            nginx.errors + nginx.status_errors,
-            ours.errors + ours.status_errors,
+            "| ({}) {} | -t{} -c{} |",
+            workload.id, workload.what, workload.threads, workload.connections
         );
+        for (idx, m) in measured.iter().enumerate() {
+            let rps = m.per_second(m.requests);
+            let _ = write!(out, " {rps:.0} |");
+            if idx > 0 {
+                let _ = write!(out, " {:.2} |", rps / nginx_rps);
+            }
+        }
+        let ratio = measured.get(1).map_or(0.0, |m| m.per_second(m.requests) / nginx_rps);
+        let _ = write!(
+            out,
+            " {} |",
+            match workload.target {
+                Some(target) if ratio >= target => format!("≥ {target}: met"),
+                Some(target) => format!("≥ {target}: **missed**"),
+                None => "-".to_owned(),
+            }
+        );
+        for m in measured {
+            let _ = write!(
+                out,
+                " {:.1} | {} | {:.1} µs | {} |",
+                m.per_second(m.bytes) / 1e6,
+                micros(m.p99_us),
+                m.cpu_micros_per_request(),
+                m.errors + m.status_errors
+            );
+        }
+        out.push('\n');
     }
     let _ = writeln!(out, "\n| server | peak RSS |\n| --- | ---: |");
     for (name, kib) in rss {

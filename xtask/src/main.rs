@@ -34,7 +34,7 @@ fn main() -> Result<()> {
                  wasm       build the npm package into wasm/pkg\n\
                  bench      run the criterion benches (extra arguments go to cargo bench)\n\
                  bench-http rangecache against nginx under wrk, in one run (--seconds, --rounds,\n\
-                 \x20          --only a,b,.., --access-log)\n\
+                 \x20          --only a,b,.., --access-log, --baseline BINARY)\n\
                  fuzz       run the parser fuzzers (RANGECACHE_FUZZ_SECS per target, default 60)\n\
                  sim        run the core simulation as long as RANGECACHE_SIM_STEPS asks\n\
                  s3-server  install and run the S3-compatible test server in the foreground"

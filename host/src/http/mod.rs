@@ -1,31 +1,33 @@
-//! The HTTP surface (SPEC §3): `/api/v1` over the tiers, `/metrics` and `/healthz`, on warp.
+//! The HTTP surface (SPEC §3): `/api/v1` over the tiers, `/metrics` and `/healthz`, served by
+//! hyper from our own connection loop ([`server`]).
 //!
-//! One catch-all filter hands every request to [`dispatch`], which routes on the method and
-//! the path segments, so that every client mistake gets its own clear 4xx instead of warp's
-//! rejection cascade. Answers about objects render the core's `ResponsePlan`; nothing here
-//! decides a status about an object.
+//! Every request goes to [`handle`], which parses the path once into a [`Route`] and answers
+//! it, so that every client mistake gets its own clear 4xx. Answers about objects render the
+//! core's `ResponsePlan`; nothing here decides a status about an object.
 
 mod auth;
 mod error;
 mod object;
 mod render;
+pub mod server;
 
-use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
-use futures::{Stream, StreamExt};
-use http::{HeaderMap, Method, StatusCode};
-use warp::Filter;
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 
 use crate::config::Auth;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::tiered::Tiered;
 
 pub use error::ApiError;
 pub use object::{EXPIRES_HEADER, now};
-pub use render::Response;
+pub use render::{ACCESS_LOG, Response, ResponseBody};
 
 /// What every request handler reaches.
 pub struct AppState {
@@ -39,50 +41,93 @@ pub struct AppState {
     pub max_object_size: u64,
 }
 
-/// The request body as the handlers see it: chunks, or an error when the client went away.
-pub type RequestBody = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, warp::Error>> + Send>>;
-
-/// The whole server as one warp filter.
-pub fn routes(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
-    warp::method()
-        .and(warp::path::full())
-        .and(warp::header::headers_cloned())
-        .and(warp::body::stream().map(boxed_body))
-        .and_then(move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
-            let state = state.clone();
-            async move {
-                let started = Instant::now();
-                let request = Request { method, path: path.as_str().to_owned(), headers };
-                let response = match dispatch(&state, &request, body).await {
-                    Ok(response) => response,
-                    Err(error) => error.into_response(),
-                };
-                Ok::<_, Infallible>(response.finish(&state.metrics, &request, started))
-            }
-        })
-}
+/// The request body as a write sees it: chunks, or an error when the client went away.
+pub type RequestBody = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// The parts of a request every handler looks at.
 pub struct Request {
     /// The method.
     pub method: Method,
-    /// The path as received (still percent-encoded).
-    pub path: String,
+    /// The target as received (path still percent-encoded).
+    pub uri: Uri,
     /// The header fields.
     pub headers: HeaderMap,
+}
+
+/// The routes, parsed once from the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Healthz,
+    Metrics,
+    Stats,
+    Namespaces,
+    /// `/api/v1/object/{namespace}/{key}`, segments still percent-encoded.
+    Object(&'a str, &'a str),
+    /// `/api/v1/object/{namespace}/{key}/invalidate`.
+    Invalidate(&'a str, &'a str),
+    Unknown,
+}
+
+impl Route<'_> {
+    fn parse(path: &str) -> Route<'_> {
+        let mut segments = path.trim_start_matches('/').split('/');
+        let mut next = || segments.next();
+        match (next(), next(), next(), next(), next(), next(), next()) {
+            (Some("healthz"), None, ..) => Route::Healthz,
+            (Some("metrics"), None, ..) => Route::Metrics,
+            (Some("api"), Some("v1"), Some("stats"), None, ..) => Route::Stats,
+            (Some("api"), Some("v1"), Some("namespaces"), None, ..) => Route::Namespaces,
+            (Some("api"), Some("v1"), Some("object"), Some(namespace), Some(key), None, _) => {
+                Route::Object(namespace, key)
+            }
+            (
+                Some("api"),
+                Some("v1"),
+                Some("object"),
+                Some(namespace),
+                Some(key),
+                Some("invalidate"),
+                None,
+            ) => Route::Invalidate(namespace, key),
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The label of `rangecache_route_requests_total`.
+    fn label(self) -> metrics::Route {
+        match self {
+            Route::Healthz => metrics::Route::Healthz,
+            Route::Metrics => metrics::Route::Metrics,
+            Route::Stats => metrics::Route::Stats,
+            Route::Namespaces => metrics::Route::Namespaces,
+            Route::Object(..) => metrics::Route::Object,
+            Route::Invalidate(..) => metrics::Route::Invalidate,
+            Route::Unknown => metrics::Route::Other,
+        }
+    }
+}
+
+/// Answers one request; never fails (every error is a response).
+pub async fn handle(state: &AppState, req: hyper::Request<Incoming>) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let request = Request { method: parts.method, uri: parts.uri, headers: parts.headers };
+    let route = Route::parse(request.uri.path());
+    let reply = match dispatch(state, &request, route, body).await {
+        Ok(reply) => reply,
+        Err(error) => error.into_response(),
+    };
+    reply.finish(&state.metrics, route.label(), &request.method, &request.uri, started)
 }
 
 async fn dispatch(
     state: &AppState,
     req: &Request,
-    body: RequestBody,
+    route: Route<'_>,
+    body: Incoming,
 ) -> Result<render::Reply, ApiError> {
-    let path = req.path.split('?').next().unwrap_or("");
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["healthz"] => {
+    match route {
+        Route::Healthz => {
             only_reads(req)?;
             Ok(if state.tiered.is_shutting_down() {
                 render::Reply::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
@@ -90,38 +135,36 @@ async fn dispatch(
                 render::Reply::text(StatusCode::OK, "ok\n")
             })
         }
-        ["metrics"] => {
+        Route::Metrics => {
             only_reads(req)?;
             Ok(render::Reply::metrics(state.metrics.encode()))
         }
-        ["api", "v1", "stats"] => {
+        Route::Stats => {
             only_reads(req)?;
             auth::require_read(state.auth.as_ref(), &req.headers)?;
             let stats = state.tiered.stats().await;
             Ok(render::Reply::json(&stats))
         }
-        ["api", "v1", "namespaces"] => {
+        Route::Namespaces => {
             only_reads(req)?;
             auth::require_read(state.auth.as_ref(), &req.headers)?;
             let names = state.tiered.namespaces().await?;
             Ok(render::Reply::json(&names))
         }
-        ["api", "v1", "object", namespace, key] => {
+        Route::Object(namespace, key) => {
             Ok(object::answer(state, req, namespace, key, object::Route::Object, body).await)
         }
-        ["api", "v1", "object", namespace, key, "invalidate"] => {
+        Route::Invalidate(namespace, key) => {
             Ok(object::answer(state, req, namespace, key, object::Route::Invalidate, body).await)
         }
-        _ => Err(ApiError::NotFound),
+        Route::Unknown => Err(ApiError::NotFound),
     }
 }
 
-fn boxed_body<S, B>(body: S) -> RequestBody
-where
-    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
-    B: Buf,
-{
-    Box::pin(body.map(|chunk| chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining()))))
+/// The request body as a stream of chunks; an error means the client went away or broke the
+/// framing.
+fn body_stream(body: Incoming) -> RequestBody {
+    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
 }
 
 /// Accepts GET and HEAD, the only methods of the read-only routes.
@@ -130,4 +173,28 @@ fn only_reads(req: &Request) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::MethodNotAllowed("GET, HEAD"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_into_routes() {
+        for (path, route) in [
+            ("/healthz", Route::Healthz),
+            ("/metrics", Route::Metrics),
+            ("/api/v1/stats", Route::Stats),
+            ("/api/v1/namespaces", Route::Namespaces),
+            ("/api/v1/object/ns/key", Route::Object("ns", "key")),
+            ("/api/v1/object/ns/key/invalidate", Route::Invalidate("ns", "key")),
+            ("/api/v1/object/ns", Route::Unknown),
+            ("/api/v1/object/ns/key/other", Route::Unknown),
+            ("/api/v1/object/ns/key/invalidate/x", Route::Unknown),
+            ("/healthz/", Route::Unknown),
+            ("/", Route::Unknown),
+        ] {
+            assert_eq!(Route::parse(path), route, "{path}");
+        }
+    }
 }

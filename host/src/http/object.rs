@@ -26,6 +26,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use http::StatusCode;
 use http::header::{self, HeaderMap};
+use hyper::body::Incoming;
 
 use rangecache_core::conditional::{WriteCheck, WriteGuard, write_check, write_guard_for};
 use rangecache_core::object::{last_modified_on_write, parse_ttl, select_stored_headers};
@@ -89,7 +90,7 @@ pub async fn answer(
     namespace: &str,
     key: &str,
     route: Route,
-    body: RequestBody,
+    body: Incoming,
 ) -> Reply {
     let mut handling = Handling::Bypassed;
     let result = route_object(state, req, namespace, key, route, body, &mut handling).await;
@@ -115,7 +116,7 @@ async fn route_object(
     namespace: &str,
     key: &str,
     route: Route,
-    body: RequestBody,
+    body: Incoming,
     handling: &mut Handling,
 ) -> Result<Reply, ApiError> {
     let auth = state.auth.as_ref();
@@ -207,9 +208,10 @@ async fn write(
     state: &AppState,
     req: &Request,
     key: ObjectKey,
-    mut body: RequestBody,
+    body: Incoming,
     handling: &mut Handling,
 ) -> Result<Reply, ApiError> {
+    let mut body = super::body_stream(body);
     let headers = &req.headers;
     let content_length = match headers.get(header::CONTENT_LENGTH) {
         None => None,

@@ -1,35 +1,44 @@
-//! Turning an answer into a warp response: a `ResponsePlan` and its body stream, or a small
-//! host reply (JSON, text, metrics). Every response's body passes through [`LoggedBody`],
-//! which counts the bytes really sent and writes the request's one log line when the body is
-//! done, so the line carries the final byte count and duration.
+//! Turning an answer into a hyper response: a `ResponsePlan` and its body stream, or a small
+//! host reply (JSON, text, metrics). Every response's body is a [`ResponseBody`], which counts
+//! the bytes really sent and, when the access log is on, writes the request's one log line when
+//! the body is done, so the line carries the final byte count and duration.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::Stream;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, StatusCode};
-use warp::Reply as _;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use http_body::{Frame, SizeHint};
 
 use rangecache_core::ResponsePlan;
 
-use super::Request;
 use crate::metrics::Metrics;
 use crate::storage::ByteStream;
 
 /// The response type of every route.
-pub type Response = warp::reply::Response;
+pub type Response = http::Response<ResponseBody>;
 
-/// A response before it is handed to warp.
+/// The `tracing` target of the access log: one line per request at info level, so that
+/// `RANGECACHE_LOG=info,rangecache::access=off` keeps every other line and drops these.
+pub const ACCESS_LOG: &str = "rangecache::access";
+
+/// A response before it is handed to hyper.
 pub struct Reply {
     status: StatusCode,
     headers: HeaderMap,
-    body: Option<ByteStream>,
-    cache_status: Option<String>,
+    body: Chunks,
+    cache_status: Option<HeaderValue>,
+}
+
+/// The bytes of a body, in the cheapest form that holds them.
+enum Chunks {
+    Empty,
+    Once(Bytes),
+    Stream(ByteStream),
 }
 
 impl Reply {
@@ -55,20 +64,21 @@ impl Reply {
     pub fn empty(status: StatusCode) -> Reply {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-        Reply { status, headers, body: None, cache_status: None }
+        Reply { status, headers, body: Chunks::Empty, cache_status: None }
     }
 
     /// The rendering of a core plan; `body` yields exactly the bytes the plan describes.
     pub fn plan(plan: ResponsePlan, body: Option<ByteStream>, cache_status: String) -> Reply {
-        let mut headers = HeaderMap::new();
+        let mut headers = HeaderMap::with_capacity(plan.headers.len() + 2);
         for (name, value) in plan.headers {
-            match HeaderValue::try_from(value) {
+            match HeaderValue::from_maybe_shared(Bytes::from(value)) {
                 Ok(value) => {
                     headers.append(name, value);
                 }
                 Err(_) => tracing::warn!(header = %name, "stored header value is not sendable"),
             }
         }
+        let body = body.map_or(Chunks::Empty, Chunks::Stream);
         let mut reply = Reply { status: plan.status, headers, body, cache_status: None };
         reply.set_cache_status(cache_status);
         reply
@@ -76,9 +86,9 @@ impl Reply {
 
     /// Sets the `Cache-Status` field (RFC 9211), also written to the request's log line.
     pub fn set_cache_status(&mut self, value: String) {
-        if let Ok(header) = HeaderValue::try_from(value.as_str()) {
-            self.headers.insert(HeaderName::from_static("cache-status"), header);
-            self.cache_status = Some(value);
+        if let Ok(header) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            self.headers.insert(HeaderName::from_static("cache-status"), header.clone());
+            self.cache_status = Some(header);
         }
     }
 
@@ -104,28 +114,29 @@ impl Reply {
         self.status
     }
 
-    /// Hands the reply to warp, counting it and arranging its log line.
-    pub fn finish(self, metrics: &Arc<Metrics>, req: &Request, started: Instant) -> Response {
-        metrics.request(route_of(&req.path), req.method.as_str(), self.status.as_u16());
-        let head_only = req.method == http::Method::HEAD;
-        let inner: ByteStream = match self.body {
-            Some(body) if !head_only => body,
-            _ => Box::pin(futures::stream::empty()),
-        };
-        let logged = LoggedBody {
-            inner: Mutex::new(inner),
-            sent: 0,
-            line: LogLine {
-                metrics: metrics.clone(),
-                method: req.method.to_string(),
-                path: req.path.clone(),
-                status: self.status.as_u16(),
-                cache_status: self.cache_status,
-                started,
-                failed: None,
-            },
-        };
-        let mut response = warp::reply::stream(logged).into_response();
+    /// Hands the reply to hyper, counting it and arranging its log line.
+    pub fn finish(
+        self,
+        metrics: &Arc<Metrics>,
+        route: crate::metrics::Route,
+        method: &Method,
+        uri: &Uri,
+        started: Instant,
+    ) -> Response {
+        metrics.request(route, method, self.status.as_u16());
+        let chunks = if method == Method::HEAD { Chunks::Empty } else { self.body };
+        // The line's fields are gathered only when a line may be written: a body that fails is
+        // logged at warn level, one that ends well at info.
+        let line = tracing::enabled!(target: ACCESS_LOG, tracing::Level::WARN).then(|| LogLine {
+            method: method.clone(),
+            uri: uri.clone(),
+            status: self.status.as_u16(),
+            cache_status: self.cache_status,
+            started,
+            failed: None,
+        });
+        let body = ResponseBody { chunks, sent: 0, metrics: metrics.clone(), line };
+        let mut response = http::Response::new(body);
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
         response
@@ -135,57 +146,85 @@ impl Reply {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
-        Reply { status, headers, body: Some(body), cache_status: None }
+        Reply { status, headers, body: Chunks::Once(body), cache_status: None }
     }
 }
 
 struct LogLine {
-    metrics: Arc<Metrics>,
-    method: String,
-    path: String,
+    method: Method,
+    uri: Uri,
     status: u16,
-    cache_status: Option<String>,
+    cache_status: Option<HeaderValue>,
     started: Instant,
     failed: Option<String>,
 }
 
 /// The body of every response: counts what is sent and logs once when dropped.
-///
-/// The Mutex only makes the boxed stream `Sync`, which warp asks of a body; it is never
-/// contended, since only the connection task polls the body.
-struct LoggedBody {
-    inner: Mutex<ByteStream>,
+pub struct ResponseBody {
+    chunks: Chunks,
     sent: u64,
-    line: LogLine,
+    metrics: Arc<Metrics>,
+    line: Option<LogLine>,
 }
 
-impl Stream for LoggedBody {
-    type Item = io::Result<Bytes>;
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        let inner = this.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let polled = inner.as_mut().poll_next(cx);
+        let polled = match &mut this.chunks {
+            Chunks::Empty => Poll::Ready(None),
+            Chunks::Once(_) => {
+                let Chunks::Once(bytes) = std::mem::replace(&mut this.chunks, Chunks::Empty) else {
+                    unreachable!("matched just above")
+                };
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Chunks::Stream(stream) => stream.as_mut().poll_next(cx),
+        };
         match &polled {
             Poll::Ready(Some(Ok(chunk))) => this.sent += chunk.len() as u64,
-            Poll::Ready(Some(Err(e))) => this.line.failed = Some(e.to_string()),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(line) = &mut this.line {
+                    line.failed = Some(e.to_string());
+                }
+            }
             Poll::Ready(None) | Poll::Pending => {}
         }
-        polled
+        polled.map(|item| item.map(|chunk| chunk.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.chunks, Chunks::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.chunks {
+            Chunks::Empty => SizeHint::with_exact(0),
+            Chunks::Once(bytes) => SizeHint::with_exact(bytes.len() as u64),
+            // The plan's Content-Length says how long; hyper reads it from the header.
+            Chunks::Stream(_) => SizeHint::default(),
+        }
     }
 }
 
-impl Drop for LoggedBody {
+impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let line = &self.line;
-        line.metrics.response_bytes.inc_by(self.sent);
-        let cache_status = line.cache_status.as_deref().unwrap_or("-");
+        self.metrics.response_bytes.inc_by(self.sent);
+        let Some(line) = &self.line else { return };
+        let cache_status = line.cache_status.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         let duration_ms = line.started.elapsed().as_secs_f64() * 1000.0;
+        let path = line.uri.path_and_query().map_or("/", |p| p.as_str());
         match &line.failed {
+            None if !tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO) => {}
             None => tracing::info!(
+                target: ACCESS_LOG,
                 method = %line.method,
-                path = %line.path,
+                path = %path,
                 status = line.status,
                 bytes = self.sent,
                 duration_ms = format_args!("{duration_ms:.1}"),
@@ -193,8 +232,9 @@ impl Drop for LoggedBody {
                 "request"
             ),
             Some(error) => tracing::warn!(
+                target: ACCESS_LOG,
                 method = %line.method,
-                path = %line.path,
+                path = %path,
                 status = line.status,
                 bytes = self.sent,
                 duration_ms = format_args!("{duration_ms:.1}"),
@@ -203,19 +243,5 @@ impl Drop for LoggedBody {
                 "request body ended early"
             ),
         }
-    }
-}
-
-/// The route label of a path, for `rangecache_route_requests_total`.
-fn route_of(path: &str) -> &'static str {
-    let path = path.split('?').next().unwrap_or("");
-    match path.trim_start_matches('/').split('/').collect::<Vec<_>>().as_slice() {
-        ["api", "v1", "object", _, _] => "object",
-        ["api", "v1", "object", _, _, "invalidate"] => "invalidate",
-        ["api", "v1", "stats"] => "stats",
-        ["api", "v1", "namespaces"] => "namespaces",
-        ["metrics"] => "metrics",
-        ["healthz"] => "healthz",
-        _ => "other",
     }
 }

@@ -1,0 +1,75 @@
+//! The connection loop: accepts TCP connections, turns Nagle's algorithm off on each, and
+//! serves HTTP/1.1 on it with hyper, handing every request to [`super::handle`].
+//!
+//! The loop is ours rather than a framework's because what it decides per connection matters
+//! for speed and robustness: `TCP_NODELAY`, since a response whose head and body leave in two
+//! writes must not wait for the client's delayed ACK of the first (up to 40 ms a request on a
+//! keep-alive connection); HTTP/1.1 only, so no connection is sniffed for an HTTP/2 preface;
+//! and a graceful stop that lets requests under way finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use super::AppState;
+
+/// How long the loop pauses after an accept error that is not about one connection (out of
+/// file descriptors, say), so it does not spin while nothing can be accepted.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `listener` until `stop` resolves, then stops accepting, lets every connection finish
+/// the request it is serving (idle ones are closed at once) and returns when all are closed.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    // hyper's read timeouts (a request head must arrive within 30 s by default) need a timer.
+    http.timer(TokioTimer::new());
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(super::handle(&state, req).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Errors that concern only the connection being accepted.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
