@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream;
 use rangecache_core::read;
 use rangecache_core::{Key, Namespace, ObjectKey, ObjectMeta, Timestamp};
@@ -41,10 +41,13 @@ const FIXED_HEADER: u64 = 8 + 8 + 4;
 const SIZE_OFFSET: u64 = 8;
 /// Largest metadata block accepted when reading a header (stored headers are small).
 const MAX_META_LEN: u32 = 1 << 20;
-/// Bytes read per step of a streamed read: large enough that the per-read cost (one blocking
-/// task, one syscall) is small against the copy, small enough that a slow reader pins little
-/// memory (one chunk in flight per read).
+/// Bytes read per step of a streamed read: large enough that the per-step cost (a syscall,
+/// sometimes a blocking task) is small against the copy, small enough that a slow reader pins
+/// little memory (one chunk in flight per read).
 const READ_CHUNK: usize = 256 * 1024;
+/// Most object files kept open for reads (nginx's `open_file_cache max`): a read of a recently
+/// read object neither opens its file nor parses its header again.
+const MAX_OPEN_FILES: u64 = 1024;
 /// Prefix of in-progress writes; namespaces cannot start with '.', keys are hex, so it never
 /// names an object.
 const TMP_PREFIX: &str = ".tmp-";
@@ -65,7 +68,55 @@ struct Shared {
 struct Index {
     entries: HashMap<ObjectKey, ObjectMeta>,
     lru: Lru<ObjectKey>,
+    /// Open files of recently read or written revisions, at most [`MAX_OPEN_FILES`]. A handle
+    /// always holds the revision `entries` describes for its key: both change together, under
+    /// this lock, whenever a commit, delete, expiry or eviction touches the key.
+    open_files: HashMap<ObjectKey, Arc<OpenFile>>,
+    /// Recency of `open_files`, one unit per file.
+    open_lru: Lru<ObjectKey>,
+    /// Commits so far: a file opened outside the lock is kept only if no commit came between
+    /// the lookup and the open, so it is surely the revision the lookup saw.
+    n_commits: u64,
     closed: bool,
+}
+
+/// One revision's file, open for reads: the bytes start at `data_offset`. The handle reads the
+/// same inode however the name is later renamed over or unlinked.
+struct OpenFile {
+    file: File,
+    data_offset: u64,
+}
+
+impl Index {
+    fn new() -> Index {
+        Index {
+            entries: HashMap::new(),
+            lru: Lru::new(),
+            open_files: HashMap::new(),
+            open_lru: Lru::new(),
+            n_commits: 0,
+            closed: false,
+        }
+    }
+
+    /// Drops `key`'s entry and open file; true if it had an entry.
+    fn forget(&mut self, key: &ObjectKey) -> bool {
+        self.lru.remove(key);
+        self.open_lru.remove(key);
+        self.open_files.remove(key);
+        self.entries.remove(key).is_some()
+    }
+
+    /// Keeps `file` as the open file of `key`'s current revision, closing the least recently
+    /// used file past [`MAX_OPEN_FILES`].
+    fn keep_open(&mut self, key: &ObjectKey, file: Arc<OpenFile>) {
+        self.open_files.insert(key.clone(), file);
+        self.open_lru.insert(key.clone(), 1);
+        while self.open_lru.bytes() > MAX_OPEN_FILES {
+            let Some(oldest) = self.open_lru.pop_oldest() else { break };
+            self.open_files.remove(&oldest);
+        }
+    }
 }
 
 impl DiskTier {
@@ -110,26 +161,44 @@ impl Tier for DiskTier {
     }
 
     async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
-        let expired = {
+        let found = {
             let mut index = self.shared.index();
             match index.entries.get(key) {
                 None => return Ok(Opened::NotFound),
-                Some(meta) if meta.is_expired(req.now) => true,
-                Some(_) => {
+                Some(meta) if meta.is_expired(req.now) => None,
+                Some(meta) => {
+                    let meta = meta.clone();
                     index.lru.touch(key);
-                    false
+                    let open_file = index.open_files.get(key).cloned();
+                    if open_file.is_some() {
+                        index.open_lru.touch(key);
+                    }
+                    Some((meta, open_file, index.n_commits))
                 }
             }
         };
-        if expired {
+        let Some((meta, open_file, n_commits)) = found else {
             self.shared.remove_expired(key.clone(), req.now).await?;
             return Ok(Opened::NotFound);
-        }
-        let path = self.shared.object_path(key);
-        let opened = self.shared.blocking(move || open_object(&path)).await?;
-        // The metadata comes from the file itself: whatever revision the name pointed at when
-        // it was opened is the one described and read.
-        let Some((file, meta, offset)) = opened else { return Ok(Opened::NotFound) };
+        };
+        let (meta, file) = match open_file {
+            Some(file) => (meta, file),
+            None => {
+                let path = self.shared.object_path(key);
+                let opened = self.shared.blocking(move || open_object(&path)).await?;
+                // The metadata comes from the file itself: whatever revision the name pointed
+                // at when it was opened is the one described and read.
+                let Some((file, meta, data_offset)) = opened else {
+                    return Ok(Opened::NotFound);
+                };
+                let file = Arc::new(OpenFile { file, data_offset });
+                let mut index = self.shared.index();
+                if index.n_commits == n_commits && index.entries.contains_key(key) {
+                    index.keep_open(key, Arc::clone(&file));
+                }
+                (meta, file)
+            }
+        };
         if meta.is_expired(req.now) {
             return Ok(Opened::NotFound);
         }
@@ -138,7 +207,7 @@ impl Tier for DiskTier {
             Err(refusal) => return Ok(Opened::without_body(refusal, meta)),
         };
         let bounds = window.bounds(meta.size);
-        let body = read_stream(file, offset + bounds.start, bounds.end - bounds.start);
+        let body = read_stream(file, bounds.start, bounds.end - bounds.start);
         Ok(Opened::Body { meta, window, body })
     }
 
@@ -169,12 +238,15 @@ impl Tier for DiskTier {
             expires: new.expires,
         };
         let header = encode_header(&meta)?;
+        let data_offset = header.len() as u64;
         let path = tmp_path.clone();
         let file = self
             .shared
             .blocking(move || {
                 fs::create_dir_all(&dir)?;
-                let mut file = File::options().write(true).create_new(true).open(&path)?;
+                // Readable too: at commit the handle becomes the revision's open file.
+                let mut file =
+                    File::options().read(true).write(true).create_new(true).open(&path)?;
                 file.write_all(&header)?;
                 Ok(file)
             })
@@ -187,6 +259,7 @@ impl Tier for DiskTier {
             expected_size: new.expected_size,
             tmp_path,
             file: Some(file),
+            data_offset,
             received: 0,
             finished: false,
         }))
@@ -199,8 +272,7 @@ impl Tier for DiskTier {
             .blocking(move || {
                 // Under the lock, so that a commit of the same key cannot land in between.
                 let mut index = shared.index();
-                let existed = index.entries.remove(&key).is_some();
-                index.lru.remove(&key);
+                let existed = index.forget(&key);
                 match fs::remove_file(shared.object_path(&key)) {
                     Ok(()) => Ok(existed),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(existed),
@@ -271,8 +343,7 @@ impl Shared {
 
     /// Drops `key` from the index and unlinks its file; the caller holds the lock.
     fn forget_and_unlink(&self, index: &mut Index, key: &ObjectKey) {
-        index.entries.remove(key);
-        index.lru.remove(key);
+        index.forget(key);
         if let Err(e) = fs::remove_file(self.object_path(key))
             && e.kind() != io::ErrorKind::NotFound
         {
@@ -314,6 +385,8 @@ struct DiskWriter {
     expected_size: Option<u64>,
     tmp_path: PathBuf,
     file: Option<File>,
+    /// Where the bytes start: the header's length.
+    data_offset: u64,
     received: u64,
     /// Committed or aborted: the temporary file is renamed or already gone.
     finished: bool,
@@ -354,6 +427,7 @@ impl TierWriter for DiskWriter {
         let mut meta = self.meta.clone();
         meta.size = self.received;
         let size = self.received;
+        let data_offset = self.data_offset;
         let committed = self
             .shared
             .blocking(move || {
@@ -361,7 +435,6 @@ impl TierWriter for DiskWriter {
                 // Data reaches the disk before the name does, so after a crash the name holds
                 // an old revision or a complete new one.
                 file.sync_data()?;
-                drop(file);
                 let mut index = shared.index();
                 if index.closed {
                     return Ok(Err(TierError::closed(&shared.name)));
@@ -372,8 +445,11 @@ impl TierWriter for DiskWriter {
                     return Ok(Err(TierError::PreconditionFailed { tier: shared.name.clone() }));
                 }
                 fs::rename(&tmp_path, shared.object_path(&key))?;
+                index.n_commits += 1;
                 index.entries.insert(key.clone(), meta.clone());
-                index.lru.insert(key, size);
+                index.lru.insert(key.clone(), size);
+                // The handle written through is the new revision's file: reads start warm.
+                index.keep_open(&key, Arc::new(OpenFile { file, data_offset }));
                 shared.evict(&mut index);
                 Ok(Ok(meta))
             })
@@ -472,26 +548,69 @@ fn read_header(file: &mut File) -> io::Result<(ObjectMeta, u64)> {
     Ok((meta, offset))
 }
 
-/// Streams `len` bytes from `offset` of `file`: each step reads one chunk straight into the
-/// buffer that is handed on (no second user-space copy), with positioned reads so nothing but
-/// the window is read.
-fn read_stream(file: File, offset: u64, len: u64) -> ByteStream {
-    let file = Arc::new(file);
+/// Streams `len` bytes from `offset` of the object's bytes in `file`, a chunk at a time, each
+/// read straight into the buffer that is handed on, with positioned reads so nothing but the
+/// window is read.
+///
+/// A chunk already in the page cache is read on the spot (`RWF_NOWAIT`), so a small window is
+/// ready when the response's head is written and both leave in one write; only what must come
+/// from the device is read on a blocking thread.
+fn read_stream(file: Arc<OpenFile>, offset: u64, len: u64) -> ByteStream {
     Box::pin(stream::try_unfold((file, offset, len), |(file, offset, remaining)| async move {
         if remaining == 0 {
             return Ok(None);
         }
         let n = remaining.min(READ_CHUNK as u64) as usize;
-        let reader = Arc::clone(&file);
-        let chunk = tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(n);
-            reader.read_exact_at(&mut buf, offset)?;
-            Ok::<Bytes, io::Error>(buf.freeze())
-        })
-        .await
-        .map_err(io::Error::other)??;
+        let chunk = read_chunk(Arc::clone(&file), offset, n).await?;
         Ok(Some((chunk, (file, offset + n as u64, remaining - n as u64))))
     }))
+}
+
+/// `n` bytes from `offset` of the object's bytes.
+async fn read_chunk(file: Arc<OpenFile>, offset: u64, n: usize) -> io::Result<Bytes> {
+    let at = file.data_offset + offset;
+    let mut buf = vec![0u8; n];
+    let cached = read_cached(&file.file, &mut buf, at)?;
+    if cached == n {
+        return Ok(Bytes::from(buf));
+    }
+    let buf = tokio::task::spawn_blocking(move || {
+        file.file.read_exact_at(&mut buf[cached..], at + cached as u64)?;
+        Ok::<_, io::Error>(buf)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    Ok(Bytes::from(buf))
+}
+
+/// Reads into `buf` from `offset` only what the page cache holds, without blocking; returns how
+/// many bytes were read (possibly none).
+#[cfg(target_os = "linux")]
+fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    let mut done = 0;
+    while done < buf.len() {
+        let mut slices = [io::IoSliceMut::new(&mut buf[done..])];
+        match preadv2(file, &mut slices, offset + done as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the object file is shorter than its header says",
+                ));
+            }
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            // Not cached (AGAIN), or a kernel or filesystem without RWF_NOWAIT.
+            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::INVAL | Errno::NOSYS) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_file: &File, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
+    Ok(0)
 }
 
 /// Rebuilds the index from `root`, deleting temporary leftovers and expired or unreadable
@@ -537,7 +656,7 @@ fn scan(root: &Path, now: Timestamp) -> io::Result<Index> {
     }
     // Least recently written first, so the LRU evicts the oldest entries first after a restart.
     found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    let mut index = Index { entries: HashMap::new(), lru: Lru::new(), closed: false };
+    let mut index = Index::new();
     for (_, key, meta) in found {
         index.lru.insert(key.clone(), meta.size);
         index.entries.insert(key, meta);
