@@ -57,29 +57,40 @@ impl fmt::Display for Namespace {
     }
 }
 
-/// An object key: exactly 64 hex digits (safe as a file name and an S3 key).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key(String);
+/// An object key: exactly 64 hex digits (safe as a file name and an S3 key), held inline so
+/// that a key is copied, hashed and compared without touching the heap.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key([u8; 64]);
 
 impl Key {
     /// The key for a path segment: 64 hex digits are used as given (SPEC §3, case kept, as
     /// cachew does); any other segment is replaced by the lower-case hex SHA-256 of its bytes.
     pub fn from_segment(segment: &str) -> Key {
+        let mut digits = [0u8; 64];
         if segment.len() == 64 && segment.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Key(segment.to_owned());
+            digits.copy_from_slice(segment.as_bytes());
+        } else {
+            hex::encode_to_slice(Sha256::digest(segment.as_bytes()), &mut digits)
+                .expect("a SHA-256 digest is 32 bytes, 64 hex digits");
         }
-        Key(hex::encode(Sha256::digest(segment.as_bytes())))
+        Key(digits)
     }
 
     /// The 64 hex digits.
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("a key holds 64 ASCII hex digits")
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
