@@ -16,7 +16,6 @@
 //! modification time) is rebuilt from the headers.
 
 use std::collections::BTreeSet;
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -66,14 +65,12 @@ struct Shared {
 }
 
 struct Index {
-    entries: HashMap<ObjectKey, ObjectMeta>,
-    lru: Lru<ObjectKey>,
+    /// Every revision's metadata, least recently used first, sized by its bytes.
+    entries: Lru<ObjectKey, ObjectMeta>,
     /// Open files of recently read or written revisions, at most [`MAX_OPEN_FILES`]. A handle
     /// always holds the revision `entries` describes for its key: both change together, under
     /// this lock, whenever a commit, delete, expiry or eviction touches the key.
-    open_files: HashMap<ObjectKey, Arc<OpenFile>>,
-    /// Recency of `open_files`, one unit per file.
-    open_lru: Lru<ObjectKey>,
+    open_files: Lru<ObjectKey, Arc<OpenFile>>,
     /// Commits so far: a file opened outside the lock is kept only if no commit came between
     /// the lookup and the open, so it is surely the revision the lookup saw.
     n_commits: u64,
@@ -89,20 +86,11 @@ struct OpenFile {
 
 impl Index {
     fn new() -> Index {
-        Index {
-            entries: HashMap::new(),
-            lru: Lru::new(),
-            open_files: HashMap::new(),
-            open_lru: Lru::new(),
-            n_commits: 0,
-            closed: false,
-        }
+        Index { entries: Lru::new(), open_files: Lru::new(), n_commits: 0, closed: false }
     }
 
     /// Drops `key`'s entry and open file; true if it had an entry.
     fn forget(&mut self, key: &ObjectKey) -> bool {
-        self.lru.remove(key);
-        self.open_lru.remove(key);
         self.open_files.remove(key);
         self.entries.remove(key).is_some()
     }
@@ -110,11 +98,12 @@ impl Index {
     /// Keeps `file` as the open file of `key`'s current revision, closing the least recently
     /// used file past [`MAX_OPEN_FILES`].
     fn keep_open(&mut self, key: &ObjectKey, file: Arc<OpenFile>) {
-        self.open_files.insert(key.clone(), file);
-        self.open_lru.insert(key.clone(), 1);
-        while self.open_lru.bytes() > MAX_OPEN_FILES {
-            let Some(oldest) = self.open_lru.pop_oldest() else { break };
-            self.open_files.remove(&oldest);
+        // Each open file counts one unit against the bound.
+        self.open_files.insert(key.clone(), file, 1);
+        while self.open_files.bytes() > MAX_OPEN_FILES {
+            if self.open_files.pop_oldest().is_none() {
+                break;
+            }
         }
     }
 }
@@ -163,16 +152,13 @@ impl Tier for DiskTier {
     async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
         let found = {
             let mut index = self.shared.index();
+            // A read marks the entry used.
             match index.entries.get(key) {
                 None => return Ok(Opened::NotFound),
                 Some(meta) if meta.is_expired(req.now) => None,
                 Some(meta) => {
                     let meta = meta.clone();
-                    index.lru.touch(key);
                     let open_file = index.open_files.get(key).cloned();
-                    if open_file.is_some() {
-                        index.open_lru.touch(key);
-                    }
                     Some((meta, open_file, index.n_commits))
                 }
             }
@@ -193,7 +179,7 @@ impl Tier for DiskTier {
                 };
                 let file = Arc::new(OpenFile { file, data_offset });
                 let mut index = self.shared.index();
-                if index.n_commits == n_commits && index.entries.contains_key(key) {
+                if index.n_commits == n_commits && index.entries.contains(key) {
                     index.keep_open(key, Arc::clone(&file));
                 }
                 (meta, file)
@@ -212,7 +198,7 @@ impl Tier for DiskTier {
     }
 
     async fn stat(&self, key: &ObjectKey, now: Timestamp) -> Result<Option<ObjectMeta>, TierError> {
-        let meta = self.shared.index().entries.get(key).cloned();
+        let meta = self.shared.index().entries.peek(key).cloned();
         Ok(meta.filter(|meta| !meta.is_expired(now)))
     }
 
@@ -298,7 +284,7 @@ impl Tier for DiskTier {
                 }
                 Ok(TierStats {
                     objects: index.entries.len() as u64,
-                    bytes: index.lru.bytes(),
+                    bytes: index.entries.bytes(),
                     capacity: Some(shared.capacity),
                 })
             })
@@ -308,7 +294,7 @@ impl Tier for DiskTier {
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {
         let index = self.shared.index();
         let names: BTreeSet<&str> =
-            index.entries.keys().map(|key| key.namespace.as_str()).collect();
+            index.entries.iter().map(|(key, _)| key.namespace.as_str()).collect();
         Ok(names.into_iter().map(str::to_owned).collect())
     }
 
@@ -353,8 +339,8 @@ impl Shared {
 
     /// Evicts least recently used entries until the tier fits its capacity.
     fn evict(&self, index: &mut Index) {
-        while index.lru.bytes() > self.capacity {
-            let Some(oldest) = index.lru.pop_oldest() else { break };
+        while index.entries.bytes() > self.capacity {
+            let Some((oldest, _)) = index.entries.pop_oldest() else { break };
             self.forget_and_unlink(index, &oldest);
         }
     }
@@ -367,7 +353,7 @@ impl Shared {
         let shared = Arc::clone(self);
         self.blocking(move || {
             let mut index = shared.index();
-            if index.entries.get(&key).is_some_and(|meta| meta.is_expired(now)) {
+            if index.entries.peek(&key).is_some_and(|meta| meta.is_expired(now)) {
                 shared.forget_and_unlink(&mut index, &key);
             }
             Ok(())
@@ -440,14 +426,13 @@ impl TierWriter for DiskWriter {
                     return Ok(Err(TierError::closed(&shared.name)));
                 }
                 let current =
-                    index.entries.get(&key).filter(|meta| !meta.is_expired(crate::http::now()));
+                    index.entries.peek(&key).filter(|meta| !meta.is_expired(crate::http::now()));
                 if !condition.allows(current) {
                     return Ok(Err(TierError::PreconditionFailed { tier: shared.name.clone() }));
                 }
                 fs::rename(&tmp_path, shared.object_path(&key))?;
                 index.n_commits += 1;
-                index.entries.insert(key.clone(), meta.clone());
-                index.lru.insert(key.clone(), size);
+                index.entries.insert(key.clone(), meta.clone(), size);
                 // The handle written through is the new revision's file: reads start warm.
                 index.keep_open(&key, Arc::new(OpenFile { file, data_offset }));
                 shared.evict(&mut index);
@@ -658,8 +643,8 @@ fn scan(root: &Path, now: Timestamp) -> io::Result<Index> {
     found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     let mut index = Index::new();
     for (_, key, meta) in found {
-        index.lru.insert(key.clone(), meta.size);
-        index.entries.insert(key, meta);
+        let size = meta.size;
+        index.entries.insert(key, meta, size);
     }
     Ok(index)
 }

@@ -1,61 +1,74 @@
-//! Recency and size bookkeeping for the size-bounded tiers (memory, disk): which entry was used
-//! least recently, and how many bytes all entries hold.
+//! Recency and size bookkeeping for the size-bounded tiers (memory, disk): entries in order of
+//! last use, each with its size, and the bytes they hold together.
+//!
+//! The order is the `lru` crate's linked hash map, so marking an entry used is one lookup and
+//! a relink, with nothing allocated or cloned; keys are hashed with foldhash, seeded per
+//! process.
 
-use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+type Map<K, V> = lru::LruCache<K, (V, u64), foldhash::fast::RandomState>;
+
 /// Entries ordered by last use, with their sizes; evicts the least recently used first.
-#[derive(Debug)]
-pub(crate) struct Lru<K> {
-    entries: HashMap<K, (u64, u64)>,
-    order: BTreeMap<u64, K>,
-    tick: u64,
+pub(crate) struct Lru<K, V> {
+    entries: Map<K, V>,
     bytes: u64,
 }
 
-impl<K: Clone + Eq + Hash> Lru<K> {
-    pub(crate) fn new() -> Lru<K> {
-        Lru { entries: HashMap::new(), order: BTreeMap::new(), tick: 0, bytes: 0 }
+impl<K: Eq + Hash, V> Lru<K, V> {
+    pub(crate) fn new() -> Lru<K, V> {
+        Lru {
+            entries: Map::unbounded_with_hasher(foldhash::fast::RandomState::default()),
+            bytes: 0,
+        }
     }
 
-    /// Records `key` holding `size` bytes as the most recently used entry, replacing any
-    /// previous size.
-    pub(crate) fn insert(&mut self, key: K, size: u64) {
-        self.remove(&key);
-        self.tick += 1;
-        self.order.insert(self.tick, key.clone());
-        self.entries.insert(key, (self.tick, size));
+    /// Records `key` holding `value` of `size` bytes as the most recently used entry; returns
+    /// the value it replaced.
+    pub(crate) fn insert(&mut self, key: K, value: V, size: u64) -> Option<V> {
         self.bytes += size;
+        let (old, old_size) = self.entries.put(key, (value, size))?;
+        self.bytes -= old_size;
+        Some(old)
     }
 
-    /// Marks `key` as just used.
-    pub(crate) fn touch(&mut self, key: &K) {
-        if let Some((tick, size)) = self.entries.get(key).copied() {
-            self.order.remove(&tick);
-            self.tick += 1;
-            self.order.insert(self.tick, key.clone());
-            self.entries.insert(key.clone(), (self.tick, size));
-        }
+    /// The value of `key`, marked as just used.
+    pub(crate) fn get(&mut self, key: &K) -> Option<&V> {
+        self.entries.get(key).map(|(value, _)| value)
     }
 
-    /// Forgets `key`; true if it was present.
-    pub(crate) fn remove(&mut self, key: &K) -> bool {
-        match self.entries.remove(key) {
-            Some((tick, size)) => {
-                self.order.remove(&tick);
-                self.bytes -= size;
-                true
-            }
-            None => false,
-        }
+    /// The value of `key`, its recency unchanged.
+    pub(crate) fn peek(&self, key: &K) -> Option<&V> {
+        self.entries.peek(key).map(|(value, _)| value)
     }
 
-    /// Removes and returns the least recently used key.
-    pub(crate) fn pop_oldest(&mut self) -> Option<K> {
-        let (_, key) = self.order.pop_first()?;
-        let (_, size) = self.entries.remove(&key).expect("every ordered key has an entry");
+    /// True if `key` has an entry.
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.entries.contains(key)
+    }
+
+    /// Forgets `key`, returning its value.
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        let (value, size) = self.entries.pop(key)?;
         self.bytes -= size;
-        Some(key)
+        Some(value)
+    }
+
+    /// Removes and returns the least recently used entry.
+    pub(crate) fn pop_oldest(&mut self) -> Option<(K, V)> {
+        let (key, (value, size)) = self.entries.pop_lru()?;
+        self.bytes -= size;
+        Some((key, value))
+    }
+
+    /// Every entry, most recently used first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.entries.iter().map(|(key, (value, _))| (key, value))
+    }
+
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Bytes held by all entries.
@@ -71,17 +84,20 @@ mod tests {
     #[test]
     fn the_least_recently_used_entry_goes_first_and_sizes_add_up() {
         let mut lru = Lru::new();
-        lru.insert("a", 10);
-        lru.insert("b", 20);
-        lru.insert("c", 30);
-        lru.touch(&"a");
+        lru.insert("a", 1, 10);
+        lru.insert("b", 2, 20);
+        lru.insert("c", 3, 30);
+        assert_eq!(lru.get(&"a"), Some(&1));
         assert_eq!(lru.bytes(), 60);
-        assert_eq!(lru.pop_oldest(), Some("b"));
-        lru.insert("c", 5);
+        assert_eq!(lru.pop_oldest(), Some(("b", 2)));
+        assert_eq!(lru.insert("c", 4, 5), Some(3));
         assert_eq!(lru.bytes(), 15);
-        assert_eq!(lru.pop_oldest(), Some("a"));
-        assert!(lru.remove(&"c"));
+        // A peek leaves the order as it was: "a" is still the oldest.
+        assert_eq!(lru.peek(&"a"), Some(&1));
+        assert_eq!(lru.pop_oldest(), Some(("a", 1)));
+        assert_eq!(lru.remove(&"c"), Some(4));
+        assert_eq!(lru.remove(&"c"), None);
         assert_eq!(lru.pop_oldest(), None);
-        assert_eq!(lru.bytes(), 0);
+        assert_eq!((lru.bytes(), lru.len()), (0, 0));
     }
 }

@@ -15,7 +15,7 @@
 //! objects, whatever their number. The reservation ends when the writer commits (its bytes then
 //! count in the LRU, which evicts down to the capacity), aborts or is dropped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -43,8 +43,8 @@ struct Shared {
 }
 
 struct State {
-    objects: HashMap<ObjectKey, Stored>,
-    lru: Lru<ObjectKey>,
+    /// Every revision, least recently used first, sized by its bytes.
+    objects: Lru<ObjectKey, Stored>,
     closed: bool,
 }
 
@@ -73,11 +73,7 @@ impl MemoryTier {
                 capacity,
                 write_budget,
                 reserved: AtomicU64::new(0),
-                state: Mutex::new(State {
-                    objects: HashMap::new(),
-                    lru: Lru::new(),
-                    closed: false,
-                }),
+                state: Mutex::new(State { objects: Lru::new(), closed: false }),
             }),
         }
     }
@@ -102,15 +98,25 @@ impl Shared {
 }
 
 impl State {
-    /// The live revision of `key`, dropping it if it expired.
-    fn live(&mut self, key: &ObjectKey, now: Timestamp) -> Option<Stored> {
-        let stored = self.objects.get(key)?;
-        if stored.meta.is_expired(now) {
+    /// The metadata of the live revision of `key`, dropping it if it expired.
+    fn live(&mut self, key: &ObjectKey, now: Timestamp) -> Option<&ObjectMeta> {
+        if self.objects.peek(key)?.meta.is_expired(now) {
             self.objects.remove(key);
-            self.lru.remove(key);
             return None;
         }
-        Some(stored.clone())
+        self.objects.peek(key).map(|stored| &stored.meta)
+    }
+
+    /// The live revision of `key`, marked as just read, dropping it if it expired.
+    fn read(&mut self, key: &ObjectKey, now: Timestamp) -> Option<Stored> {
+        match self.objects.get(key) {
+            Some(stored) if !stored.meta.is_expired(now) => Some(stored.clone()),
+            Some(_) => {
+                self.objects.remove(key);
+                None
+            }
+            None => None,
+        }
     }
 
     fn purge_expired(&mut self, now: Timestamp) {
@@ -122,7 +128,6 @@ impl State {
             .collect();
         for key in expired {
             self.objects.remove(&key);
-            self.lru.remove(&key);
         }
     }
 }
@@ -134,13 +139,8 @@ impl Tier for MemoryTier {
     }
 
     async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
-        let stored = {
-            let mut state = self.state();
-            let Some(stored) = state.live(key, req.now) else {
-                return Ok(Opened::NotFound);
-            };
-            state.lru.touch(key);
-            stored
+        let Some(stored) = self.state().read(key, req.now) else {
+            return Ok(Opened::NotFound);
         };
         let window = match read::resolve_open(&stored.meta, &req.conditions, req.span) {
             Ok(window) => window,
@@ -158,7 +158,7 @@ impl Tier for MemoryTier {
     }
 
     async fn stat(&self, key: &ObjectKey, now: Timestamp) -> Result<Option<ObjectMeta>, TierError> {
-        Ok(self.state().live(key, now).map(|stored| stored.meta))
+        Ok(self.state().live(key, now).cloned())
     }
 
     async fn create(
@@ -174,19 +174,16 @@ impl Tier for MemoryTier {
             TierError::unless_fits(&self.shared.name, size, self.shared.capacity)?;
             reservation.grow_to(size)?;
         }
-        Ok(Box::new(MemoryWriter {
-            reservation,
-            key: key.clone(),
-            new,
-            chunks: Vec::new(),
-            received: 0,
-        }))
+        let buffer = match new.expected_size {
+            // Reserved above, so the whole size fits the budget.
+            Some(size) => Buffer::Sized(BytesMut::with_capacity(size as usize)),
+            None => Buffer::Chunks(Vec::new()),
+        };
+        Ok(Box::new(MemoryWriter { reservation, key: key.clone(), new, buffer, received: 0 }))
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
-        let mut state = self.state();
-        state.lru.remove(key);
-        Ok(state.objects.remove(key).is_some())
+        Ok(self.state().objects.remove(key).is_some())
     }
 
     async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
@@ -194,7 +191,7 @@ impl Tier for MemoryTier {
         state.purge_expired(now);
         Ok(TierStats {
             objects: state.objects.len() as u64,
-            bytes: state.lru.bytes(),
+            bytes: state.objects.bytes(),
             capacity: Some(self.shared.capacity),
         })
     }
@@ -202,7 +199,7 @@ impl Tier for MemoryTier {
     async fn namespaces(&self) -> Result<Vec<String>, TierError> {
         let state = self.state();
         let names: BTreeSet<&str> =
-            state.objects.keys().map(|key| key.namespace.as_str()).collect();
+            state.objects.iter().map(|(key, _)| key.namespace.as_str()).collect();
         Ok(names.into_iter().map(str::to_owned).collect())
     }
 
@@ -266,8 +263,17 @@ struct MemoryWriter {
     reservation: Reservation,
     key: ObjectKey,
     new: NewObject,
-    chunks: Vec<Bytes>,
+    buffer: Buffer,
     received: u64,
+}
+
+/// Where a writer keeps its bytes until the commit.
+enum Buffer {
+    /// The size was announced: one buffer of that size, filled as chunks arrive, so each chunk
+    /// is let go at once and the object never exists twice.
+    Sized(BytesMut),
+    /// The size is unknown: the chunks, joined at the commit.
+    Chunks(Vec<Bytes>),
 }
 
 #[async_trait::async_trait]
@@ -282,24 +288,27 @@ impl TierWriter for MemoryWriter {
         // A refused chunk is neither kept nor counted: the writer stays as it was.
         self.reservation.grow_to(received)?;
         self.received = received;
-        if !chunk.is_empty() {
-            self.chunks.push(chunk);
+        match &mut self.buffer {
+            Buffer::Sized(buffer) => buffer.extend_from_slice(&chunk),
+            Buffer::Chunks(chunks) if !chunk.is_empty() => chunks.push(chunk),
+            Buffer::Chunks(_) => {}
         }
         Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError> {
-        let MemoryWriter { reservation, key, new, chunks, received } = *self;
+        let MemoryWriter { reservation, key, new, buffer, received } = *self;
         let shared = Arc::clone(&reservation.shared);
         if let Some(expected) = new.expected_size
             && expected != received
         {
             return Err(TierError::SizeMismatch { tier: shared.name.clone(), expected, received });
         }
-        // One contiguous buffer, so every later ranged read is a slice of it.
-        let bytes = match <[Bytes; 1]>::try_from(chunks) {
-            Ok([only]) => only,
-            Err(chunks) => {
+        // One contiguous buffer of its own, so every later ranged read is a slice of it and no
+        // stored object holds on to a larger buffer it was received in.
+        let bytes = match buffer {
+            Buffer::Sized(buffer) => buffer.freeze(),
+            Buffer::Chunks(chunks) => {
                 let mut joined = BytesMut::with_capacity(received as usize);
                 for chunk in chunks {
                     joined.extend_from_slice(&chunk);
@@ -318,15 +327,15 @@ impl TierWriter for MemoryWriter {
         if state.closed {
             return Err(TierError::closed(&shared.name));
         }
-        let current = state.live(&key, crate::http::now()).map(|stored| stored.meta);
-        if !new.condition.allows(current.as_ref()) {
+        let current = state.live(&key, crate::http::now());
+        if !new.condition.allows(current) {
             return Err(TierError::PreconditionFailed { tier: shared.name.clone() });
         }
-        state.objects.insert(key.clone(), Stored { meta: meta.clone(), bytes });
-        state.lru.insert(key.clone(), received);
-        while state.lru.bytes() > shared.capacity {
-            let Some(oldest) = state.lru.pop_oldest() else { break };
-            state.objects.remove(&oldest);
+        state.objects.insert(key, Stored { meta: meta.clone(), bytes }, received);
+        while state.objects.bytes() > shared.capacity {
+            if state.objects.pop_oldest().is_none() {
+                break;
+            }
         }
         // Given back only now that the LRU counts the bytes (and has evicted to make room for
         // them), so there is no moment when the buffer is counted nowhere; every earlier return
