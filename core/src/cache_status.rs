@@ -92,23 +92,41 @@ impl CacheStatus {
     pub fn member(&self, tier: TierIdx) -> Option<&Member> {
         self.members.iter().find(|m| m.tier == tier)
     }
-}
 
-impl fmt::Display for CacheStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The field value, what `Display` writes, built straight into one string: every answer
+    /// about an object carries one.
+    pub fn to_field_value(&self) -> String {
+        let mut value = String::with_capacity(32 * self.members.len());
+        self.write_to(&mut value).expect("writing into a String cannot fail");
+        value
+    }
+
+    fn write_to(&self, out: &mut impl fmt::Write) -> fmt::Result {
         // RFC 9211 §2: the member of the cache nearest the origin comes first.
         for (i, member) in self.members.iter().rev().enumerate() {
             if i > 0 {
-                f.write_str(", ")?;
+                out.write_str(", ")?;
             }
-            write!(f, "{member}")?;
+            member.write_to(out)?;
         }
         Ok(())
     }
 }
 
+impl fmt::Display for CacheStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl Member {
+    fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
         write_identifier(f, &self.name)?;
         match self.lookup {
             Lookup::Hit => f.write_str("; hit")?,
@@ -118,7 +136,8 @@ impl fmt::Display for Member {
             Lookup::Failed => f.write_str("; fwd=miss")?,
         }
         if let Some(status) = self.fwd_status {
-            write!(f, "; fwd-status={}", status.as_u16())?;
+            f.write_str("; fwd-status=")?;
+            f.write_str(status.as_str())?;
         }
         match self.copy {
             CopyNote::None => {}
@@ -133,7 +152,8 @@ impl fmt::Display for Member {
             (_, CopyNote::None | CopyNote::Started) => None,
         };
         if let Some(detail) = detail {
-            write!(f, "; detail={detail}")?;
+            f.write_str("; detail=")?;
+            f.write_str(detail)?;
         }
         Ok(())
     }
@@ -141,20 +161,23 @@ impl fmt::Display for Member {
 
 /// A cache identifier is an sf-token when it can be one, else an sf-string (RFC 9211 §2,
 /// RFC 8941 §3.3.3–3.3.4); tier names from the configuration are usually tokens.
-fn write_identifier(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+fn write_identifier(f: &mut impl fmt::Write, name: &str) -> fmt::Result {
     if is_sf_token(name) {
         return f.write_str(name);
     }
-    f.write_str("\"")?;
+    f.write_char('"')?;
     for c in name.chars() {
         match c {
-            '"' | '\\' => write!(f, "\\{c}")?,
+            '"' | '\\' => {
+                f.write_char('\\')?;
+                f.write_char(c)?;
+            }
             // sf-string allows only printable ASCII; anything else is dropped, not escaped.
-            ' '..='~' => write!(f, "{c}")?,
+            ' '..='~' => f.write_char(c)?,
             _ => {}
         }
     }
-    f.write_str("\"")
+    f.write_char('"')
 }
 
 // sf-token = ( ALPHA / "*" ) *( tchar / ":" / "/" ), RFC 8941 §3.3.4.
@@ -187,6 +210,7 @@ mod tests {
         memory.copy = CopyNote::Started;
         let status = CacheStatus { members: vec![memory, member(1, "disk", Lookup::Hit)] };
         assert_eq!(status.to_string(), "disk; hit, memory; fwd=uri-miss; stored");
+        assert_eq!(status.to_field_value(), status.to_string());
     }
 
     #[test]

@@ -351,8 +351,10 @@ const CACHE_UPDATE: &[&str] = &["cache-control", "content-location", "expires", 
 /// expired objects are never served); it is written to the second, rounded down, so a copy
 /// never outlives the original.
 fn validators(meta: &ObjectMeta) -> Vec<(HeaderName, String)> {
-    let mut headers =
-        vec![(ETAG, meta.etag.to_string()), (LAST_MODIFIED, format_http_date(meta.last_modified))];
+    let mut headers = vec![
+        (ETAG, meta.etag.to_field_value()),
+        (LAST_MODIFIED, format_http_date(meta.last_modified)),
+    ];
     if let Some(expires) = meta.expires {
         headers.push((HeaderName::from_static(EXPIRES_HEADER), format_http_date(expires)));
     }
@@ -374,9 +376,14 @@ fn stored(
     })
 }
 
+/// `n` in decimal, in a string of its exact length.
+fn decimal(n: u64) -> String {
+    itoa::Buffer::new().format(n).to_owned()
+}
+
 fn full(meta: &ObjectMeta, with_body: bool) -> ResponsePlan {
     let mut headers =
-        vec![(ACCEPT_RANGES, "bytes".to_owned()), (CONTENT_LENGTH, meta.size.to_string())];
+        vec![(ACCEPT_RANGES, "bytes".to_owned()), (CONTENT_LENGTH, decimal(meta.size))];
     headers.extend(validators(meta));
     headers.extend(stored(meta, |_| true));
     let body = if with_body { Body::Full } else { Body::None };
@@ -388,7 +395,7 @@ fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> Respon
     if let [window] = windows {
         let mut headers = vec![
             (ACCEPT_RANGES, "bytes".to_owned()),
-            (CONTENT_LENGTH, window.len().to_string()),
+            (CONTENT_LENGTH, decimal(window.len())),
             (CONTENT_RANGE, content_range(*window, meta.size)),
         ];
         headers.extend(validators(meta));
@@ -425,7 +432,7 @@ fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> Respon
     let body = Body::Multipart { boundary: boundary.clone(), parts, closing };
     let mut headers = vec![
         (ACCEPT_RANGES, "bytes".to_owned()),
-        (CONTENT_LENGTH, body.len(meta.size).to_string()),
+        (CONTENT_LENGTH, decimal(body.len(meta.size))),
         (CONTENT_TYPE, format!("multipart/byteranges; boundary={boundary}")),
     ];
     headers.extend(validators(meta));

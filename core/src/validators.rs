@@ -2,7 +2,7 @@
 //! comparison (§8.8.3.2), and HTTP dates (§5.6.7).
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,17 @@ impl EntityTag {
     /// Weak comparison (RFC 9110 §8.8.3.2): the opaque parts equal, weakness ignored.
     pub fn weak_eq(&self, other: &EntityTag) -> bool {
         self.opaque == other.opaque
+    }
+
+    /// The tag as a field value (`"xyz"` or `W/"xyz"`), what `Display` writes, built in one
+    /// allocation of the exact size: every answer about an object carries one.
+    pub fn to_field_value(&self) -> String {
+        let prefix = if self.weak { "W/\"" } else { "\"" };
+        let mut value = String::with_capacity(prefix.len() + self.opaque.len() + 1);
+        value.push_str(prefix);
+        value.push_str(&self.opaque);
+        value.push('"');
+        value
     }
 }
 
@@ -135,10 +146,56 @@ pub fn parse_http_date(value: &str) -> Option<Timestamp> {
 /// Formats an instant as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), dropping the
 /// sub-second part; instants past the year 9999, which the format cannot carry, are written as
 /// its last second.
+///
+/// Written here rather than through `httpdate` (which parses): every answer about an object
+/// carries a date, and formatting it through `fmt` cost more than planning the answer.
 pub fn format_http_date(at: Timestamp) -> String {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
     // 253_402_300_799 is 9999-12-31T23:59:59Z, the last instant IMF-fixdate can express.
     let secs = at.as_secs().min(253_402_300_799);
-    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
+    let days = secs / 86_400;
+    let second_of_day = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let two = |n: u64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+    let mut out = [0u8; 29];
+    // The epoch, day 0, was a Thursday.
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    out[3..5].copy_from_slice(b", ");
+    out[5..7].copy_from_slice(&two(day));
+    out[7] = b' ';
+    out[8..11].copy_from_slice(MONTHS[month as usize - 1]);
+    out[11] = b' ';
+    out[12..14].copy_from_slice(&two(year / 100));
+    out[14..16].copy_from_slice(&two(year % 100));
+    out[16] = b' ';
+    out[17..19].copy_from_slice(&two(second_of_day / 3600));
+    out[19] = b':';
+    out[20..22].copy_from_slice(&two(second_of_day / 60 % 60));
+    out[22] = b':';
+    out[23..25].copy_from_slice(&two(second_of_day % 60));
+    out[25..].copy_from_slice(b" GMT");
+    String::from_utf8(out.to_vec()).expect("an IMF-fixdate is ASCII")
+}
+
+/// The proleptic Gregorian (year, month 1–12, day 1–31) of `days` since 1970-01-01, by Howard
+/// Hinnant's `civil_from_days` (eras of 400 years, years starting in March).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shifted to 0000-03-01, the start of an era, so every quantity stays unsigned.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 // OWS = *( SP / HTAB ), RFC 9110 §5.6.3.
@@ -172,6 +229,32 @@ mod tests {
 
     fn tag(s: &str) -> EntityTag {
         EntityTag::parse(s).expect("test tags are valid")
+    }
+
+    #[test]
+    fn http_dates_are_formatted_as_httpdate_formats_them() {
+        use std::time::Duration;
+        let mut secs = vec![0, 59, 86_399, 86_400, 784_111_777, 951_782_400, 4_107_542_400];
+        secs.extend([253_402_300_799, 1_700_000_000, 2_147_483_647, 68_256_000_000]);
+        // Every day of four years around a leap year, at a second that moves through the day.
+        secs.extend((0..1_461).map(|day| 946_684_800 + day * 86_400 + day * 59));
+        let mut rng = fastrand::Rng::with_seed(7);
+        secs.extend((0..10_000).map(|_| rng.u64(..=253_402_300_799)));
+        for secs in secs {
+            let expected = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+            assert_eq!(format_http_date(Timestamp::from_secs(secs)), expected, "{secs}");
+        }
+        assert_eq!(
+            format_http_date(Timestamp::from_secs(u64::MAX / 1_000)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+    }
+
+    #[test]
+    fn a_field_value_is_what_display_writes() {
+        for input in ["\"xyzzy\"", "W/\"xyzzy\"", "\"\""] {
+            assert_eq!(tag(input).to_field_value(), tag(input).to_string());
+        }
     }
 
     #[test]

@@ -27,7 +27,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use rangecache_core::backfill::{self, CopyId, DiscardReason, Mode, MutationKind, Refusal};
-use rangecache_core::cache_status::Lookup;
 use rangecache_core::object::{copy_expires_at, expires_at};
 use rangecache_core::range::Span;
 use rangecache_core::read::{self, TierIdx};
@@ -68,8 +67,6 @@ pub struct Served {
     pub body: Option<ByteStream>,
     /// The `Cache-Status` field value.
     pub cache_status: String,
-    /// When the revision answered expires, if it does.
-    pub expires: Option<Timestamp>,
 }
 
 /// A write, with everything the host supplied (entity-tag, time) already decided.
@@ -128,6 +125,8 @@ pub struct TierStatsEntry {
 /// The tiers and the machines that drive them.
 pub struct Tiered {
     slots: Vec<TierSlot>,
+    /// The tiers' names, nearest first.
+    names: Vec<String>,
     metrics: Arc<Metrics>,
     /// `rangecache_tier_reads_total` of each tier, nearest first.
     read_counters: Vec<TierReadCounters>,
@@ -159,6 +158,7 @@ impl Tiered {
                 .iter()
                 .map(|s| metrics.tier_read_counters(s.tier.name()))
                 .collect(),
+            names: slots.iter().map(|s| s.tier.name().to_owned()).collect(),
             slots,
             metrics,
             backfills: Mutex::new(Backfills {
@@ -180,8 +180,8 @@ impl Tiered {
     }
 
     /// Names of the tiers, nearest first.
-    pub fn names(&self) -> Vec<String> {
-        self.slots.iter().map(|s| s.tier.name().to_owned()).collect()
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// Stores `body` in every tier; visible only once every tier committed.
@@ -923,12 +923,9 @@ impl Tiered {
         // Taken before any tier is opened, so a copy of what this read sees is refused if the
         // key changes meanwhile.
         let seen = self.backfills().manager.generation(key);
-        let names = self.names();
-        let mut machine = read::Machine::new(req.clone(), &names, RangeLimits::default());
+        let mut machine = read::Machine::new(req.clone(), &self.names, RangeLimits::default());
         let mut held: Option<ByteStream> = None;
         let mut tee_copy: Option<CopyId> = None;
-        // The revision each tier answered with, for the expiry passed on to a downstream server.
-        let mut answered: Vec<Option<ObjectMeta>> = vec![None; names.len()];
         while let Some(output) = machine.poll_output() {
             match output {
                 read::Output::OpenTier { tier, span, conditions } => {
@@ -938,9 +935,6 @@ impl Tiered {
                     } else {
                         self.open_for(key, tier, span, conditions, req.now, &mut held).await
                     };
-                    if let read::Input::TierOpened { tier, meta, .. } = &input {
-                        answered[tier.get()] = Some(meta.clone());
-                    }
                     machine.handle_input(input);
                 }
                 read::Output::DropBody { .. } => held = None,
@@ -968,13 +962,7 @@ impl Tiered {
                     for member in &cache_status.members {
                         self.read_counters[member.tier.get()].inc(member.lookup.metric_label());
                     }
-                    let expires = cache_status
-                        .members
-                        .iter()
-                        .find(|member| member.lookup == Lookup::Hit)
-                        .and_then(|member| answered[member.tier.get()].as_ref())
-                        .and_then(|meta| meta.expires);
-                    let cache_status = cache_status.to_string();
+                    let cache_status = cache_status.to_field_value();
                     let body = match source {
                         read::Source::Nothing => None,
                         read::Source::Opened { .. } => {
@@ -1003,7 +991,7 @@ impl Tiered {
                         self.abandon_tee(copy);
                     }
                     let body = body.map(|body| self.guarded(body, operation));
-                    return Ok(Served { plan, body, cache_status, expires });
+                    return Ok(Served { plan, body, cache_status });
                 }
                 read::Output::SendPart { .. } | read::Output::Abort { .. } => {
                     unreachable!("parts are asked for only after Serve")

@@ -105,7 +105,7 @@ pub async fn answer(
         }
     };
     if !reply.has_cache_status() {
-        reply.set_cache_status(cache_status(&state.tiered.names(), handling));
+        reply.set_cache_status(cache_status(state.tiered.names(), handling));
     }
     reply
 }
@@ -183,17 +183,26 @@ fn cache_identifier(name: &str) -> Cow<'_, str> {
 
 /// GET or HEAD.
 async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Reply, ApiError> {
-    let field = |name: header::HeaderName| joined(&req.headers, name);
-    let read = ReadRequest {
-        method: req.method.clone(),
-        if_match: field(header::IF_MATCH)?,
-        if_none_match: field(header::IF_NONE_MATCH)?,
-        if_modified_since: field(header::IF_MODIFIED_SINCE)?,
-        if_unmodified_since: field(header::IF_UNMODIFIED_SINCE)?,
-        range: field(header::RANGE)?,
-        if_range: field(header::IF_RANGE)?,
-        now: now(),
-    };
+    let mut read = ReadRequest::new(req.method.clone(), now());
+    // One pass over the fields rather than a lookup per field the core reads.
+    for (name, value) in &req.headers {
+        let field = if name == header::IF_MATCH {
+            &mut read.if_match
+        } else if name == header::IF_NONE_MATCH {
+            &mut read.if_none_match
+        } else if name == header::IF_MODIFIED_SINCE {
+            &mut read.if_modified_since
+        } else if name == header::IF_UNMODIFIED_SINCE {
+            &mut read.if_unmodified_since
+        } else if name == header::RANGE {
+            &mut read.range
+        } else if name == header::IF_RANGE {
+            &mut read.if_range
+        } else {
+            continue;
+        };
+        join_into(field, name, value)?;
+    }
     let served = state.tiered.read(&key, &read).await?;
     // The plan already carries every header, the revision's expiry included.
     Ok(Reply::plan(served.plan, served.body, served.cache_status))
@@ -346,21 +355,30 @@ fn generate_etag() -> EntityTag {
 
 /// All values of a field joined with ", " (RFC 9110 §5.3), or 400 if one is not text.
 fn joined(headers: &HeaderMap, name: header::HeaderName) -> Result<Option<String>, ApiError> {
-    let mut values = headers.get_all(&name).iter().peekable();
-    if values.peek().is_none() {
-        return Ok(None);
+    let mut joined = None;
+    for value in headers.get_all(&name) {
+        join_into(&mut joined, &name, value)?;
     }
-    let mut out = String::new();
-    for value in values {
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::BadRequest(format!("{name} is not visible ASCII")))?;
-        if !out.is_empty() {
-            out.push_str(", ");
+    Ok(joined)
+}
+
+/// Appends one value of field `name` to the values joined so far (RFC 9110 §5.3), or 400 if it
+/// is not text.
+fn join_into(
+    joined: &mut Option<String>,
+    name: &header::HeaderName,
+    value: &header::HeaderValue,
+) -> Result<(), ApiError> {
+    let text =
+        value.to_str().map_err(|_| ApiError::BadRequest(format!("{name} is not visible ASCII")))?;
+    match joined {
+        None => *joined = Some(text.to_owned()),
+        Some(joined) => {
+            joined.push_str(", ");
+            joined.push_str(text);
         }
-        out.push_str(text);
     }
-    Ok(Some(out))
+    Ok(())
 }
 
 /// The condition the tiers check when they commit this write, as the core decides it from
