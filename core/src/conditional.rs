@@ -4,7 +4,7 @@
 use http::header::{
     ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
 };
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::object::{EXPIRES_HEADER, ObjectMeta, is_stored_header};
@@ -194,7 +194,7 @@ pub fn evaluate_preconditions(req: &RequestHeaders<'_>, meta: &ObjectMeta) -> Pr
     let is_get_or_head = req.method == Method::GET || req.method == Method::HEAD;
     // Steps 1 and 2: If-Unmodified-Since is only looked at when If-Match is absent.
     if let Some(value) = req.if_match {
-        if !EtagList::parse(value).is_some_and(|list| list.matches_strong(&meta.etag)) {
+        if !EtagList::value_matches_strong(value, &meta.etag) {
             return Precondition::Failed;
         }
     } else if let Some(date) = req.if_unmodified_since.and_then(parse_http_date)
@@ -204,7 +204,7 @@ pub fn evaluate_preconditions(req: &RequestHeaders<'_>, meta: &ObjectMeta) -> Pr
     }
     // Steps 3 and 4: a present If-None-Match makes If-Modified-Since irrelevant.
     if let Some(value) = req.if_none_match {
-        if EtagList::parse(value).is_some_and(|list| list.matches_weak(&meta.etag)) {
+        if EtagList::value_matches_weak(value, &meta.etag) {
             return if is_get_or_head { Precondition::NotModified } else { Precondition::Failed };
         }
     } else if is_get_or_head
@@ -253,14 +253,10 @@ fn write_allowed_for(
     current: Option<&EntityTag>,
 ) -> bool {
     let if_match_holds = if_match.is_none_or(|value| {
-        current.is_some_and(|etag| {
-            EtagList::parse(value).is_some_and(|list| list.matches_strong(etag))
-        })
+        current.is_some_and(|etag| EtagList::value_matches_strong(value, etag))
     });
-    let if_none_match_holds = if_none_match.is_none_or(|value| {
-        current
-            .is_none_or(|etag| !EtagList::parse(value).is_some_and(|list| list.matches_weak(etag)))
-    });
+    let if_none_match_holds = if_none_match
+        .is_none_or(|value| current.is_none_or(|etag| !EtagList::value_matches_weak(value, etag)));
     if_match_holds && if_none_match_holds
 }
 
@@ -345,19 +341,28 @@ pub fn multipart_boundary(meta: &ObjectMeta) -> String {
 // sends (§15.3.7); the others describe the representation the client already has.
 const CACHE_UPDATE: &[&str] = &["cache-control", "content-location", "expires", "vary"];
 
-/// ETag, Last-Modified and, when the revision expires, [`EXPIRES_HEADER`]: what every answer
+/// `fields`, then ETag, Last-Modified and, when the revision expires, [`EXPIRES_HEADER`], then
+/// the stored fields passing `keep`: what every answer
 /// describing the revision (200, 206, 304) carries. The expiry lets a downstream rangecache
 /// whose remote tier caches this answer drop its copy when the object expires here (SPEC §3:
 /// expired objects are never served); it is written to the second, rounded down, so a copy
 /// never outlives the original.
-fn validators(meta: &ObjectMeta) -> Vec<(HeaderName, String)> {
-    let mut headers = vec![
-        (ETAG, meta.etag.to_field_value()),
-        (LAST_MODIFIED, format_http_date(meta.last_modified)),
-    ];
+///
+/// The list is allocated once, with room for `fields` first, the validators, then every stored
+/// field passing `keep`.
+fn describing(
+    meta: &ObjectMeta,
+    fields: impl ExactSizeIterator<Item = (HeaderName, String)>,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(HeaderName, String)> {
+    let mut headers = Vec::with_capacity(fields.len() + 3 + meta.headers.len());
+    headers.extend(fields);
+    headers.push((ETAG, meta.etag.to_field_value()));
+    headers.push((LAST_MODIFIED, format_http_date(meta.last_modified)));
     if let Some(expires) = meta.expires {
         headers.push((HeaderName::from_static(EXPIRES_HEADER), format_http_date(expires)));
     }
+    headers.extend(stored(meta, keep));
     headers
 }
 
@@ -371,9 +376,15 @@ fn stored(
 ) -> impl Iterator<Item = (HeaderName, String)> {
     meta.headers.iter().filter(move |(name, _)| keep(name)).filter_map(|(name, value)| {
         let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-        HeaderValue::from_str(value).ok()?;
-        is_stored_header(name.as_str()).then(|| (name, value.clone()))
+        let sendable = is_field_value(value) && is_stored_header(name.as_str());
+        sendable.then(|| (name, value.clone()))
     })
+}
+
+/// True if `value` is a field value `http` accepts (`HeaderValue::from_str`): visible ASCII,
+/// spaces and tabs; checked in place rather than by building a `HeaderValue` to throw away.
+fn is_field_value(value: &str) -> bool {
+    value.bytes().all(|b| (b >= b' ' && b != 0x7f) || b == b'\t')
 }
 
 /// `n` in decimal, in a string of its exact length.
@@ -382,10 +393,8 @@ fn decimal(n: u64) -> String {
 }
 
 fn full(meta: &ObjectMeta, with_body: bool) -> ResponsePlan {
-    let mut headers =
-        vec![(ACCEPT_RANGES, "bytes".to_owned()), (CONTENT_LENGTH, decimal(meta.size))];
-    headers.extend(validators(meta));
-    headers.extend(stored(meta, |_| true));
+    let fields = [(ACCEPT_RANGES, "bytes".to_owned()), (CONTENT_LENGTH, decimal(meta.size))];
+    let headers = describing(meta, fields.into_iter(), |_| true);
     let body = if with_body { Body::Full } else { Body::None };
     ResponsePlan { status: StatusCode::OK, headers, body }
 }
@@ -393,13 +402,12 @@ fn full(meta: &ObjectMeta, with_body: bool) -> ResponsePlan {
 fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> ResponsePlan {
     let keep_stored = |name: &str| !if_range_held || CACHE_UPDATE.contains(&name);
     if let [window] = windows {
-        let mut headers = vec![
+        let fields = [
             (ACCEPT_RANGES, "bytes".to_owned()),
             (CONTENT_LENGTH, decimal(window.len())),
             (CONTENT_RANGE, content_range(*window, meta.size)),
         ];
-        headers.extend(validators(meta));
-        headers.extend(stored(meta, keep_stored));
+        let headers = describing(meta, fields.into_iter(), keep_stored);
         return ResponsePlan {
             status: StatusCode::PARTIAL_CONTENT,
             headers,
@@ -430,14 +438,14 @@ fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> Respon
         return full(meta, true);
     }
     let body = Body::Multipart { boundary: boundary.clone(), parts, closing };
-    let mut headers = vec![
+    let fields = [
         (ACCEPT_RANGES, "bytes".to_owned()),
         (CONTENT_LENGTH, decimal(body.len(meta.size))),
         (CONTENT_TYPE, format!("multipart/byteranges; boundary={boundary}")),
     ];
-    headers.extend(validators(meta));
     // The stored Content-Type moved into the parts (RFC 9110 §14.6).
-    headers.extend(stored(meta, |name| name != "content-type" && keep_stored(name)));
+    let headers =
+        describing(meta, fields.into_iter(), |name| name != "content-type" && keep_stored(name));
     ResponsePlan { status: StatusCode::PARTIAL_CONTENT, headers, body }
 }
 
@@ -461,8 +469,7 @@ fn unsatisfiable(meta: &ObjectMeta) -> ResponsePlan {
 fn not_modified(meta: &ObjectMeta) -> ResponsePlan {
     // RFC 9110 §15.4.5: the validators and the cache-update fields, nothing describing a body
     // (no Content-Length: a 304 answers a conditional request whose client has the content).
-    let mut headers = validators(meta);
-    headers.extend(stored(meta, |name| CACHE_UPDATE.contains(&name)));
+    let headers = describing(meta, std::iter::empty(), |name| CACHE_UPDATE.contains(&name));
     ResponsePlan { status: StatusCode::NOT_MODIFIED, headers, body: Body::None }
 }
 
@@ -506,6 +513,15 @@ mod tests {
             if_range: None,
         };
         assert_eq!(evaluate_preconditions(&req, &meta()), expect, "{method} {fields:?}");
+    }
+
+    #[test]
+    fn a_field_value_is_checked_as_http_checks_it() {
+        use http::HeaderValue;
+        for byte in 0..=u8::MAX {
+            let value = format!("a{}b", char::from(byte));
+            assert_eq!(is_field_value(&value), HeaderValue::from_str(&value).is_ok(), "{byte:#x}");
+        }
     }
 
     #[test]

@@ -176,13 +176,15 @@ impl From<Window> for Span {
 /// empty set, a spec that is not `first-last`, `first-` or `-suffix`, or `last < first`.
 /// Positions too large for a `u64` saturate, which keeps their meaning (past any object).
 pub fn parse_range(value: &str) -> Option<Vec<RangeSpec>> {
-    let (unit, set) = value.trim_matches(is_ows).split_once('=')?;
-    if !unit.eq_ignore_ascii_case("bytes") {
+    // Every delimiter is ASCII, so the value is taken apart as bytes.
+    let value = trim_ows(value.as_bytes());
+    let equals = value.iter().position(|b| *b == b'=')?;
+    if !value[..equals].eq_ignore_ascii_case(b"bytes") {
         return None;
     }
-    let mut specs = Vec::new();
-    for element in set.split(',') {
-        let element = element.trim_matches(is_ows);
+    let mut specs = Vec::with_capacity(1);
+    for element in value[equals + 1..].split(|b| *b == b',') {
+        let element = trim_ows(element);
         if !element.is_empty() {
             specs.push(parse_spec(element)?);
         }
@@ -249,12 +251,20 @@ pub fn unsatisfied_content_range(size: u64) -> String {
 }
 
 // OWS = *( SP / HTAB ), RFC 9110 §5.6.3.
-fn is_ows(c: char) -> bool {
-    c == ' ' || c == '\t'
+/// `bytes` without leading and trailing OWS (RFC 9110 §5.6.3: spaces and tabs).
+fn trim_ows(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
-fn parse_spec(element: &str) -> Option<RangeSpec> {
-    let (first, last) = element.split_once('-')?;
+fn parse_spec(element: &[u8]) -> Option<RangeSpec> {
+    let dash = element.iter().position(|b| *b == b'-')?;
+    let (first, last) = (&element[..dash], &element[dash + 1..]);
     if first.is_empty() {
         return Some(RangeSpec::Suffix(parse_position(last)?));
     }
@@ -272,23 +282,29 @@ fn parse_spec(element: &str) -> Option<RangeSpec> {
 }
 
 /// `1*DIGIT`, saturating at `u64::MAX`.
-fn parse_position(digits: &str) -> Option<u64> {
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+fn parse_position(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(digits.bytes().fold(0u64, |n, b| n.saturating_mul(10).saturating_add(u64::from(b - b'0'))))
+    Some(digits.iter().fold(0u64, |n, b| n.saturating_mul(10).saturating_add(u64::from(b - b'0'))))
 }
 
 /// Numeric order of two `1*DIGIT` strings of any length.
-fn digits_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let a = a.trim_start_matches('0');
-    let b = b.trim_start_matches('0');
+fn digits_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    fn significant(digits: &[u8]) -> &[u8] {
+        let zeros = digits.iter().take_while(|b| **b == b'0').count();
+        &digits[zeros..]
+    }
+    let (a, b) = (significant(a), significant(b));
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// Merges overlapping or nearby windows (RFC 9110 §15.3.7.2 allows coalescing "regardless of
 /// the order"); when nothing merges, the request's order is kept, as §15.3.7.2 recommends.
 fn coalesce(windows: Vec<Window>, gap: u64) -> Vec<Window> {
+    if windows.len() < 2 {
+        return windows;
+    }
     let mut sorted = windows.clone();
     sorted.sort_unstable();
     let mut merged: Vec<Window> = Vec::with_capacity(sorted.len());

@@ -34,8 +34,8 @@ impl EntityTag {
     ///
     /// The `W/` prefix is case-sensitive (RFC 9110 §8.8.3: `weak = %s"W/"`).
     pub fn parse(value: &str) -> Option<EntityTag> {
-        let (tag, rest) = parse_one(value.trim_matches(is_ows))?;
-        rest.is_empty().then_some(tag)
+        let (weak, opaque, rest) = parse_one(value.trim_matches(is_ows))?;
+        rest.is_empty().then(|| EntityTag { weak, opaque: opaque.to_owned() })
     }
 
     /// True if this tag is strong.
@@ -91,25 +91,33 @@ impl EtagList {
     /// §5.6.1); `None` when the value holds no entity-tag, a malformed one, or `*` mixed with
     /// tags.
     pub fn parse(value: &str) -> Option<EtagList> {
-        let value = value.trim_matches(is_ows);
-        if value == "*" {
-            return Some(EtagList::Any);
-        }
         let mut tags = Vec::new();
-        let mut rest = value;
-        loop {
-            rest = rest.trim_start_matches(|c| is_ows(c) || c == ',');
-            if rest.is_empty() {
-                break;
-            }
-            let (tag, after) = parse_one(rest)?;
-            tags.push(tag);
-            rest = after.trim_start_matches(is_ows);
-            if !rest.is_empty() && !rest.starts_with(',') {
-                return None;
-            }
-        }
-        (!tags.is_empty()).then_some(EtagList::Tags(tags))
+        let shape = walk_list(value, |weak, opaque| {
+            tags.push(EntityTag { weak, opaque: opaque.to_owned() });
+        })?;
+        Some(match shape {
+            ListShape::Any => EtagList::Any,
+            ListShape::Tags => EtagList::Tags(tags),
+        })
+    }
+
+    /// True if `value` parses as a list that `tag` matches by strong comparison, or is `*`:
+    /// what `EtagList::parse(value)` then [`EtagList::matches_strong`] say, without
+    /// allocating.
+    pub fn value_matches_strong(value: &str, tag: &EntityTag) -> bool {
+        let mut matched = false;
+        let shape = walk_list(value, |weak, opaque| {
+            matched |= !weak && !tag.weak && opaque == tag.opaque;
+        });
+        shape.is_some_and(|shape| shape == ListShape::Any || matched)
+    }
+
+    /// True if `value` parses as a list that `tag` matches by weak comparison, or is `*`: what
+    /// `EtagList::parse(value)` then [`EtagList::matches_weak`] say, without allocating.
+    pub fn value_matches_weak(value: &str, tag: &EntityTag) -> bool {
+        let mut matched = false;
+        let shape = walk_list(value, |_, opaque| matched |= opaque == tag.opaque);
+        shape.is_some_and(|shape| shape == ListShape::Any || matched)
     }
 
     /// True if `tag` matches a member by strong comparison, or the list is `*` (If-Match,
@@ -209,18 +217,52 @@ fn is_etagc(c: char) -> bool {
 }
 
 /// One entity-tag at the start of `s`, and what follows it.
-fn parse_one(s: &str) -> Option<(EntityTag, &str)> {
+/// One entity-tag at the start of `s`: its weakness, its opaque characters and what follows.
+fn parse_one(s: &str) -> Option<(bool, &str, &str)> {
     let (weak, s) = match s.strip_prefix("W/") {
         Some(rest) => (true, rest),
         None => (false, s),
     };
     let s = s.strip_prefix('"')?;
-    let close = s.find('"')?;
+    let close = s.bytes().position(|b| b == b'"')?;
     let opaque = &s[..close];
     if !opaque.chars().all(is_etagc) {
         return None;
     }
-    Some((EntityTag { weak, opaque: opaque.to_owned() }, &s[close + 1..]))
+    Some((weak, opaque, &s[close + 1..]))
+}
+
+/// What a valid `If-Match` or `If-None-Match` value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListShape {
+    Any,
+    Tags,
+}
+
+/// Walks `*` or `1#entity-tag`, handing each tag's weakness and opaque characters to `visit`
+/// in order; `None` when the value is not a valid list (see [`EtagList::parse`]), in which case
+/// `visit` may have seen the tags before the fault.
+fn walk_list<'a>(value: &'a str, mut visit: impl FnMut(bool, &'a str)) -> Option<ListShape> {
+    let value = value.trim_matches(is_ows);
+    if value == "*" {
+        return Some(ListShape::Any);
+    }
+    let mut any_tag = false;
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches(|c| is_ows(c) || c == ',');
+        if rest.is_empty() {
+            break;
+        }
+        let (weak, opaque, after) = parse_one(rest)?;
+        visit(weak, opaque);
+        any_tag = true;
+        rest = after.trim_start_matches(is_ows);
+        if !rest.is_empty() && !rest.starts_with(',') {
+            return None;
+        }
+    }
+    any_tag.then_some(ListShape::Tags)
 }
 
 #[cfg(test)]
@@ -248,6 +290,36 @@ mod tests {
             format_http_date(Timestamp::from_secs(u64::MAX / 1_000)),
             "Fri, 31 Dec 9999 23:59:59 GMT"
         );
+    }
+
+    #[test]
+    fn matching_a_value_in_place_agrees_with_parsing_it_first() {
+        let values = [
+            "*",
+            " * ",
+            "\"a\"",
+            "W/\"a\"",
+            "\"b\", \"a\"",
+            "\"b\" ,, W/\"a\" ",
+            "\"a\" \"b\"",
+            "\"a",
+            "*, \"a\"",
+            "",
+            " , ",
+            "a",
+            "\"\"",
+            "\"b\", W/\"c\"",
+            "\"a\", bad",
+        ];
+        for value in values {
+            for tag in [tag("\"a\""), tag("W/\"a\""), tag("\"c\""), tag("\"\"")] {
+                let list = EtagList::parse(value);
+                let strong = list.as_ref().is_some_and(|list| list.matches_strong(&tag));
+                let weak = list.as_ref().is_some_and(|list| list.matches_weak(&tag));
+                assert_eq!(EtagList::value_matches_strong(value, &tag), strong, "{value:?} {tag}");
+                assert_eq!(EtagList::value_matches_weak(value, &tag), weak, "{value:?} {tag}");
+            }
+        }
     }
 
     #[test]

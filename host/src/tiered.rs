@@ -467,7 +467,8 @@ impl Tiered {
     fn guarded(&self, body: ByteStream, operation: Operation) -> ByteStream {
         Box::pin(Guarded {
             inner: Some(body),
-            closing: Box::pin(self.closing.clone().cancelled_owned()),
+            closing: self.closing.clone(),
+            wake_on_closing: None,
             _operation: operation,
         })
     }
@@ -507,24 +508,41 @@ impl Drop for Operation {
 /// See [`Tiered::guarded`].
 struct Guarded {
     inner: Option<ByteStream>,
-    closing: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    closing: CancellationToken,
+    /// Wakes the body when closing begins; set up only once the inner body has to wait, so a
+    /// body that is always ready (a memory read) costs no allocation for it.
+    wake_on_closing: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     _operation: Operation,
+}
+
+impl Guarded {
+    fn cut(&mut self) -> Poll<Option<io::Result<Bytes>>> {
+        // Dropping the inner body here releases whatever it holds of the tier.
+        self.inner = None;
+        Poll::Ready(Some(Err(io::Error::other("the server is shutting down"))))
+    }
 }
 
 impl Stream for Guarded {
     type Item = io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.inner.is_none() {
-            return Poll::Ready(None);
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        if this.closing.is_cancelled() {
+            return this.cut();
         }
-        if std::future::Future::poll(self.closing.as_mut(), cx).is_ready() {
-            // Dropping the inner body here releases whatever it holds of the tier.
-            self.inner = None;
-            return Poll::Ready(Some(Err(io::Error::other("the server is shutting down"))));
+        let polled = inner.as_mut().poll_next(cx);
+        if polled.is_pending() {
+            let closing = &this.closing;
+            let wake = this
+                .wake_on_closing
+                .get_or_insert_with(|| Box::pin(closing.clone().cancelled_owned()));
+            if wake.as_mut().poll(cx).is_ready() {
+                return this.cut();
+            }
         }
-        let polled = self.inner.as_mut().map(|inner| inner.as_mut().poll_next(cx));
-        polled.unwrap_or(Poll::Ready(None))
+        polled
     }
 }
 

@@ -70,26 +70,24 @@ enum Route<'a> {
 
 impl Route<'_> {
     fn parse(path: &str) -> Route<'_> {
-        let mut segments = path.trim_start_matches('/').split('/');
-        let mut next = || segments.next();
-        match (next(), next(), next(), next(), next(), next(), next()) {
-            (Some("healthz"), None, ..) => Route::Healthz,
-            (Some("metrics"), None, ..) => Route::Metrics,
-            (Some("api"), Some("v1"), Some("stats"), None, ..) => Route::Stats,
-            (Some("api"), Some("v1"), Some("namespaces"), None, ..) => Route::Namespaces,
-            (Some("api"), Some("v1"), Some("object"), Some(namespace), Some(key), None, _) => {
-                Route::Object(namespace, key)
+        match path.trim_start_matches('/') {
+            "healthz" => Route::Healthz,
+            "metrics" => Route::Metrics,
+            "api/v1/stats" => Route::Stats,
+            "api/v1/namespaces" => Route::Namespaces,
+            other => {
+                let Some(object) = other.strip_prefix("api/v1/object/") else {
+                    return Route::Unknown;
+                };
+                let mut segments = object.split('/');
+                match (segments.next(), segments.next(), segments.next(), segments.next()) {
+                    (Some(namespace), Some(key), None, _) => Route::Object(namespace, key),
+                    (Some(namespace), Some(key), Some("invalidate"), None) => {
+                        Route::Invalidate(namespace, key)
+                    }
+                    _ => Route::Unknown,
+                }
             }
-            (
-                Some("api"),
-                Some("v1"),
-                Some("object"),
-                Some(namespace),
-                Some(key),
-                Some("invalidate"),
-                None,
-            ) => Route::Invalidate(namespace, key),
-            _ => Route::Unknown,
         }
     }
 
@@ -192,6 +190,9 @@ mod tests {
             ("/api/v1/object/ns/key/other", Route::Unknown),
             ("/api/v1/object/ns/key/invalidate/x", Route::Unknown),
             ("/healthz/", Route::Unknown),
+            ("//healthz", Route::Healthz),
+            ("/api/v1/object/ns/", Route::Object("ns", "")),
+            ("/api/v1/objects", Route::Unknown),
             ("/", Route::Unknown),
         ] {
             assert_eq!(Route::parse(path), route, "{path}");
