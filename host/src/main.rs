@@ -51,11 +51,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Lines are written to stderr by a thread of their own, so a request never waits on the
+    // terminal or the log file; none is dropped (a full buffer makes the logger wait), and the
+    // guard flushes what is left when main returns.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("rangecache-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("RANGECACHE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let Command::Serve { config, listen } = cli.command;

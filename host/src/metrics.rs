@@ -138,6 +138,24 @@ impl TierReadCounters {
     }
 }
 
+/// The `rangecache_backfills_total` counter of each event, resolved once (so each is exported
+/// from the start, and a scrape sees zeros rather than nothing).
+#[derive(Clone, Debug)]
+pub struct BackfillCounters {
+    /// `started`.
+    pub started: Counter,
+    /// `deduped`.
+    pub deduped: Counter,
+    /// `committed`.
+    pub committed: Counter,
+    /// `discarded`.
+    pub discarded: Counter,
+    /// `cancelled`.
+    pub cancelled: Counter,
+    /// `skipped`.
+    pub skipped: Counter,
+}
+
 /// The server's metric families.
 pub struct Metrics {
     registry: Registry,
@@ -155,6 +173,8 @@ pub struct Metrics {
     pub tier_writes: Family<TierWriteLabels, Counter>,
     /// Backfill lifecycle events.
     pub backfills: Family<BackfillLabels, Counter>,
+    /// `backfills`' counters, one per event, resolved once.
+    pub backfill_events: BackfillCounters,
     /// Backfills currently copying.
     pub backfills_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Bytes copied into tier 0 by committed backfills and tees.
@@ -189,6 +209,15 @@ impl Default for Metrics {
         registry.register("tier_writes", "Tier writes, by tier and result", tier_writes.clone());
         let backfills = Family::<BackfillLabels, Counter>::default();
         registry.register("backfills", "Backfill lifecycle events", backfills.clone());
+        let event = |event| backfills.get_or_create(&BackfillLabels { event }).clone();
+        let backfill_events = BackfillCounters {
+            started: event("started"),
+            deduped: event("deduped"),
+            committed: event("committed"),
+            discarded: event("discarded"),
+            cancelled: event("cancelled"),
+            skipped: event("skipped"),
+        };
         let backfills_in_flight = Gauge::default();
         registry.register(
             "backfills_in_flight",
@@ -210,6 +239,7 @@ impl Default for Metrics {
             tier_reads,
             tier_writes,
             backfills,
+            backfill_events,
             backfills_in_flight,
             backfill_bytes,
             request_counters: (0..Route::ALL.len() * METHODS.len() * STATUSES.len())
@@ -248,16 +278,6 @@ impl Metrics {
         self.tier_writes.get_or_create(&TierWriteLabels { tier: tier.to_owned(), result }).inc();
     }
 
-    /// Counts one backfill event.
-    pub fn backfill(&self, event: &'static str) {
-        self.backfills_by(event, 1);
-    }
-
-    /// Counts `n` backfill events of one kind (the family shows every event once seen).
-    pub fn backfills_by(&self, event: &'static str, n: u64) {
-        self.backfills.get_or_create(&BackfillLabels { event }).inc_by(n);
-    }
-
     /// Where the counters of (route, method, status) are kept, if they are kept.
     fn request_slot(route: Route, method: &Method, status: u16) -> Option<usize> {
         let route = Route::ALL.iter().position(|r| *r == route)?;
@@ -294,7 +314,7 @@ mod tests {
         metrics.request(Route::Object, &Method::GET, 206);
         metrics.request(Route::Other, &Method::PATCH, 418);
         metrics.tier_read_counters("memory").inc("miss");
-        metrics.backfill("started");
+        metrics.backfill_events.started.inc();
         metrics.response_bytes.inc_by(10);
         let text = metrics.encode();
         for line in [

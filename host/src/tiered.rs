@@ -139,20 +139,14 @@ pub struct Tiered {
     /// Requests touching the tiers right now, and a wake-up when the count reaches zero.
     operations: [std::sync::atomic::AtomicUsize; 2],
     idle: Notify,
-    /// Striped locks serializing the commit phase of writes of one key (64 stripes keep
-    /// unrelated keys from waiting on each other).
-    commit_locks: Vec<tokio::sync::Mutex<()>>,
-    lock_hasher: std::collections::hash_map::RandomState,
+    /// Serializes the commit phase of mutations of one key (see [`KeyLocks`]).
+    commit_locks: KeyLocks,
 }
 
 impl Tiered {
     /// A driver over `slots`, nearest first.
     pub fn new(slots: Vec<TierSlot>, metrics: Arc<Metrics>) -> Tiered {
         assert!(!slots.is_empty(), "configuration guarantees at least one tier");
-        // Every event is exported from the start, so a scrape sees zeros rather than nothing.
-        for event in ["started", "deduped", "committed", "discarded", "cancelled", "skipped"] {
-            metrics.backfills_by(event, 0);
-        }
         Tiered {
             read_counters: slots
                 .iter()
@@ -174,8 +168,7 @@ impl Tiered {
             closing: CancellationToken::new(),
             operations: Default::default(),
             idle: Notify::new(),
-            commit_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
-            lock_hasher: std::collections::hash_map::RandomState::new(),
+            commit_locks: KeyLocks::default(),
         }
     }
 
@@ -293,7 +286,7 @@ impl Tiered {
         }
         // Concurrent writes of one key commit one after the other, each deepest first, so every
         // tier ends with the same revision.
-        let _commits = self.commit_lock(key).lock().await;
+        let _commits = self.commit_locks.lock(key).await;
         if self.closing.is_cancelled() {
             // The tiers are closing: committing now could write into a closed tier.
             abort_all(writers).await;
@@ -334,18 +327,11 @@ impl Tiered {
         Ok(meta.expect("the authoritative tier committed"))
     }
 
-    fn commit_lock(&self, key: &ObjectKey) -> &tokio::sync::Mutex<()> {
-        let mut hasher = std::hash::BuildHasher::build_hasher(&self.lock_hasher);
-        std::hash::Hash::hash(key, &mut hasher);
-        let stripe = std::hash::Hasher::finish(&hasher) % self.commit_locks.len() as u64;
-        &self.commit_locks[usize::try_from(stripe).expect("a stripe index fits usize")]
-    }
-
     /// Removes the object from every tier; true if any tier held it.
     pub async fn delete(self: &Arc<Self>, key: &ObjectKey) -> Result<bool, ApiError> {
         let _operation = self.enter(OpKind::Mutation)?;
         let _mutation = self.start_mutation(key, MutationKind::Delete).await?;
-        let _commits = self.commit_lock(key).lock().await;
+        let _commits = self.commit_locks.lock(key).await;
         let mut existed = false;
         // Nearest first: once the authoritative copy is gone nothing can bring it back, and a
         // nearer copy that outlived it would be served.
@@ -359,7 +345,7 @@ impl Tiered {
     pub async fn invalidate(self: &Arc<Self>, key: &ObjectKey) -> Result<(), ApiError> {
         let _operation = self.enter(OpKind::Mutation)?;
         let _mutation = self.start_mutation(key, MutationKind::Invalidate).await?;
-        let _commits = self.commit_lock(key).lock().await;
+        let _commits = self.commit_locks.lock(key).await;
         for slot in &self.slots[..self.slots.len() - 1] {
             slot.tier.invalidate(key).await?;
         }
@@ -478,6 +464,50 @@ impl Tiered {
         // Reap finished copies so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(task);
+    }
+}
+
+/// One lock per key with a commit under way or waiting: concurrent writes of a key commit one
+/// after the other, each deepest first, so every tier ends with the same revision, while keys
+/// never wait for each other (a slow multipart completion holds up only its own key). An entry
+/// lives as long as someone holds or waits for it.
+#[derive(Default)]
+struct KeyLocks {
+    held: Mutex<HashMap<ObjectKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyLocks {
+    /// Waits for `key`'s lock; released when the guard is dropped.
+    async fn lock(&self, key: &ObjectKey) -> KeyLockGuard<'_> {
+        let lock = self.map().entry(key.clone()).or_default().clone();
+        // The guard exists before the wait, so a cancelled wait still gives the entry back.
+        let mut guard = KeyLockGuard { locks: self, key: key.clone(), lock, held: None };
+        guard.held = Some(Arc::clone(&guard.lock).lock_owned().await);
+        guard
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<ObjectKey, Arc<tokio::sync::Mutex<()>>>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// See [`KeyLocks::lock`].
+struct KeyLockGuard<'a> {
+    locks: &'a KeyLocks,
+    key: ObjectKey,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for KeyLockGuard<'_> {
+    fn drop(&mut self) {
+        self.held = None;
+        let mut map = self.locks.map();
+        // Every holder or waiter took its clone under this lock: the map's and ours alone mean
+        // nobody else wants the key.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
     }
 }
 
@@ -674,14 +704,14 @@ impl Tiered {
     fn export_counters(&self, backfills: &mut Backfills) {
         let now = backfills.manager.counters().clone();
         let before = &backfills.exported;
-        let m = &self.metrics;
-        m.backfills_by("started", now.started - before.started);
-        m.backfills_by("deduped", now.deduped - before.deduped);
-        m.backfills_by("committed", now.committed - before.committed);
-        m.backfills_by("cancelled", now.cancelled - before.cancelled);
-        m.backfills_by("skipped", now.skipped - before.skipped);
-        m.backfills_by("discarded", now.discarded_total() - before.discarded_total());
-        m.backfills_in_flight.set(backfills.manager.n_in_flight() as i64);
+        let events = &self.metrics.backfill_events;
+        events.started.inc_by(now.started - before.started);
+        events.deduped.inc_by(now.deduped - before.deduped);
+        events.committed.inc_by(now.committed - before.committed);
+        events.cancelled.inc_by(now.cancelled - before.cancelled);
+        events.skipped.inc_by(now.skipped - before.skipped);
+        events.discarded.inc_by(now.discarded_total() - before.discarded_total());
+        self.metrics.backfills_in_flight.set(backfills.manager.n_in_flight() as i64);
         backfills.exported = now;
     }
 
@@ -1159,5 +1189,38 @@ impl Multipart {
                 None => return self.closing.take().map(Ok),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rangecache_core::{Key, Namespace};
+
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey {
+            namespace: Namespace::parse("ns").expect("valid"),
+            key: Key::from_segment(name),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_lock_serializes_one_key_only_and_leaves_nothing_behind() {
+        let locks = KeyLocks::default();
+        let first = locks.lock(&key("a")).await;
+        // Another key is free at once.
+        let other = locks.lock(&key("b")).await;
+        // The same key waits for the first holder.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), locks.lock(&key("a"))).await;
+        assert!(waiting.is_err(), "a second lock of one key waits for the first");
+        drop(first);
+        let second = locks.lock(&key("a")).await;
+        assert_eq!(locks.map().len(), 2);
+        drop((second, other));
+        // The cancelled wait above gave its entry back too.
+        assert!(locks.map().is_empty(), "no entry outlives its holders and waiters");
     }
 }
