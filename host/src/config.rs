@@ -23,6 +23,16 @@ pub const DEFAULT_DISK_PATH: &str = "./rangecache-data";
 /// object expires (a cachew server sends no `Rangecache-Expires`): one hour.
 pub const DEFAULT_COPY_TTL: Duration = Duration::from_secs(3600);
 
+/// How long a request's head may take to arrive when the file does not say; it is also how
+/// long an idle keep-alive connection is kept (hyper's default).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an upload may send nothing when the file does not say (nginx's
+/// `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most connections served at once when the file does not say; more wait in the kernel's
+/// accept queue.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
 /// A configuration that was read and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -30,10 +40,36 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Largest object a write may store, in bytes.
     pub max_object_size: u64,
+    /// Bounds on what a client may hold of the server.
+    pub limits: Limits,
     /// Bearer tokens; `None` leaves the server open.
     pub auth: Option<Auth>,
     /// Tiers, nearest first; the last is authoritative.
     pub tiers: Vec<TierConfig>,
+}
+
+/// Bounds on what a client may hold of the server: time to send a request and connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// A request's whole head must arrive within this, counted from when the server starts
+    /// waiting for it (the connection's start, or the end of the previous response), so it
+    /// also closes idle keep-alive connections; a client trickling its head byte by byte is
+    /// cut off at the deadline.
+    pub header_timeout: Duration,
+    /// An upload that sends no byte for this long is abandoned and stores nothing.
+    pub body_timeout: Duration,
+    /// Most connections served at once; past it the server accepts no more until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// Bearer tokens (SPEC §5).
@@ -106,6 +142,7 @@ impl Config {
         let config = Config {
             listen: listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address")),
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            limits: Limits::default(),
             auth: None,
             tiers: vec![
                 TierConfig {
@@ -147,9 +184,18 @@ impl Config {
 struct FileConfig {
     listen: Option<String>,
     max_object_size: Option<String>,
+    limits: Option<FileLimits>,
     auth: Option<FileAuth>,
     #[serde(default)]
     tier: Vec<FileTier>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +235,10 @@ impl FileConfig {
             Some(text) => parse_size("max_object_size", text)?,
             None => DEFAULT_MAX_OBJECT_SIZE,
         };
+        let limits = match self.limits {
+            None => Limits::default(),
+            Some(limits) => limits.check()?,
+        };
         let auth = match self.auth {
             None => None,
             Some(auth) => {
@@ -216,7 +266,32 @@ impl FileConfig {
             }
             tiers.push(tier);
         }
-        Ok(Config { listen, max_object_size, auth, tiers })
+        Ok(Config { listen, max_object_size, limits, auth, tiers })
+    }
+}
+
+impl FileLimits {
+    fn check(self) -> Result<Limits, ConfigError> {
+        let duration = |field: &str, text: Option<String>, default: Duration| match text {
+            Some(text) => parse_duration(field, &text),
+            None => Ok(default),
+        };
+        let max_connections = match self.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| err("limits.max_connections", format!("{n} is not at least 1")))?,
+        };
+        Ok(Limits {
+            header_timeout: duration(
+                "limits.header_timeout",
+                self.header_timeout,
+                DEFAULT_HEADER_TIMEOUT,
+            )?,
+            body_timeout: duration("limits.body_timeout", self.body_timeout, DEFAULT_BODY_TIMEOUT)?,
+            max_connections,
+        })
     }
 }
 
@@ -509,6 +584,25 @@ prefix = "rangecache/"
         check_error(
             "listen='nowhere'\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",
             "listen",
+        );
+        let memory = "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'";
+        check_error(&format!("[limits]\nheader_timeout='soon'\n{memory}"), "limits.header_timeout");
+        check_error(&format!("[limits]\nbody_timeout='0s'\n{memory}"), "limits.body_timeout");
+        check_error(&format!("[limits]\nmax_connections=0\n{memory}"), "limits.max_connections");
+        check_error(&format!("[limits]\nidle=1\n{memory}"), "idle (line 2)");
+        let limits = Config::parse(
+            &format!("[limits]\nheader_timeout='2s'\nmax_connections=10\n{memory}"),
+            None,
+        )
+        .expect("valid")
+        .limits;
+        assert_eq!(
+            limits,
+            Limits {
+                header_timeout: Duration::from_secs(2),
+                body_timeout: DEFAULT_BODY_TIMEOUT,
+                max_connections: 10,
+            }
         );
         check_error(
             "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",

@@ -90,6 +90,7 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    raise_file_limit(config.limits.max_connections);
     let metrics = Arc::new(Metrics::default());
     let slots = match rangecache::build_tiers(&config).await {
         Ok(slots) => slots,
@@ -101,6 +102,7 @@ async fn serve(config: Config) -> ExitCode {
         metrics,
         auth: config.auth.clone(),
         max_object_size: config.max_object_size,
+        limits: config.limits,
     });
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
@@ -144,6 +146,37 @@ async fn serve(config: Config) -> ExitCode {
     tiered.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Descriptors a server needs beside its connections: listening socket, log, tiers' open files
+/// (a disk tier keeps up to 1,024), upstream connections.
+const FILES_BESIDE_CONNECTIONS: u64 = 2048;
+
+/// Raises the soft limit on open files to the hard limit, as a server that holds thousands of
+/// connections must (the soft limit is often 1,024), and warns when even that leaves too few
+/// descriptors for `max_connections`.
+fn raise_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+    let current = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => limit.maximum,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+            limit.current
+        }
+    };
+    let wanted = max_connections as u64 + FILES_BESIDE_CONNECTIONS;
+    if let Some(current) = current
+        && current < wanted
+    {
+        tracing::warn!(
+            open_file_limit = current,
+            max_connections,
+            "the open-file limit may run out before limits.max_connections; raise it \
+             (ulimit -n) or lower limits.max_connections"
+        );
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -11,9 +11,11 @@ mod object;
 mod render;
 pub mod server;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, TryStreamExt};
@@ -21,7 +23,7 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::config::Auth;
+use crate::config::{Auth, Limits};
 use crate::metrics::{self, Metrics};
 use crate::tiered::Tiered;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     pub auth: Option<Auth>,
     /// Largest object a write may store.
     pub max_object_size: u64,
+    /// Timeouts and the connection bound.
+    pub limits: Limits,
 }
 
 /// The request body as a write sees it: chunks, or an error when the client went away.
@@ -159,10 +163,43 @@ async fn dispatch(
     }
 }
 
-/// The request body as a stream of chunks; an error means the client went away or broke the
-/// framing.
-fn body_stream(body: Incoming) -> RequestBody {
-    Box::pin(body.into_data_stream().map_err(std::io::Error::other))
+/// The request body as a stream of chunks; an error means the client went away, broke the
+/// framing or sent nothing for `idle` (its bytes are then not waited for any longer).
+fn body_stream(body: Incoming, idle: Duration) -> RequestBody {
+    Box::pin(IdleLimited {
+        inner: body.into_data_stream().map_err(std::io::Error::other),
+        idle,
+        deadline: Box::pin(tokio::time::sleep(idle)),
+    })
+}
+
+/// A request body that fails once it has sent nothing for `idle`.
+struct IdleLimited<S> {
+    inner: S,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for IdleLimited<S> {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(item) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(item)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no byte of the body arrived for {:?}", this.idle),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// Accepts GET and HEAD, the only methods of the read-only routes.

@@ -220,7 +220,7 @@ async fn write(
     body: Incoming,
     handling: &mut Handling,
 ) -> Result<Reply, ApiError> {
-    let mut body = super::body_stream(body);
+    let mut body = super::body_stream(body, state.limits.body_timeout);
     let headers = &req.headers;
     let content_length = match headers.get(header::CONTENT_LENGTH) {
         None => None,

@@ -16,6 +16,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use super::AppState;
 
@@ -25,13 +26,24 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `listener` until `stop` resolves, then stops accepting, lets every connection finish
 /// the request it is serving (idle ones are closed at once) and returns when all are closed.
+///
+/// At most `state.limits.max_connections` connections are served at once: past it the loop
+/// accepts nothing until one closes, and new clients wait in the kernel's accept queue. A
+/// request's head must arrive within `state.limits.header_timeout` of the server starting to
+/// wait for it (hyper's header read timeout, which also ends idle keep-alive connections).
 pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    // hyper's read timeouts (a request head must arrive within 30 s by default) need a timer.
-    http.timer(TokioTimer::new());
+    http.timer(TokioTimer::new()).header_read_timeout(state.limits.header_timeout);
+    let slots = Arc::new(Semaphore::new(state.limits.max_connections));
     tokio::pin!(stop);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => {
+                slot.expect("the connection semaphore is never closed")
+            }
+            () = &mut stop => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
@@ -58,6 +70,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: impl Futur
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
