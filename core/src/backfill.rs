@@ -23,8 +23,9 @@
 //!                                           Commit once all is written after the source's EOF
 //! SourceEnded { copy }                      Commit, or Discard { SizeMismatch }
 //! SourceFailed / WriterFailed / ClientClosed Discard { SourceFailed | WriterFailed | EarlyClose }
-//! CommitFinished { copy, committed }        (counts; a commit advances the generation; may
-//!                                           finish a shutdown or free a mutation)
+//! CommitFinished { copy, committed }        Finished { copy } (counts; a commit advances the
+//!                                           generation; may finish a shutdown or free a
+//!                                           mutation)
 //! MutationStarted { key, kind }             Cancel { copy } of the key's copy in flight, then
 //!                                           ProceedWithMutation { key } once no commit of the
 //!                                           key is under way
@@ -47,8 +48,11 @@
 //!                                  │ ChunkWritten until written == expected
 //!                                  │ generation current, not shutting down ──► Commit
 //!                                  ▼
-//!                                Committing ──CommitFinished──► (gone; if committed, remembered
-//!                                                                 as the key's fill)
+//!                                Committing ──CommitFinished──► Finished (gone; if committed,
+//!                                                                 remembered as the key's fill)
+//!
+//!   Every copy started ends with exactly one Finished or one Discard (other than Stale), so
+//!   the host can forget whatever it keeps per copy at that output.
 //!
 //!   Copying / Flushing ──MutationStarted or ShutdownRequested──► Cancel ► Cancelling
 //!   Cancelling ──any report that the host task ended──► Discard(Superseded | ShuttingDown)
@@ -279,6 +283,12 @@ pub enum Output {
     },
     /// Commit tier 0's writer of `copy`, then report [`Input::CommitFinished`].
     Commit {
+        /// The copy.
+        copy: CopyId,
+    },
+    /// Copy `copy` is over: its commit was reported with [`Input::CommitFinished`], whether
+    /// tier 0 took it or not. Forget what is kept for it; nothing more will be asked of it.
+    Finished {
         /// The copy.
         copy: CopyId,
     },
@@ -772,6 +782,8 @@ impl Manager {
                 } else {
                     self.counters.discarded[DiscardReason::WriterFailed.index()] += 1;
                 }
+                // Before what the removal may free (a waiting mutation, the end of a shutdown).
+                self.outputs.push_back(Output::Finished { copy });
                 self.remove(copy);
             }
             // A commit never asked for: treat the copy as failed rather than trust it.
@@ -1098,6 +1110,7 @@ mod tests {
             Output::Refuse { why, .. } => format!("Refuse({why:?})"),
             Output::Cancel { copy } => format!("Cancel({})", copy.0),
             Output::Commit { copy } => format!("Commit({})", copy.0),
+            Output::Finished { copy } => format!("Finished({})", copy.0),
             Output::Discard { copy, why } => format!("Discard({}, {why:?})", copy.0),
             Output::ProceedWithMutation { .. } => "ProceedWithMutation".to_owned(),
             Output::ShutdownComplete => "ShutdownComplete".to_owned(),
@@ -1113,7 +1126,7 @@ mod tests {
         s.feed(Input::ChunkWritten { copy: CopyId(0), bytes: 4 });
         s.expect(&["Commit(0)"]);
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
-        s.expect(&[]);
+        s.expect(&["Finished(0)"]);
         assert_eq!(s.manager.counters().committed, 1);
         assert_eq!(s.manager.n_in_flight(), 0);
     }
@@ -1213,7 +1226,7 @@ mod tests {
         // A late report about the committing copy changes nothing.
         s.feed(Input::ClientClosed { copy: CopyId(0) });
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
-        s.expect(&["ProceedWithMutation"]);
+        s.expect(&["Finished(0)", "ProceedWithMutation"]);
     }
 
     #[test]
@@ -1232,6 +1245,7 @@ mod tests {
             "Cancel(0)",
             "Refuse(ShuttingDown)",
             "Discard(0, ShuttingDown)",
+            "Finished(1)",
             "ShutdownComplete",
             "ShutdownComplete",
         ]);
@@ -1279,6 +1293,7 @@ mod tests {
         s.expect(&[
             "StartCopy(0)",
             "Commit(0)",
+            "Finished(0)",
             "Refuse(Deduplicated { copy: CopyId(0) })",
             "StartCopy(1)",
         ]);
@@ -1294,7 +1309,13 @@ mod tests {
         s.ask("a", first, revision("v1", 10)).fill(0, 10);
         s.ask("a", second, revision("v2", 10));
         s.ask("a", second, revision("v1", 11));
-        s.expect(&["StartCopy(0)", "Commit(0)", "Refuse(Superseded)", "Refuse(Superseded)"]);
+        s.expect(&[
+            "StartCopy(0)",
+            "Commit(0)",
+            "Finished(0)",
+            "Refuse(Superseded)",
+            "Refuse(Superseded)",
+        ]);
     }
 
     #[test]
@@ -1305,7 +1326,7 @@ mod tests {
         s.ask("a", first, meta(4)).copy(0, 4).feed(Input::SourceEnded { copy: CopyId(0) });
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: false });
         s.ask("a", second, meta(4));
-        s.expect(&["StartCopy(0)", "Commit(0)", "StartCopy(1)"]);
+        s.expect(&["StartCopy(0)", "Commit(0)", "Finished(0)", "StartCopy(1)"]);
     }
 
     #[test]
@@ -1321,6 +1342,7 @@ mod tests {
         s.expect(&[
             "StartCopy(0)",
             "Commit(0)",
+            "Finished(0)",
             "ProceedWithMutation",
             "Refuse(Superseded)",
             "Refuse(Superseded)",
@@ -1343,6 +1365,7 @@ mod tests {
         s.expect(&[
             "StartCopy(0)",
             "Commit(0)",
+            "Finished(0)",
             "ProceedWithMutation",
             "Refuse(KeyChanging)",
             "Refuse(Superseded)",
@@ -1385,7 +1408,13 @@ mod tests {
         let seen = s.manager.generation(&key("a"));
         s.ask("a", seen, meta(2)).fill(0, 2).feed(Input::ShutdownRequested);
         s.ask("a", seen, meta(2));
-        s.expect(&["StartCopy(0)", "Commit(0)", "ShutdownComplete", "Refuse(ShuttingDown)"]);
+        s.expect(&[
+            "StartCopy(0)",
+            "Commit(0)",
+            "Finished(0)",
+            "ShutdownComplete",
+            "Refuse(ShuttingDown)",
+        ]);
     }
 
     #[test]

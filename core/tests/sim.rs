@@ -368,6 +368,8 @@ struct Sim {
     /// Copies that finished, for late reports.
     finished: Vec<CopyId>,
     shutdown_requested: bool,
+    /// The copy whose commit was just reported, until its `Finished` arrives.
+    awaiting_finish: Option<CopyId>,
     shutdown_complete: bool,
     log: VecDeque<String>,
     stats: Stats,
@@ -414,6 +416,7 @@ impl Sim {
             finished: Vec::new(),
             shutdown_requested: false,
             shutdown_complete: false,
+            awaiting_finish: None,
             log: VecDeque::new(),
             stats: Stats {
                 refused: BTreeMap::new(),
@@ -1233,10 +1236,14 @@ impl Sim {
             self.finished.push(copy);
         }
         let in_flight = self.manager.n_in_flight();
+        self.awaiting_finish = Some(copy);
         self.manager.handle_input(backfill::Input::CommitFinished { copy, committed });
         self.dispatch_manager();
         if self.manager.n_in_flight() + 1 != in_flight {
             self.fail(&format!("{copy} still alive after CommitFinished"));
+        }
+        if self.awaiting_finish.is_some() {
+            self.fail(&format!("{copy} got no Finished after its commit was reported"));
         }
         if committed && self.tiers[0][key] != Some(version) {
             self.fail("tier 0 does not hold the version just committed");
@@ -1346,6 +1353,12 @@ impl Sim {
                     }
                 }
                 backfill::Output::Commit { copy } => self.decide_commit(copy),
+                backfill::Output::Finished { copy } => {
+                    self.note(format!("{copy} finished"));
+                    if self.awaiting_finish.take() != Some(copy) {
+                        self.fail(&format!("{copy} finished without its commit being reported"));
+                    }
+                }
                 backfill::Output::Discard { copy, why } => self.discard(copy, why),
                 backfill::Output::ProceedWithMutation { key } => {
                     let idx = (0..N_KEYS).find(|k| object_key(*k) == key).expect("a sim key");

@@ -673,6 +673,9 @@ impl Tiered {
                         let _ = handle.commands.send(CopyCommand::Commit);
                     }
                 }
+                backfill::Output::Finished { copy } => {
+                    backfills.copies.remove(&copy);
+                }
                 backfill::Output::Discard { copy, why } => {
                     if let Some(handle) = backfills.copies.remove(&copy) {
                         let _ = handle.commands.send(CopyCommand::Discard);
@@ -877,9 +880,12 @@ impl Tiered {
         let job = self.backfills().pending_tees.remove(&copy);
         let Some(job) = job else { return body };
         // Unbounded, yet bounded in fact: the manager discards a copy whose backlog (read by the
-        // tee, not yet written by the task) passes its byte bound, which closes this channel.
+        // tee, not yet written by the task) passes its byte bound, which closes this channel,
+        // and once the copy is cancelled the tee sends nothing more (the manager no longer
+        // counts what is read then).
         let (sink, mut chunks) = mpsc::unbounded_channel::<Bytes>();
         let remaining = job.meta.size;
+        let cancelled = job.token.clone();
         let this = self.clone();
         self.spawn(async move {
             let source = futures::stream::poll_fn(move |cx| {
@@ -887,7 +893,8 @@ impl Tiered {
             });
             this.run_copy(job, Box::pin(source), false).await;
         });
-        let mut tee = Tee { inner: body, copy, tiered: self.clone(), sink: Some(sink), remaining };
+        let mut tee =
+            Tee { inner: body, copy, tiered: self.clone(), sink: Some(sink), cancelled, remaining };
         if remaining == 0 {
             // An empty object is whole before any byte flows.
             tee.ended();
@@ -902,6 +909,9 @@ struct Tee {
     copy: CopyId,
     tiered: Arc<Tiered>,
     sink: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Cancelled with the copy: the tee then stops feeding it, and the copy's task reports its
+    /// end.
+    cancelled: CancellationToken,
     /// Bytes of the object not seen yet. The server stops polling a body once it has sent
     /// Content-Length bytes, so the last byte, not the stream's end, is the source's EOF.
     remaining: u64,
@@ -924,6 +934,9 @@ impl Stream for Tee {
         match &polled {
             Poll::Pending => {}
             Poll::Ready(Some(Ok(chunk))) => {
+                if self.cancelled.is_cancelled() {
+                    self.sink = None;
+                }
                 if self.sink.is_some() {
                     // Report before sending, so the task never writes more than was read.
                     let bytes = chunk.len() as u64;
@@ -1205,6 +1218,241 @@ mod tests {
             namespace: Namespace::parse("ns").expect("valid"),
             key: Key::from_segment(name),
         }
+    }
+
+    /// A driver over two memory tiers, with `n_keys` objects of `size` bytes in tier 1 only.
+    async fn cold_tiers(n_keys: usize, size: usize) -> Arc<Tiered> {
+        let near: Arc<dyn Tier> = Arc::new(crate::storage::MemoryTier::new("near", 1 << 30));
+        let far: Arc<dyn Tier> = Arc::new(crate::storage::MemoryTier::new("far", 1 << 30));
+        for n in 0..n_keys {
+            let new = NewObject {
+                etag: EntityTag::strong(format!("v{n}")).expect("valid"),
+                last_modified: Timestamp::from_secs(1_700_000_000),
+                headers: Vec::new(),
+                expires: None,
+                condition: WriteCondition::None,
+                expected_size: Some(size as u64),
+            };
+            let mut writer = far.create(&key(&format!("k{n}")), new).await.expect("create");
+            writer.write(Bytes::from(vec![n as u8; size])).await.expect("write");
+            writer.commit().await.expect("commit");
+        }
+        let slots = [near, far].map(|tier| TierSlot { tier, max_ttl: None });
+        Arc::new(Tiered::new(slots.into(), Arc::new(Metrics::default())))
+    }
+
+    /// Reads `key` whole (a tee into tier 0) or one byte of it (a background copy), to the end.
+    async fn read_to_end(tiered: &Arc<Tiered>, key: &ObjectKey, ranged: bool) {
+        let mut req = ReadRequest::new(http::Method::GET, crate::http::now());
+        if ranged {
+            req.range = Some("bytes=0-0".into());
+        }
+        let served = tiered.read(key, &req).await.expect("served");
+        let mut body = served.body.expect("a body");
+        while let Some(chunk) = body.next().await {
+            chunk.expect("a chunk");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_finished_copy_leaves_the_drivers_maps() {
+        let tiered = cold_tiers(40, 10_000).await;
+        for n in 0..40 {
+            read_to_end(&tiered, &key(&format!("k{n}")), n % 2 == 0).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let backfills = tiered.backfills();
+            if backfills.manager.n_in_flight() == 0 {
+                assert_eq!(backfills.manager.counters().committed, 40, "every copy committed");
+                assert!(
+                    backfills.copies.is_empty(),
+                    "{} copy handles left",
+                    backfills.copies.len()
+                );
+                assert!(backfills.pending_tees.is_empty(), "no tee waits for its read");
+                break;
+            }
+            drop(backfills);
+            assert!(tokio::time::Instant::now() < deadline, "the copies ended within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Counts the chunks of a [`Chunked`] tier's bodies still alive anywhere.
+    struct Tracked(Arc<std::sync::atomic::AtomicUsize>, Vec<u8>);
+
+    impl AsRef<[u8]> for Tracked {
+        fn as_ref(&self) -> &[u8] {
+            &self.1
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A deeper tier holding one object that it reads as `n_chunks` chunks of 1 KiB, each
+    /// counted while alive.
+    struct Chunked {
+        meta: ObjectMeta,
+        n_chunks: usize,
+        alive: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Tier for Chunked {
+        fn name(&self) -> &str {
+            "chunked"
+        }
+        async fn open(&self, _: &ObjectKey, _: &OpenRequest) -> Result<Opened, TierError> {
+            let alive = Arc::clone(&self.alive);
+            let chunks = (0..self.n_chunks).map(move |_| {
+                alive.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Bytes::from_owner(Tracked(Arc::clone(&alive), vec![7; 1024])))
+            });
+            let body: ByteStream = Box::pin(futures::stream::iter(chunks));
+            let window = rangecache_core::range::OpenWindow::Whole;
+            Ok(Opened::Body { meta: self.meta.clone(), window, body })
+        }
+        async fn stat(&self, _: &ObjectKey, _: Timestamp) -> Result<Option<ObjectMeta>, TierError> {
+            Ok(Some(self.meta.clone()))
+        }
+        async fn create(
+            &self,
+            _: &ObjectKey,
+            _: NewObject,
+        ) -> Result<Box<dyn TierWriter>, TierError> {
+            Err(TierError::closed("chunked"))
+        }
+        async fn delete(&self, _: &ObjectKey) -> Result<bool, TierError> {
+            Ok(false)
+        }
+        async fn stats(&self, _: Timestamp) -> Result<TierStats, TierError> {
+            Ok(TierStats::default())
+        }
+        async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+            Ok(Vec::new())
+        }
+        async fn close(&self) -> Result<(), TierError> {
+            Ok(())
+        }
+    }
+
+    /// A tier 0 whose writers wait for a permit before every chunk.
+    struct Gated {
+        inner: crate::storage::MemoryTier,
+        permits: Arc<tokio::sync::Semaphore>,
+    }
+
+    struct GatedWriter {
+        inner: Box<dyn TierWriter>,
+        permits: Arc<tokio::sync::Semaphore>,
+    }
+
+    #[async_trait::async_trait]
+    impl TierWriter for GatedWriter {
+        async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
+            self.permits.acquire().await.expect("never closed").forget();
+            self.inner.write(chunk).await
+        }
+        async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError> {
+            self.inner.commit().await
+        }
+        async fn abort(self: Box<Self>) {
+            self.inner.abort().await;
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Tier for Gated {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+            self.inner.open(key, req).await
+        }
+        async fn stat(
+            &self,
+            key: &ObjectKey,
+            now: Timestamp,
+        ) -> Result<Option<ObjectMeta>, TierError> {
+            self.inner.stat(key, now).await
+        }
+        async fn create(
+            &self,
+            key: &ObjectKey,
+            new: NewObject,
+        ) -> Result<Box<dyn TierWriter>, TierError> {
+            let inner = self.inner.create(key, new).await?;
+            Ok(Box::new(GatedWriter { inner, permits: Arc::clone(&self.permits) }))
+        }
+        async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
+            self.inner.delete(key).await
+        }
+        async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
+            self.inner.stats(now).await
+        }
+        async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+            self.inner.namespaces().await
+        }
+        async fn close(&self) -> Result<(), TierError> {
+            self.inner.close().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_tee_queues_nothing_for_its_stalled_writer() {
+        const N_CHUNKS: usize = 200;
+        let alive = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let meta = ObjectMeta {
+            size: (N_CHUNKS * 1024) as u64,
+            etag: EntityTag::strong("v1").expect("valid"),
+            last_modified: Timestamp::from_secs(1_700_000_000),
+            headers: Vec::new(),
+            expires: None,
+        };
+        let permits = Arc::new(tokio::sync::Semaphore::new(0));
+        let near = Gated {
+            inner: crate::storage::MemoryTier::new("near", 1 << 30),
+            permits: Arc::clone(&permits),
+        };
+        let far = Chunked { meta, n_chunks: N_CHUNKS, alive: Arc::clone(&alive) };
+        let slots = vec![
+            TierSlot { tier: Arc::new(near), max_ttl: None },
+            TierSlot { tier: Arc::new(far), max_ttl: None },
+        ];
+        let tiered = Arc::new(Tiered::new(slots, Arc::new(Metrics::default())));
+        let key = key("big");
+        let req = ReadRequest::new(http::Method::GET, crate::http::now());
+        let mut body = tiered.read(&key, &req).await.expect("served").body.expect("a body");
+        // The first chunk reaches the copy's writer, which stalls on it.
+        drop(body.next().await.expect("a chunk").expect("ok"));
+        // A write of the key cancels the copy while its writer is stalled.
+        let _ = tiered.handle(backfill::Input::MutationStarted {
+            key: key.clone(),
+            kind: MutationKind::Write,
+        });
+        // The client reads the rest; none of it may wait in the copy's queue.
+        let mut n_read = 1;
+        while let Some(chunk) = body.next().await {
+            drop(chunk.expect("ok"));
+            n_read += 1;
+        }
+        assert_eq!(n_read, N_CHUNKS);
+        let held = alive.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(held <= 2, "{held} chunks of a cancelled copy are still held");
+        drop(body);
+        permits.add_permits(N_CHUNKS);
+        let _ = tiered.handle(backfill::Input::MutationEnded { key, kind: MutationKind::Write });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tiered.backfills().manager.n_in_flight() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the cancelled copy ended");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(tiered.backfills().copies.is_empty());
     }
 
     #[tokio::test]

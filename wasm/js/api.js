@@ -432,6 +432,7 @@ function decodeAction(wire) {
     }
     case "cancel":
     case "commit":
+    case "finished":
       return { type, copy: fields.number() };
     case "discard":
       return { type, copy: fields.number(), why: fields.next() };

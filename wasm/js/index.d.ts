@@ -119,6 +119,7 @@ export type BackfillOutput =
     }
   | { type: "cancel"; copy: number }
   | { type: "commit"; copy: number }
+  | { type: "finished"; copy: number }
   | { type: "discard"; copy: number; why: DiscardReason }
   | { type: "proceedWithMutation"; namespace: string; key: string }
   | { type: "shutdownComplete" };

@@ -140,6 +140,9 @@ function drain(edge) {
       case "commit":
         edge.copies.get(action.copy)?.commit();
         break;
+      case "finished":
+        edge.copies.delete(action.copy); // its commit was reported: nothing more comes for it
+        break;
       case "cancel":
         edge.copies.get(action.copy)?.stop();
         break;
@@ -297,8 +300,8 @@ class Fill {
     } catch {
       committed = false;
     }
-    this.edge.copies.delete(copy);
     this.copy = null;
+    // The manager answers with `finished`, which forgets the copy.
     this.edge.manager.commitFinished(copy, committed);
     drain(this.edge);
     this.close();

@@ -143,7 +143,7 @@ impl BackfillRaw {
 
     /// The next action, as `type` and its fields: `startCopy, copy, namespace, key, from, mode`;
     /// `refuse, namespace, key, why, copy or empty`; `cancel, copy`; `commit, copy`;
-    /// `discard, copy, why`; `proceedWithMutation, namespace, key`; `shutdownComplete`.
+    /// `finished, copy`; `discard, copy, why`; `proceedWithMutation, namespace, key`; `shutdownComplete`.
     #[wasm_bindgen(js_name = pollOutput)]
     pub fn poll_output(&mut self) -> Option<String> {
         let mut out = String::new();
@@ -177,6 +177,10 @@ impl BackfillRaw {
             }
             backfill::Output::Commit { copy } => {
                 fields(&mut out, &["commit"]);
+                push_number(&mut out, copy.get());
+            }
+            backfill::Output::Finished { copy } => {
+                fields(&mut out, &["finished"]);
                 push_number(&mut out, copy.get());
             }
             backfill::Output::Discard { copy, why } => {
