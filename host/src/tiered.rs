@@ -1261,22 +1261,14 @@ mod tests {
             read_to_end(&tiered, &key(&format!("k{n}")), n % 2 == 0).await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let backfills = tiered.backfills();
-            if backfills.manager.n_in_flight() == 0 {
-                assert_eq!(backfills.manager.counters().committed, 40, "every copy committed");
-                assert!(
-                    backfills.copies.is_empty(),
-                    "{} copy handles left",
-                    backfills.copies.len()
-                );
-                assert!(backfills.pending_tees.is_empty(), "no tee waits for its read");
-                break;
-            }
-            drop(backfills);
+        while tiered.backfills().manager.n_in_flight() > 0 {
             assert!(tokio::time::Instant::now() < deadline, "the copies ended within 10 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let backfills = tiered.backfills();
+        assert_eq!(backfills.manager.counters().committed, 40, "every copy committed");
+        assert!(backfills.copies.is_empty(), "{} copy handles left", backfills.copies.len());
+        assert!(backfills.pending_tees.is_empty(), "no tee waits for its read");
     }
 
     /// Counts the chunks of a [`Chunked`] tier's bodies still alive anywhere.
