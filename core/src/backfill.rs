@@ -17,6 +17,7 @@
 //!                                           Refuse { why: Superseded }        key changed (or a
 //!                                                         copy of another revision committed)
 //!                                                         after `seen` was read
+//!                                           Refuse { why: TooLarge }          tier 0 cannot hold it
 //!                                           Refuse { why: ShuttingDown }
 //! SourceRead { copy, bytes }                Discard { Lagging } past the backlog bound,
 //! ChunkWritten { copy, bytes }              Discard { SizeMismatch } past the expected size,
@@ -158,6 +159,10 @@ pub struct Config {
     /// Most bytes read from the source but not yet written to tier 0; a copy past it is
     /// abandoned ([`DiscardReason::Lagging`]) so a slow tier 0 never holds memory unboundedly.
     pub max_backlog_bytes: u64,
+    /// Largest object tier 0 can ever hold (its capacity), if bounded: a copy of a larger
+    /// revision is refused ([`Refusal::TooLarge`]) instead of reading the whole source for a
+    /// tier 0 that must refuse it, on every ranged read of that object.
+    pub tier_0_max_size: Option<u64>,
 }
 
 impl Default for Config {
@@ -166,7 +171,7 @@ impl Default for Config {
     /// commit; those buffers are bounded by the memory tier's write budget (by default its
     /// capacity), not by this config, and a copy that does not fit is refused and discarded.
     fn default() -> Config {
-        Config { max_in_flight: 64, max_backlog_bytes: 8_388_608 }
+        Config { max_in_flight: 64, max_backlog_bytes: 8_388_608, tier_0_max_size: None }
     }
 }
 
@@ -325,6 +330,8 @@ pub enum Refusal {
     /// The key changed after the read looked up its generation, or a copy of another revision
     /// committed into tier 0 since.
     Superseded,
+    /// The revision is larger than tier 0 can ever hold ([`Config::tier_0_max_size`]).
+    TooLarge,
     /// The manager is shutting down.
     ShuttingDown,
 }
@@ -337,6 +344,7 @@ impl Refusal {
             Refusal::TooManyInFlight
             | Refusal::KeyChanging
             | Refusal::Superseded
+            | Refusal::TooLarge
             | Refusal::ShuttingDown => false,
         }
     }
@@ -653,6 +661,9 @@ impl Manager {
     }
 
     fn refusal(&self, key: &ObjectKey, seen: Generation, meta: &ObjectMeta) -> Option<Refusal> {
+        if self.config.tier_0_max_size.is_some_and(|max| meta.size > max) {
+            return Some(Refusal::TooLarge);
+        }
         match self.keys.get(key) {
             Some(state) => {
                 if state.n_mutating > 0 {
@@ -1049,7 +1060,7 @@ mod tests {
     }
 
     fn config() -> Config {
-        Config { max_in_flight: 2, max_backlog_bytes: 100 }
+        Config { max_in_flight: 2, max_backlog_bytes: 100, tier_0_max_size: Some(1000) }
     }
 
     /// Drives a manager and keeps a transcript of output names.
@@ -1115,6 +1126,15 @@ mod tests {
             Output::ProceedWithMutation { .. } => "ProceedWithMutation".to_owned(),
             Output::ShutdownComplete => "ShutdownComplete".to_owned(),
         }
+    }
+
+    #[test]
+    fn a_revision_larger_than_tier_0_can_hold_is_refused_before_any_byte_is_read() {
+        let mut s = Script::new();
+        s.request("a", 1001).request("a", 1000);
+        s.expect(&["Refuse(TooLarge)", "StartCopy(0)"]);
+        let counters = s.manager.counters();
+        assert_eq!((counters.started, counters.skipped), (1, 1));
     }
 
     #[test]
@@ -1376,7 +1396,7 @@ mod tests {
     #[test]
     fn a_commit_is_remembered_for_a_bounded_number_of_later_commits() {
         let mut s = Script {
-            manager: Manager::new(Config { max_in_flight: 1, max_backlog_bytes: 100 }),
+            manager: Manager::new(Config { max_in_flight: 1, ..config() }),
             transcript: Vec::new(),
         };
         let early = s.manager.generation(&key("first"));

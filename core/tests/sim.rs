@@ -409,6 +409,7 @@ impl Sim {
             manager: backfill::Manager::new(backfill::Config {
                 max_in_flight: MAX_IN_FLIGHT,
                 max_backlog_bytes: BACKLOG_BOUND,
+                tier_0_max_size: None,
             }),
             reads: Vec::new(),
             copies: BTreeMap::new(),

@@ -147,6 +147,7 @@ impl Tiered {
     /// A driver over `slots`, nearest first.
     pub fn new(slots: Vec<TierSlot>, metrics: Arc<Metrics>) -> Tiered {
         assert!(!slots.is_empty(), "configuration guarantees at least one tier");
+        let tier_0_max_size = slots[0].tier.max_object_size();
         Tiered {
             read_counters: slots
                 .iter()
@@ -156,7 +157,10 @@ impl Tiered {
             slots,
             metrics,
             backfills: Mutex::new(Backfills {
-                manager: backfill::Manager::new(backfill::Config::default()),
+                manager: backfill::Manager::new(backfill::Config {
+                    tier_0_max_size,
+                    ..backfill::Config::default()
+                }),
                 copies: HashMap::new(),
                 pending_tees: HashMap::new(),
                 mutations: HashMap::new(),
@@ -764,7 +768,11 @@ struct CopyJob {
 impl Tiered {
     /// A background full copy (ranged reads): read the whole revision from `from`, pinned to
     /// its entity-tag, and write it into tier 0.
+    ///
+    /// Tier 0 is asked first: when it cannot take the copy (its write buffers are full, say),
+    /// nothing of the source is read.
     async fn run_background_copy(self: Arc<Self>, job: CopyJob) {
+        let Some(writer) = self.copy_writer(&job).await else { return };
         let request = OpenRequest {
             span: Span::WHOLE,
             conditions: Conditions::pinned(&job.meta.etag),
@@ -773,16 +781,43 @@ impl Tiered {
         let source = tokio::select! {
             opened = self.slots[job.from.get()].tier.open(&job.key, &request) => opened,
             () = job.token.cancelled() => {
+                writer.abort().await;
                 self.handle(backfill::Input::CopyStopped { copy: job.copy });
                 return;
             }
         };
         match source {
-            Ok(Opened::Body { meta, body, .. }) if meta.etag == job.meta.etag => {
-                self.run_copy(job, body, true).await;
+            // The revision the manager started the copy of, and no other.
+            Ok(Opened::Body { meta, body, .. })
+                if meta.etag.strong_eq(&job.meta.etag) && meta.size == job.meta.size =>
+            {
+                self.run_copy(job, writer, body, true).await;
             }
             Ok(_) | Err(_) => {
+                writer.abort().await;
                 self.handle(backfill::Input::SourceFailed { copy: job.copy });
+            }
+        }
+    }
+
+    /// Tier 0's writer for a copy, or `None` when tier 0 refused it (reported to the manager).
+    async fn copy_writer(self: &Arc<Self>, job: &CopyJob) -> Option<Box<dyn TierWriter>> {
+        let tier0 = &self.slots[0];
+        let new = NewObject {
+            etag: job.meta.etag.clone(),
+            last_modified: job.meta.last_modified,
+            headers: job.meta.headers.clone(),
+            expires: copy_expires_at(&job.meta, crate::http::now(), millis(tier0.max_ttl)),
+            condition: WriteCondition::None,
+            expected_size: Some(job.meta.size),
+        };
+        match tier0.tier.create(&job.key, new).await {
+            Ok(writer) => Some(writer),
+            Err(e) => {
+                tracing::debug!(copy = %job.copy, error = %e, "tier 0 refused a copy");
+                self.metrics.tier_write(tier0.tier.name(), "error");
+                self.handle(backfill::Input::WriterFailed { copy: job.copy });
+                None
             }
         }
     }
@@ -792,29 +827,12 @@ impl Tiered {
     async fn run_copy(
         self: &Arc<Self>,
         mut job: CopyJob,
+        mut writer: Box<dyn TierWriter>,
         mut source: impl Stream<Item = io::Result<Bytes>> + Unpin,
         reports_source: bool,
     ) {
         let copy = job.copy;
         let tier0 = &self.slots[0];
-        let now = crate::http::now();
-        let new = NewObject {
-            etag: job.meta.etag.clone(),
-            last_modified: job.meta.last_modified,
-            headers: job.meta.headers.clone(),
-            expires: copy_expires_at(&job.meta, now, millis(tier0.max_ttl)),
-            condition: WriteCondition::None,
-            expected_size: Some(job.meta.size),
-        };
-        let mut writer = match tier0.tier.create(&job.key, new).await {
-            Ok(writer) => writer,
-            Err(e) => {
-                tracing::debug!(%copy, error = %e, "tier 0 refused a copy");
-                self.metrics.tier_write(tier0.tier.name(), "error");
-                self.handle(backfill::Input::WriterFailed { copy });
-                return;
-            }
-        };
         let mut source_done = false;
         loop {
             tokio::select! {
@@ -891,7 +909,8 @@ impl Tiered {
             let source = futures::stream::poll_fn(move |cx| {
                 chunks.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, io::Error>))
             });
-            this.run_copy(job, Box::pin(source), false).await;
+            let Some(writer) = this.copy_writer(&job).await else { return };
+            this.run_copy(job, writer, Box::pin(source), false).await;
         });
         let mut tee =
             Tee { inner: body, copy, tiered: self.clone(), sink: Some(sink), cancelled, remaining };
@@ -1445,6 +1464,101 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(tiered.backfills().copies.is_empty());
+    }
+
+    /// A deeper tier that counts the opens of whole objects (what a background copy reads).
+    struct Counting {
+        inner: crate::storage::MemoryTier,
+        whole_opens: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Tier for Counting {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+            if req.span == Span::WHOLE {
+                self.whole_opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.inner.open(key, req).await
+        }
+        async fn stat(
+            &self,
+            key: &ObjectKey,
+            now: Timestamp,
+        ) -> Result<Option<ObjectMeta>, TierError> {
+            self.inner.stat(key, now).await
+        }
+        async fn create(
+            &self,
+            key: &ObjectKey,
+            new: NewObject,
+        ) -> Result<Box<dyn TierWriter>, TierError> {
+            self.inner.create(key, new).await
+        }
+        async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
+            self.inner.delete(key).await
+        }
+        async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
+            self.inner.stats(now).await
+        }
+        async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+            self.inner.namespaces().await
+        }
+        async fn close(&self) -> Result<(), TierError> {
+            self.inner.close().await
+        }
+    }
+
+    /// Five ranged reads of a cold 10 KiB object over a tier 0 that cannot take it; how many
+    /// copies started and how many whole reads of the deeper tier they made.
+    async fn ranged_reads_over(near: crate::storage::MemoryTier) -> (u64, usize) {
+        let far = Counting {
+            inner: crate::storage::MemoryTier::new("far", 1 << 20),
+            whole_opens: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let new = NewObject {
+            etag: EntityTag::strong("v1").expect("valid"),
+            last_modified: Timestamp::from_secs(1_700_000_000),
+            headers: Vec::new(),
+            expires: None,
+            condition: WriteCondition::None,
+            expected_size: Some(10_240),
+        };
+        let mut writer = far.inner.create(&key("big"), new).await.expect("create");
+        writer.write(Bytes::from(vec![1; 10_240])).await.expect("write");
+        writer.commit().await.expect("commit");
+        let far = Arc::new(far);
+        let slots = vec![
+            TierSlot { tier: Arc::new(near), max_ttl: None },
+            TierSlot { tier: far.clone(), max_ttl: None },
+        ];
+        let tiered = Arc::new(Tiered::new(slots, Arc::new(Metrics::default())));
+        for _ in 0..5 {
+            read_to_end(&tiered, &key("big"), true).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tiered.backfills().manager.n_in_flight() > 0 {
+                assert!(tokio::time::Instant::now() < deadline, "the copy ended within 10 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let started = tiered.backfills().manager.counters().started;
+        (started, far.whole_opens.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_tier_0_that_cannot_take_a_copy_costs_no_whole_read_of_the_source() {
+        // Too small for the object: no copy starts at all.
+        let (started, whole) =
+            ranged_reads_over(crate::storage::MemoryTier::new("near", 4096)).await;
+        assert_eq!((started, whole), (0, 0), "copies started, whole reads");
+        // Able to hold it but refusing writers (closed): copies start, and each is refused by
+        // tier 0 before the source is opened.
+        let closed = crate::storage::MemoryTier::new("near", 1 << 20);
+        closed.close().await.expect("close");
+        let (started, whole) = ranged_reads_over(closed).await;
+        assert_eq!((started, whole), (5, 0), "copies started, whole reads");
     }
 
     #[tokio::test]

@@ -113,7 +113,13 @@ export type BackfillOutput =
       type: "refuse";
       namespace: string;
       key: string;
-      why: "deduplicated" | "tooManyInFlight" | "keyChanging" | "superseded" | "shuttingDown";
+      why:
+        | "deduplicated"
+        | "tooManyInFlight"
+        | "keyChanging"
+        | "superseded"
+        | "tooLarge"
+        | "shuttingDown";
       /** For `deduplicated`: the copy already in flight. */
       copy?: number;
     }

@@ -284,6 +284,7 @@ fn refusal(why: Refusal) -> (&'static str, Option<CopyId>) {
         Refusal::TooManyInFlight => ("tooManyInFlight", None),
         Refusal::KeyChanging => ("keyChanging", None),
         Refusal::Superseded => ("superseded", None),
+        Refusal::TooLarge => ("tooLarge", None),
         Refusal::ShuttingDown => ("shuttingDown", None),
     }
 }

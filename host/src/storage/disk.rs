@@ -149,6 +149,10 @@ impl Tier for DiskTier {
         &self.shared.name
     }
 
+    fn max_object_size(&self) -> Option<u64> {
+        Some(self.shared.capacity)
+    }
+
     async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
         let found = {
             let mut index = self.shared.index();

@@ -138,6 +138,10 @@ impl Tier for MemoryTier {
         &self.shared.name
     }
 
+    fn max_object_size(&self) -> Option<u64> {
+        Some(self.shared.capacity.min(self.shared.write_budget))
+    }
+
     async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
         let Some(stored) = self.state().read(key, req.now) else {
             return Ok(Opened::NotFound);

@@ -211,6 +211,11 @@ pub trait TierWriter: Send {
 pub trait Tier: Send + Sync {
     /// The tier's name from the configuration (used in Cache-Status and metrics).
     fn name(&self) -> &str;
+    /// The largest object this tier can ever hold, if it is bounded (a write of a larger one
+    /// is refused as too large).
+    fn max_object_size(&self) -> Option<u64> {
+        None
+    }
     /// Reads a window of one revision, evaluating `req.conditions` against that revision.
     async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError>;
     /// Metadata of the live revision, if any.
