@@ -42,6 +42,10 @@ use crate::storage::{
 
 /// How long shutdown waits for cancelled copies to end before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a commit into tier 0 may take before it is abandoned (when the tier can promise it
+/// then never lands): every write of the key waits for it, and a sound device commits a copy in
+/// far less.
+pub const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
 /// How long closing waits for requests still touching the tiers (a commit under way) to end.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// How long closing waits for bodies it cut off to be dropped; a body whose client stopped
@@ -141,6 +145,8 @@ pub struct Tiered {
     idle: Notify,
     /// Serializes the commit phase of mutations of one key (see [`KeyLocks`]).
     commit_locks: KeyLocks,
+    /// [`COMMIT_DEADLINE`], shorter in tests.
+    commit_deadline: Duration,
 }
 
 impl Tiered {
@@ -173,6 +179,7 @@ impl Tiered {
             operations: Default::default(),
             idle: Notify::new(),
             commit_locks: KeyLocks::default(),
+            commit_deadline: COMMIT_DEADLINE,
         }
     }
 
@@ -471,6 +478,46 @@ impl Tiered {
     }
 }
 
+/// Reports a copy's task that ended without reporting its end (it panicked, or was aborted
+/// at shutdown), so that the manager never waits for it: during its commit as a commit that
+/// did not land, before it as a stop.
+struct CopyTaskGuard {
+    tiered: Arc<Tiered>,
+    copy: CopyId,
+    /// The task is committing: an end now is a commit that did not land.
+    committing: bool,
+    /// The task reported its end.
+    reported: bool,
+}
+
+impl CopyTaskGuard {
+    fn new(tiered: &Arc<Tiered>, copy: CopyId) -> CopyTaskGuard {
+        CopyTaskGuard { tiered: Arc::clone(tiered), copy, committing: false, reported: false }
+    }
+
+    /// Reports `input`, which ends the task's part in the copy.
+    fn report(&mut self, input: backfill::Input) {
+        self.reported = true;
+        self.tiered.handle(input);
+    }
+}
+
+impl Drop for CopyTaskGuard {
+    fn drop(&mut self) {
+        if self.reported {
+            return;
+        }
+        let copy = self.copy;
+        tracing::warn!(%copy, "a copy's task ended without reporting; reported for it");
+        let input = if self.committing {
+            backfill::Input::CommitFinished { copy, committed: false }
+        } else {
+            backfill::Input::CopyStopped { copy }
+        };
+        self.tiered.handle(input);
+    }
+}
+
 /// One lock per key with a commit under way or waiting: concurrent writes of a key commit one
 /// after the other, each deepest first, so every tier ends with the same revision, while keys
 /// never wait for each other (a slow multipart completion holds up only its own key). An entry
@@ -659,7 +706,10 @@ impl Tiered {
                     match mode {
                         Mode::Background => {
                             let this = self.clone();
-                            self.spawn(async move { this.run_background_copy(job).await });
+                            self.spawn(async move {
+                                let mut guard = CopyTaskGuard::new(&this, job.copy);
+                                this.run_background_copy(job, &mut guard).await;
+                            });
                         }
                         Mode::Tee => {
                             backfills.pending_tees.insert(copy, job);
@@ -771,8 +821,8 @@ impl Tiered {
     ///
     /// Tier 0 is asked first: when it cannot take the copy (its write buffers are full, say),
     /// nothing of the source is read.
-    async fn run_background_copy(self: Arc<Self>, job: CopyJob) {
-        let Some(writer) = self.copy_writer(&job).await else { return };
+    async fn run_background_copy(self: Arc<Self>, job: CopyJob, guard: &mut CopyTaskGuard) {
+        let Some(writer) = self.copy_writer(&job, guard).await else { return };
         let request = OpenRequest {
             span: Span::WHOLE,
             conditions: Conditions::pinned(&job.meta.etag),
@@ -782,7 +832,7 @@ impl Tiered {
             opened = self.slots[job.from.get()].tier.open(&job.key, &request) => opened,
             () = job.token.cancelled() => {
                 writer.abort().await;
-                self.handle(backfill::Input::CopyStopped { copy: job.copy });
+                guard.report(backfill::Input::CopyStopped { copy: job.copy });
                 return;
             }
         };
@@ -791,17 +841,21 @@ impl Tiered {
             Ok(Opened::Body { meta, body, .. })
                 if meta.etag.strong_eq(&job.meta.etag) && meta.size == job.meta.size =>
             {
-                self.run_copy(job, writer, body, true).await;
+                self.run_copy(job, writer, body, true, guard).await;
             }
             Ok(_) | Err(_) => {
                 writer.abort().await;
-                self.handle(backfill::Input::SourceFailed { copy: job.copy });
+                guard.report(backfill::Input::SourceFailed { copy: job.copy });
             }
         }
     }
 
     /// Tier 0's writer for a copy, or `None` when tier 0 refused it (reported to the manager).
-    async fn copy_writer(self: &Arc<Self>, job: &CopyJob) -> Option<Box<dyn TierWriter>> {
+    async fn copy_writer(
+        self: &Arc<Self>,
+        job: &CopyJob,
+        guard: &mut CopyTaskGuard,
+    ) -> Option<Box<dyn TierWriter>> {
         let tier0 = &self.slots[0];
         let new = NewObject {
             etag: job.meta.etag.clone(),
@@ -816,7 +870,7 @@ impl Tiered {
             Err(e) => {
                 tracing::debug!(copy = %job.copy, error = %e, "tier 0 refused a copy");
                 self.metrics.tier_write(tier0.tier.name(), "error");
-                self.handle(backfill::Input::WriterFailed { copy: job.copy });
+                guard.report(backfill::Input::WriterFailed { copy: job.copy });
                 None
             }
         }
@@ -830,6 +884,7 @@ impl Tiered {
         mut writer: Box<dyn TierWriter>,
         mut source: impl Stream<Item = io::Result<Bytes>> + Unpin,
         reports_source: bool,
+        guard: &mut CopyTaskGuard,
     ) {
         let copy = job.copy;
         let tier0 = &self.slots[0];
@@ -840,17 +895,20 @@ impl Tiered {
                 command = job.commands.recv() => {
                     match command {
                         Some(CopyCommand::Commit) => {
-                            let committed = writer.commit().await.is_ok();
+                            guard.committing = true;
+                            let committed = self.commit_copy(copy, writer).await;
                             let result = if committed { "committed" } else { "error" };
                             self.metrics.tier_write(tier0.tier.name(), result);
                             if committed {
                                 self.metrics.backfill_bytes.inc_by(job.meta.size);
                             }
-                            self.handle(backfill::Input::CommitFinished { copy, committed });
+                            guard.report(backfill::Input::CommitFinished { copy, committed });
                         }
                         Some(CopyCommand::Discard) | None => {
                             writer.abort().await;
                             self.metrics.tier_write(tier0.tier.name(), "aborted");
+                            // Discarded already (its command sender went with its handle).
+                            guard.reported = true;
                         }
                     }
                     return;
@@ -858,7 +916,7 @@ impl Tiered {
                 () = job.token.cancelled() => {
                     writer.abort().await;
                     self.metrics.tier_write(tier0.tier.name(), "aborted");
-                    self.handle(backfill::Input::CopyStopped { copy });
+                    guard.report(backfill::Input::CopyStopped { copy });
                     return;
                 }
                 item = source.next(), if !source_done => match item {
@@ -893,6 +951,26 @@ impl Tiered {
         }
     }
 
+    /// Commits a copy's writer; `true` if the copy landed. A commit that outlives the deadline
+    /// is abandoned when its tier can promise that it then never lands (a commit that could
+    /// still land later must be waited for: it would overwrite whatever a write of the key
+    /// committed meanwhile).
+    async fn commit_copy(&self, copy: CopyId, writer: Box<dyn TierWriter>) -> bool {
+        let fence = writer.fence();
+        let commit = writer.commit();
+        tokio::pin!(commit);
+        let Some(fence) = fence else { return commit.await.is_ok() };
+        match tokio::time::timeout(self.commit_deadline, &mut commit).await {
+            Ok(result) => result.is_ok(),
+            Err(_) if fence.abandon() => {
+                tracing::warn!(%copy, deadline = ?self.commit_deadline, "a commit into tier 0 took too long and was abandoned");
+                false
+            }
+            // Past its point of no return: it ends as soon as its rename does.
+            Err(_) => commit.await.is_ok(),
+        }
+    }
+
     /// Wraps a full read from a deeper tier so that its bytes also flow into tier 0.
     fn tee(self: &Arc<Self>, copy: CopyId, body: ByteStream) -> ByteStream {
         let job = self.backfills().pending_tees.remove(&copy);
@@ -909,8 +987,9 @@ impl Tiered {
             let source = futures::stream::poll_fn(move |cx| {
                 chunks.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, io::Error>))
             });
-            let Some(writer) = this.copy_writer(&job).await else { return };
-            this.run_copy(job, writer, Box::pin(source), false).await;
+            let mut guard = CopyTaskGuard::new(&this, job.copy);
+            let Some(writer) = this.copy_writer(&job, &mut guard).await else { return };
+            this.run_copy(job, writer, Box::pin(source), false, &mut guard).await;
         });
         let mut tee =
             Tee { inner: body, copy, tiered: self.clone(), sink: Some(sink), cancelled, remaining };
@@ -1559,6 +1638,129 @@ mod tests {
         closed.close().await.expect("close");
         let (started, whole) = ranged_reads_over(closed).await;
         assert_eq!((started, whole), (5, 0), "copies started, whole reads");
+    }
+
+    /// What [`Faulty`]'s writers do wrong.
+    #[derive(Clone, Copy)]
+    enum Fault {
+        PanicOnWrite,
+        HangInCommit,
+    }
+
+    /// A tier 0 whose writers panic or whose commits never end.
+    struct Faulty {
+        inner: crate::storage::MemoryTier,
+        fault: Fault,
+    }
+
+    struct FaultyWriter {
+        inner: Box<dyn TierWriter>,
+        fault: Fault,
+        fence: crate::storage::CommitFence,
+    }
+
+    #[async_trait::async_trait]
+    impl TierWriter for FaultyWriter {
+        async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
+            if let Fault::PanicOnWrite = self.fault {
+                panic!("a tier 0 writer that panics (on purpose, in a test)");
+            }
+            self.inner.write(chunk).await
+        }
+        async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError> {
+            std::future::pending::<()>().await;
+            self.inner.commit().await
+        }
+        async fn abort(self: Box<Self>) {
+            self.inner.abort().await;
+        }
+        fn fence(&self) -> Option<crate::storage::CommitFence> {
+            Some(self.fence.clone())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Tier for Faulty {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+            self.inner.open(key, req).await
+        }
+        async fn stat(
+            &self,
+            key: &ObjectKey,
+            now: Timestamp,
+        ) -> Result<Option<ObjectMeta>, TierError> {
+            self.inner.stat(key, now).await
+        }
+        async fn create(
+            &self,
+            key: &ObjectKey,
+            new: NewObject,
+        ) -> Result<Box<dyn TierWriter>, TierError> {
+            let inner = self.inner.create(key, new).await?;
+            let fence = crate::storage::CommitFence::default();
+            Ok(Box::new(FaultyWriter { inner, fault: self.fault, fence }))
+        }
+        async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
+            self.inner.delete(key).await
+        }
+        async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
+            self.inner.stats(now).await
+        }
+        async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+            self.inner.namespaces().await
+        }
+        async fn close(&self) -> Result<(), TierError> {
+            self.inner.close().await
+        }
+    }
+
+    /// A ranged read of a cold object over a faulty tier 0; then a write of the key must be let
+    /// through within a few seconds, and the copy must be over.
+    async fn a_write_after_a_faulty_copy_proceeds(fault: Fault) {
+        let far: Arc<dyn Tier> = Arc::new(crate::storage::MemoryTier::new("far", 1 << 20));
+        let new = NewObject {
+            etag: EntityTag::strong("v1").expect("valid"),
+            last_modified: Timestamp::from_secs(1_700_000_000),
+            headers: Vec::new(),
+            expires: None,
+            condition: WriteCondition::None,
+            expected_size: Some(4096),
+        };
+        let mut writer = far.create(&key("k"), new).await.expect("create");
+        writer.write(Bytes::from(vec![1; 4096])).await.expect("write");
+        writer.commit().await.expect("commit");
+        let near = Faulty { inner: crate::storage::MemoryTier::new("near", 1 << 20), fault };
+        let slots = vec![
+            TierSlot { tier: Arc::new(near), max_ttl: None },
+            TierSlot { tier: far, max_ttl: None },
+        ];
+        let mut tiered = Tiered::new(slots, Arc::new(Metrics::default()));
+        tiered.commit_deadline = Duration::from_millis(200);
+        let tiered = Arc::new(tiered);
+        read_to_end(&tiered, &key("k"), true).await;
+        let written = key("k");
+        let mutation = tiered.start_mutation(&written, MutationKind::Write);
+        let proceeded = tokio::time::timeout(Duration::from_secs(5), mutation).await;
+        assert!(proceeded.is_ok_and(|guard| guard.is_ok()), "the write was let through");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tiered.backfills().manager.n_in_flight() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the copy is over");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(tiered.backfills().copies.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_copy_task_that_panics_is_reported_and_holds_nothing_up() {
+        a_write_after_a_faulty_copy_proceeds(Fault::PanicOnWrite).await;
+    }
+
+    #[tokio::test]
+    async fn a_commit_past_its_deadline_is_abandoned_and_lets_writes_through() {
+        a_write_after_a_faulty_copy_proceeds(Fault::HangInCommit).await;
     }
 
     #[tokio::test]

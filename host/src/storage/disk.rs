@@ -252,6 +252,7 @@ impl Tier for DiskTier {
             data_offset,
             received: 0,
             finished: false,
+            fence: super::CommitFence::default(),
         }))
     }
 
@@ -380,6 +381,8 @@ struct DiskWriter {
     received: u64,
     /// Committed or aborted: the temporary file is renamed or already gone.
     finished: bool,
+    /// Lets the host give up a commit stuck on the device (its fsync) for good.
+    fence: super::CommitFence,
 }
 
 #[async_trait::async_trait]
@@ -418,6 +421,7 @@ impl TierWriter for DiskWriter {
         meta.size = self.received;
         let size = self.received;
         let data_offset = self.data_offset;
+        let fence = self.fence.clone();
         let committed = self
             .shared
             .blocking(move || {
@@ -428,6 +432,13 @@ impl TierWriter for DiskWriter {
                 let mut index = shared.index();
                 if index.closed {
                     return Ok(Err(TierError::closed(&shared.name)));
+                }
+                // The point of no return, under the lock the rename is made under.
+                if !fence.enter() {
+                    return Ok(Err(TierError::Backend {
+                        tier: shared.name.clone(),
+                        message: "the commit was abandoned".into(),
+                    }));
                 }
                 let current =
                     index.entries.peek(&key).filter(|meta| !meta.is_expired(crate::http::now()));
@@ -449,6 +460,10 @@ impl TierWriter for DiskWriter {
         }
         // On failure the temporary file is removed when `self` drops.
         committed?
+    }
+
+    fn fence(&self) -> Option<super::CommitFence> {
+        Some(self.fence.clone())
     }
 
     async fn abort(mut self: Box<Self>) {
@@ -660,5 +675,43 @@ fn is_key_name(name: &str) -> bool {
 fn remove_quietly(path: &Path) {
     if let Err(e) = fs::remove_file(path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rangecache_core::{EntityTag, Key, Namespace};
+
+    use super::*;
+    use crate::storage::WriteCondition;
+
+    #[tokio::test]
+    async fn an_abandoned_commit_never_lands_and_one_under_way_cannot_be_abandoned() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let tier = DiskTier::open("disk", dir.path(), 1 << 20).await.expect("open");
+        let key = ObjectKey {
+            namespace: Namespace::parse("ns").expect("valid"),
+            key: Key::from_segment("k"),
+        };
+        let new = NewObject {
+            etag: EntityTag::strong("v1").expect("valid"),
+            last_modified: Timestamp::from_secs(1_700_000_000),
+            headers: Vec::new(),
+            expires: None,
+            condition: WriteCondition::None,
+            expected_size: Some(3),
+        };
+        let mut writer = tier.create(&key, new.clone()).await.expect("create");
+        writer.write(Bytes::from_static(b"abc")).await.expect("write");
+        let fence = writer.fence().expect("a disk commit can be abandoned");
+        assert!(fence.abandon(), "nothing had started to land");
+        assert!(writer.commit().await.is_err(), "an abandoned commit fails");
+        assert!(tier.stat(&key, Timestamp::from_secs(1_700_000_000)).await.unwrap().is_none());
+        let mut writer = tier.create(&key, new).await.expect("create");
+        writer.write(Bytes::from_static(b"abc")).await.expect("write");
+        let fence = writer.fence().expect("a disk commit can be abandoned");
+        writer.commit().await.expect("commit");
+        assert!(!fence.abandon(), "a commit that landed cannot be abandoned");
+        assert!(tier.stat(&key, Timestamp::from_secs(1_700_000_000)).await.unwrap().is_some());
     }
 }

@@ -15,6 +15,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -204,6 +205,57 @@ pub trait TierWriter: Send {
     async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError>;
     /// Discards everything written.
     async fn abort(self: Box<Self>);
+    /// For a writer whose commit can take long (it waits on a device), the fence through which
+    /// the host may abandon that commit; `None` when the commit cannot be abandoned.
+    fn fence(&self) -> Option<CommitFence> {
+        None
+    }
+}
+
+/// Where a writer's commit stands, shared by the writer and the host, so that a commit that
+/// takes too long can be given up with the certainty that it never lands later.
+///
+/// ```text
+///   Open ──the writer reaches its point of no return──► Landing
+///   Open ──the host abandons──► Abandoned (the writer then refuses to land)
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct CommitFence(Arc<Mutex<FenceState>>);
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum FenceState {
+    #[default]
+    Open,
+    Landing,
+    Abandoned,
+}
+
+impl CommitFence {
+    /// Called by the writer at its point of no return, under the lock that makes its commit
+    /// visible: false if the host abandoned the commit, which must then not land.
+    pub fn enter(&self) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match *state {
+            FenceState::Open | FenceState::Landing => {
+                *state = FenceState::Landing;
+                true
+            }
+            FenceState::Abandoned => false,
+        }
+    }
+
+    /// Called by the host: true if the commit will never land, false if it is landing (or
+    /// landed) and will end as quickly as the step that makes it visible.
+    pub fn abandon(&self) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match *state {
+            FenceState::Open | FenceState::Abandoned => {
+                *state = FenceState::Abandoned;
+                true
+            }
+            FenceState::Landing => false,
+        }
+    }
 }
 
 /// One storage tier.
