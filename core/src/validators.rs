@@ -22,7 +22,7 @@ impl EntityTag {
     /// between the quotes (`etagc` of RFC 9110 §8.8.3: visible ASCII but `"`, or non-ASCII).
     pub fn strong(opaque: impl Into<String>) -> Option<EntityTag> {
         let opaque = opaque.into();
-        opaque.chars().all(is_etagc).then_some(EntityTag { weak: false, opaque })
+        opaque.bytes().all(is_etagc).then_some(EntityTag { weak: false, opaque })
     }
 
     /// A weak tag with the given opaque characters; `None` as for [`EntityTag::strong`].
@@ -211,12 +211,12 @@ fn is_ows(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
-// etagc = %x21 / %x23-7E / obs-text, RFC 9110 §8.8.3; obs-text arrives here as non-ASCII chars.
-fn is_etagc(c: char) -> bool {
-    c == '\x21' || ('\x23'..='\x7e').contains(&c) || !c.is_ascii()
+// etagc = %x21 / %x23-7E / obs-text, RFC 9110 §8.8.3. Checked byte by byte: obs-text arrives
+// here as the bytes of non-ASCII characters, every one of them 0x80 or above.
+fn is_etagc(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80
 }
 
-/// One entity-tag at the start of `s`, and what follows it.
 /// One entity-tag at the start of `s`: its weakness, its opaque characters and what follows.
 fn parse_one(s: &str) -> Option<(bool, &str, &str)> {
     let (weak, s) = match s.strip_prefix("W/") {
@@ -226,7 +226,7 @@ fn parse_one(s: &str) -> Option<(bool, &str, &str)> {
     let s = s.strip_prefix('"')?;
     let close = s.bytes().position(|b| b == b'"')?;
     let opaque = &s[..close];
-    if !opaque.chars().all(is_etagc) {
+    if !opaque.bytes().all(is_etagc) {
         return None;
     }
     Some((weak, opaque, &s[close + 1..]))
