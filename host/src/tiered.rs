@@ -1076,23 +1076,24 @@ impl Tiered {
     pub async fn read(
         self: &Arc<Self>,
         key: &ObjectKey,
-        req: &ReadRequest,
+        req: ReadRequest,
     ) -> Result<Served, ApiError> {
         let operation = self.enter(OpKind::Read)?;
         // Taken before any tier is opened, so a copy of what this read sees is refused if the
         // key changes meanwhile.
         let seen = self.backfills().manager.generation(key);
-        let mut machine = read::Machine::new(req.clone(), &self.names, RangeLimits::default());
+        let (is_head, now) = (req.method == http::Method::HEAD, req.now);
+        let mut machine = read::Machine::new(req, &self.names, RangeLimits::default());
         let mut held: Option<ByteStream> = None;
         let mut tee_copy: Option<CopyId> = None;
         while let Some(output) = machine.poll_output() {
             match output {
                 read::Output::OpenTier { tier, span, conditions } => {
                     held = None;
-                    let input = if req.method == http::Method::HEAD {
-                        self.stat_for(key, tier, req.now).await
+                    let input = if is_head {
+                        self.stat_for(key, tier, now).await
                     } else {
-                        self.open_for(key, tier, span, conditions, req.now, &mut held).await
+                        self.open_for(key, tier, span, conditions, now, &mut held).await
                     };
                     machine.handle_input(input);
                 }
@@ -1141,7 +1142,7 @@ impl Tiered {
                                 held.take(),
                                 parts,
                                 closing,
-                                req.now,
+                                now,
                             ))
                         }
                     };
@@ -1345,7 +1346,7 @@ mod tests {
         if ranged {
             req.range = Some("bytes=0-0".into());
         }
-        let served = tiered.read(key, &req).await.expect("served");
+        let served = tiered.read(key, req).await.expect("served");
         let mut body = served.body.expect("a body");
         while let Some(chunk) = body.next().await {
             chunk.expect("a chunk");
@@ -1517,7 +1518,7 @@ mod tests {
         let tiered = Arc::new(Tiered::new(slots, Arc::new(Metrics::default())));
         let key = key("big");
         let req = ReadRequest::new(http::Method::GET, crate::http::now());
-        let mut body = tiered.read(&key, &req).await.expect("served").body.expect("a body");
+        let mut body = tiered.read(&key, req).await.expect("served").body.expect("a body");
         // The first chunk reaches the copy's writer, which stalls on it.
         drop(body.next().await.expect("a chunk").expect("ok"));
         // A write of the key cancels the copy while its writer is stalled.

@@ -203,7 +203,7 @@ async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Reply, 
         };
         join_into(field, name, value)?;
     }
-    let served = state.tiered.read(&key, &read).await?;
+    let served = state.tiered.read(&key, read).await?;
     // The plan already carries every header, the revision's expiry included.
     Ok(Reply::plan(served.plan, served.body, served.cache_status))
 }
@@ -421,7 +421,7 @@ async fn current_etag(
     now: Timestamp,
 ) -> Result<Option<EntityTag>, ApiError> {
     let head = ReadRequest::new(http::Method::HEAD, now);
-    let served = state.tiered.read(key, &head).await?;
+    let served = state.tiered.read(key, head).await?;
     match served.plan.status {
         StatusCode::NOT_FOUND => Ok(None),
         status if status.is_success() => served
