@@ -49,8 +49,8 @@ pub struct Options {
     /// Requests in flight at once. With 1 the object is read as one stream (still resumable,
     /// and a failure is retried from the first missing byte).
     pub parallel: NonZeroUsize,
-    /// The first request asks for this many bytes (or `part_size`, if larger), so an object
-    /// smaller than this is read with exactly one request.
+    /// The first request asks for this many bytes (or `part_size`, if larger), so an object no
+    /// larger than this is read with exactly one request.
     pub single_request_below: u64,
     /// How many times one part is asked for again after a failure before the download fails.
     pub retries: u32,
@@ -62,17 +62,22 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// 8 MiB parts, 8 in flight, one request below 16 MiB, 3 retries from 200 ms, 3 restarts.
+    /// 8 parts of 8 MiB in flight, the first request asking for one part (so an object of up to
+    /// 8 MiB is one request), 3 retries from 200 ms, 3 restarts. BENCHMARKS.md has the figures:
     ///
-    /// 8 in flight multiplies a per-stream ceiling of about 90 MB/s to the speed of a 10 Gb/s
-    /// link's share that one process usually gets; 8 MiB is the smallest part S3 documents as
-    /// efficient for ranged GETs and holds the window to 64 MiB; below 16 MiB the second request
-    /// would save less time than it costs (BENCHMARKS.md).
+    /// * 8 in flight: against streams capped at 90 MB/s, 7.8 times one stream, for a window of
+    ///   64 MiB; 16 in flight gave 10 times for twice the memory and connections.
+    /// * 8 MiB parts: AWS's S3 performance guidelines name 8 or 16 MB as typical sizes for
+    ///   ranged GETs, and the s3 tier uploads in parts of 8 MiB, so the GETs align with them.
+    /// * A first answer of one part, not 16 MiB: the ordered stream hands parts out in order, so
+    ///   a first answer twice as long as the others holds the window for a whole part's time
+    ///   (6.3 times one stream instead of 7.8). Objects of 8 to 16 MiB take two requests, which
+    ///   run at once.
     fn default() -> Options {
         Options {
             part_size: NonZeroU64::new(8 << 20).expect("not zero"),
             parallel: NonZeroUsize::new(8).expect("not zero"),
-            single_request_below: 16 << 20,
+            single_request_below: 8 << 20,
             retries: 3,
             backoff: Duration::from_millis(200),
             restarts: 3,
@@ -211,7 +216,7 @@ mod tests {
     #[test]
     fn the_first_request_covers_small_objects_whole() {
         let defaults = Options::default();
-        assert_eq!(defaults.first_request_end(), Some(16 << 20));
+        assert_eq!(defaults.first_request_end(), Some(8 << 20));
         assert_eq!(options(8 << 20, 1).first_request_end(), None, "one stream asks for all");
         assert_eq!(options(32 << 20, 8).first_request_end(), Some(32 << 20));
     }

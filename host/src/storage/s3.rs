@@ -5,7 +5,7 @@
 //! single GET returns the bytes and the metadata of the same revision (S3 serves each GET from
 //! one object version). A read is exactly one GET: ranged (`Range: bytes=S-E`, `S-` or `-N`)
 //! unless the whole object is read, never split and never preceded by a HEAD. The one exception is
-//! a whole-object read pinned to one revision (a copy into tier 0): it asks for the first 16 MiB,
+//! a whole-object read pinned to one revision (a copy into tier 0): it asks for the first 8 MiB,
 //! and a larger object's rest comes as parallel ranged GETs pinned to the S3 ETag of that first
 //! answer (`rangecache_download`), each answer checked to name that ETag and size, since s3s-fs
 //! ignores `If-Match` on a GET. A HEAD follows
