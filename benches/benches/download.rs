@@ -148,9 +148,9 @@ async fn bench() {
         // A first answer twice as long as the other parts.
         modes.push(Options { single_request_below: 16 << 20, ..options(8, 8) });
         let rates = medians(source, &modes, &key, &etag).await;
+        println!("\n{}:\n", source.name);
         println!(
-            "\n| {}: parts in flight | part size | first answer | rate |\n| --- | --- | --- | --- |",
-            source.name
+            "| parts in flight | part size | first answer | rate |\n| --- | --- | --- | --- |"
         );
         for (mode, rate) in modes.iter().zip(rates) {
             let part_mib = mode.part_size.get() >> 20;

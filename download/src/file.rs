@@ -161,6 +161,7 @@ async fn run(
     let mut parts = JoinSet::new();
     let mut checkpoint = tokio::time::interval(CHECKPOINT_EVERY);
     checkpoint.tick().await;
+    let mut part_ended = false;
     let result = loop {
         while parts.len() < options.parallel.get() {
             let Some(i) = waiting.pop_front() else { break };
@@ -178,6 +179,14 @@ async fn run(
                 part::fetch(&*source, window, first, &mut sink, &options, &cancel).await
             });
         }
+        // A part ended: record it once the next one is under way, so a slow flush of the file
+        // delays no request.
+        if std::mem::take(&mut part_ended)
+            && !parts.is_empty()
+            && let Err(e) = record.checkpoint(path, &file, &present).await
+        {
+            break Err(e);
+        }
         let Some(joined) = (tokio::select! {
             joined = parts.join_next() => joined,
             _ = checkpoint.tick() => {
@@ -190,11 +199,7 @@ async fn run(
             break Ok(());
         };
         match joined {
-            Ok(Ok(())) => {
-                if let Err(e) = record.checkpoint(path, &file, &present).await {
-                    break Err(e);
-                }
-            }
+            Ok(Ok(())) => part_ended = true,
             Ok(Err(e)) => break Err(e),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => break Err(Error::Protocol(format!("a part stopped: {e}"))),
@@ -205,7 +210,10 @@ async fn run(
     cancel.cancel();
     while parts.join_next().await.is_some() {}
     if let Err(e) = result {
-        record.checkpoint(path, &file, &present).await?;
+        // What the parts wrote stays recorded for --resume.
+        if let Err(not_recorded) = record.checkpoint(path, &file, &present).await {
+            tracing::warn!(error = %not_recorded, "cannot record the download's progress");
+        }
         return Err(e);
     }
     let flushed = Arc::clone(&file);
@@ -394,4 +402,39 @@ async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Re
 
 fn io_error(path: &Path, source: io::Error) -> Error {
     Error::Io { path: path.display().to_string(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(parts: &[(u64, u64, u64)], size: u64) -> Record {
+        Record {
+            url: "http://example.invalid/object".into(),
+            etag: "\"v1\"".into(),
+            size,
+            parts: parts
+                .iter()
+                .map(|&(start, end, present)| RecordPart { start, end, present })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_record_sits_beside_the_file() {
+        assert_eq!(
+            record_path(Path::new("/tmp/a/big.bin")),
+            Path::new("/tmp/a/big.bin.rangecache")
+        );
+    }
+
+    #[test]
+    fn only_a_record_whose_parts_tile_the_object_is_resumed() {
+        assert!(record(&[(0, 10, 10), (10, 25, 3)], 25).is_consistent());
+        assert_eq!(record(&[(0, 10, 10), (10, 25, 3)], 25).present(), 13);
+        assert!(!record(&[(0, 10, 10), (11, 25, 0)], 25).is_consistent(), "a gap");
+        assert!(!record(&[(0, 10, 10), (10, 20, 0)], 25).is_consistent(), "short of the size");
+        assert!(!record(&[(0, 10, 11)], 10).is_consistent(), "more present than the part holds");
+        assert!(!record(&[(0, 0, 0), (0, 10, 0)], 10).is_consistent(), "an empty part");
+    }
 }

@@ -140,7 +140,11 @@ pub enum Error {
         last: String,
     },
     /// One part failed more often than the options allow.
-    #[error("bytes {start}-{end} failed {attempts} times; last: {last}", end = .window.end - 1, start = .window.start)]
+    #[error(
+        "bytes {start}-{end} failed {attempts} times; last: {last}",
+        start = .window.start,
+        end = .window.end - 1
+    )]
     PartFailed {
         /// The bytes still missing from the part.
         window: Range<u64>,

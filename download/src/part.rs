@@ -71,7 +71,7 @@ pub(crate) async fn fetch(
             });
         }
         let wait = backoff(options.backoff, failures);
-        tracing::debug!(start = at, end = window.end, failures, ?wait, error = %why, "retrying a part");
+        tracing::debug!(start = at, end = window.end, failures, ?wait, error = %why, "retrying");
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = cancel.cancelled() => return Ok(()),

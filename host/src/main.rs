@@ -1,9 +1,9 @@
 //! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]` and
 //! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN]`.
 //!
-//! `serve`: start-up reads the configuration (an error is one line naming the field, exit 2), opens the
-//! tiers, binds, and prints `rangecache listening on http://ADDR` on stdout once it accepts
-//! connections. SIGINT or SIGTERM stops accepting, ends in-flight work, drains the copies into
+//! `serve`: start-up reads the configuration (an error is one line naming the field, exit 2),
+//! opens the tiers, binds, and prints `rangecache listening on http://ADDR` on stdout once it
+//! accepts connections. SIGINT or SIGTERM stops accepting, ends in-flight work, drains the copies into
 //! tier 0, closes the tiers and exits 0.
 
 use std::net::SocketAddr;

@@ -4,9 +4,9 @@
 //! answer back: 200/206 to [`Opened::Body`], 304, 404, 412 and 416 to the other [`Opened`]
 //! variants. A whole-object read pinned to one revision (a copy into tier 0) asks for its first
 //! 8 MiB; a larger object's rest comes as parallel ranged GETs pinned to the answer's
-//! entity-tag (`rangecache_download`), handed out in order. Writes stream the body through a bounded channel into one POST (the only upload
-//! cachew's `/api/v1` has), so nothing is visible upstream until the whole body arrived and the
-//! upstream server committed it.
+//! entity-tag (`rangecache_download`), handed out in order. Writes stream the body through a
+//! bounded channel into one POST (the only upload cachew's `/api/v1` has), so nothing is visible
+//! upstream until the whole body arrived and the upstream server committed it.
 
 use std::io;
 use std::sync::Arc;

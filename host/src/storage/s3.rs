@@ -4,13 +4,12 @@
 //! stored headers, expiry) travels as one user-metadata field written with the object, so a
 //! single GET returns the bytes and the metadata of the same revision (S3 serves each GET from
 //! one object version). A read is exactly one GET: ranged (`Range: bytes=S-E`, `S-` or `-N`)
-//! unless the whole object is read, never split and never preceded by a HEAD. The one exception is
-//! a whole-object read pinned to one revision (a copy into tier 0): it asks for the first 8 MiB,
-//! and a larger object's rest comes as parallel ranged GETs pinned to the S3 ETag of that first
-//! answer (`rangecache_download`), each answer checked to name that ETag and size, since s3s-fs
-//! ignores `If-Match` on a GET. A HEAD follows
-//! only on the paths that carry no body (416, or a condition the server refused), to fetch the
-//! metadata those answers carry.
+//! unless the whole object is read, never split and never preceded by a HEAD. The one exception
+//! is a whole-object read pinned to one revision (a copy into tier 0): it asks for the first
+//! 8 MiB, and a larger object's rest comes as parallel ranged GETs pinned to the S3 ETag of that
+//! first answer (`rangecache_download`), each answer checked to name that ETag and size, since
+//! s3s-fs ignores `If-Match` on a GET. A HEAD follows only on the paths that carry no body (416,
+//! or a condition the server refused), to fetch the metadata those answers carry.
 //!
 //! Preconditions are sent with the GET when S3 can evaluate them, and the answer's metadata is
 //! checked again by the core, because some servers (s3s-fs 0.14.1) ignore conditional GETs.

@@ -71,6 +71,11 @@ impl Proxy {
         self.stats.accepted.load(Ordering::SeqCst)
     }
 
+    /// Connections open now.
+    pub fn open_now(&self) -> usize {
+        self.stats.open.load(Ordering::SeqCst)
+    }
+
     /// The most connections that were open at the same time.
     pub fn most_open(&self) -> usize {
         self.stats.most_open.load(Ordering::SeqCst)
@@ -118,9 +123,11 @@ async fn pipe(
     stats.most_open.fetch_max(open, Ordering::SeqCst);
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
+    let (client_gone, mut gone) = tokio::sync::oneshot::channel::<()>();
     let requests = tokio::spawn(async move {
         let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
         let _ = to_server.shutdown().await;
+        let _ = client_gone.send(());
     });
     let answers = async {
         let mut passed = 0;
@@ -145,8 +152,15 @@ async fn pipe(
                 && !*released.borrow()
             {
                 stats.holding.store(true, Ordering::SeqCst);
-                if released.wait_for(|released| *released).await.is_err() {
-                    return;
+                // A held connection whose client went away (a killed process) ends at once, so
+                // nothing it held is passed on later.
+                tokio::select! {
+                    released = released.wait_for(|released| *released) => {
+                        if released.is_err() {
+                            break;
+                        }
+                    }
+                    _ = &mut gone => break,
                 }
             }
             if to_client.write_all(chunk).await.is_err() {
