@@ -1,11 +1,13 @@
-//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]`.
+//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]` and
+//! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN]`.
 //!
-//! Start-up reads the configuration (an error is one line naming the field, exit 2), opens the
-//! tiers, binds, and prints `rangecache listening on http://ADDR` on stdout once it accepts
-//! connections. SIGINT or SIGTERM stops accepting, ends in-flight work, drains the copies into
+//! `serve`: start-up reads the configuration (an error is one line naming the field, exit 2),
+//! opens the tiers, binds, and prints `rangecache listening on http://ADDR` on stdout once it
+//! accepts connections. SIGINT or SIGTERM stops accepting, ends in-flight work, drains the copies into
 //! tier 0, closes the tiers and exits 0.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use rangecache::config::{Config, ConfigError};
+use rangecache::get::GetArgs;
 use rangecache::http::AppState;
 use rangecache::metrics::Metrics;
 use rangecache::tiered::Tiered;
@@ -47,25 +50,81 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Download one object as parallel ranged GETs pinned to one revision.
+    Get {
+        /// The object's URL (rangecache, cachew, or any server that honours Range and If-Range).
+        url: String,
+        /// The file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Ranged GETs in flight at once; 1 reads the object as one stream.
+        #[arg(long, value_name = "N", default_value = "8")]
+        parallel: NonZeroUsize,
+        /// Continue an interrupted download of the same URL into FILE, if the object has not
+        /// changed since.
+        #[arg(long)]
+        resume: bool,
+        /// Sent as `Authorization: Bearer TOKEN`.
+        #[arg(long, value_name = "TOKEN", env = "RANGECACHE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Lines are written to stderr by a thread of their own, so a request never waits on the
-    // terminal or the log file; none is dropped (a full buffer makes the logger wait), and the
-    // guard flushes what is left when main returns.
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    match Cli::parse().command {
+        Command::Serve { config, listen } => {
+            let _flush_on_exit = init_logging("info");
+            serve_command(config, listen)
+        }
+        Command::Get { url, output, parallel, resume, token } => {
+            // A command run by hand: only warnings, unless RANGECACHE_LOG asks for more.
+            let _flush_on_exit = init_logging("warn");
+            get_command(&GetArgs { url, output, parallel, resume, token })
+        }
+    }
+}
+
+/// Logs to stderr at `default` level unless `RANGECACHE_LOG` says otherwise. Lines are
+/// written by a thread of their own, so a request never waits on the terminal or the log
+/// file; none is dropped (a full buffer makes the logger wait), and the returned guard flushes
+/// what is left when it is dropped.
+fn init_logging(default: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, flush_on_drop) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("rangecache-log")
         .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("RANGECACHE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("RANGECACHE_LOG").unwrap_or_else(|_| EnvFilter::new(default)),
         )
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Command::Serve { config, listen } = cli.command;
+    flush_on_drop
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("rangecache: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn get_command(args: &GetArgs) -> ExitCode {
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
+    match runtime.block_on(rangecache::get::get(args)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rangecache get: {}: {e}", args.url);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_command(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     let config = match config {
         Some(path) => Config::load(&path, listen),
         None => Config::default_with(listen),
@@ -74,13 +133,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return config_failure(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("rangecache: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     runtime.block_on(serve(config))
 }
 

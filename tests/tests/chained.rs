@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use common::proxy::{Plan, Proxy};
 use common::{
     Server, client, data, disk_only, eventually, get_json, get_with, memory_and_remote, put,
     put_with, remote_tier, sha256, tempdir,
@@ -101,6 +102,18 @@ fn chain() -> (Server, Server) {
     (a, b)
 }
 
+/// The body bytes `server` sent in answer to GETs of `path`, from its access log: how often it
+/// sent an object, whatever requests A split the reading into.
+fn object_bytes_sent(server: &Server, path: &str) -> u64 {
+    let request = format!(" method=GET path={path} ");
+    server
+        .log()
+        .lines()
+        .filter(|line| line.contains(&request))
+        .filter_map(|line| line.split_once(" bytes=")?.1.split(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 async fn memory_objects(server: &Server) -> u64 {
     let stats = get_json(&server.url("/api/v1/stats")).await;
     stats["tiers"][0]["objects"].as_u64().expect("tier 0 objects")
@@ -150,7 +163,6 @@ async fn fifty_concurrent_cold_ranged_reads_cause_one_whole_read_upstream() {
     let size = 20 << 20;
     let body = std::sync::Arc::new(data(size, 11));
     put(&b.object("chain", "herd"), body.to_vec()).await;
-    let whole_before = b.metric(GET_200).await;
 
     let reads = (0..50).map(|i| {
         let url = a.object("chain", "herd");
@@ -171,16 +183,55 @@ async fn fifty_concurrent_cold_ranged_reads_cause_one_whole_read_upstream() {
         a.metric(COMMITTED).await >= 1.0 && a.metric(IN_FLIGHT).await == 0.0
     })
     .await;
+    // The copy reads B in parallel parts (the object is over 8 MiB): B sent the fifty ranges
+    // and the whole object exactly once.
+    let expected = 50 * 65_536 + size as u64;
+    // A names the object upstream by its hashed key.
+    let path = format!("/api/v1/object/chain/{}", sha256(b"herd"));
+    eventually("B to log what it sent", Duration::from_secs(10), || async {
+        object_bytes_sent(&b, &path) >= expected
+    })
+    .await;
     let a_metrics = client().get(a.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(
-        b.metric(GET_200).await - whole_before,
-        1.0,
-        "exactly one whole-object read on B; A's metrics:\n{a_metrics}"
+        object_bytes_sent(&b, &path),
+        expected,
+        "B sent the object once; A's metrics:\n{a_metrics}"
     );
     assert_eq!(a.metric(COMMITTED).await, 1.0);
     let response = client().get(a.object("chain", "herd")).send().await.unwrap();
     assert_eq!(response.headers()["cache-status"], "memory; hit");
     assert_eq!(sha256(&response.bytes().await.unwrap()), sha256(&body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_copy_comes_from_b_in_parallel_parts_and_is_whole() {
+    let b = Server::start_with(disk_only);
+    let size = 64 << 20;
+    let body = data(size, 21);
+    put(&b.object("chain", "large"), body.clone()).await;
+    // A reaches B through a proxy that sees how many connections are open at once.
+    let proxy = Proxy::start(b.addr, Plan::default()).await;
+    let a = Server::start(&memory_and_remote(&proxy.base));
+
+    let response = get_with(a.object("chain", "large"), &[("range", "bytes=0-9")]).await;
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.bytes().await.unwrap(), body[..10]);
+    eventually("the background copy to commit", Duration::from_secs(60), || async {
+        a.metric(COMMITTED).await >= 1.0
+    })
+    .await;
+    let response = client().get(a.object("chain", "large")).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    assert!(response.bytes().await.unwrap() == body, "the copy in A is the object");
+    // 64 MiB: eight parts of 8 MiB (the first answer is one), all in flight at once.
+    assert!(proxy.most_open() >= 8, "{} connections at most", proxy.most_open());
+    let path = format!("/api/v1/object/chain/{}", sha256(b"large"));
+    eventually("B to log what it sent", Duration::from_secs(10), || async {
+        object_bytes_sent(&b, &path) >= 10 + size as u64
+    })
+    .await;
+    assert_eq!(object_bytes_sent(&b, &path), 10 + size as u64, "B sent the object once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,12 +408,21 @@ async fn a_multipart_read_through_a_is_sent_part_by_part_from_b() {
         let found = got[at..].windows(part.len()).position(|w| w == part);
         at += found.unwrap_or_else(|| panic!("part {window:?} in order")) + part.len();
     }
-    // The parts were ranged reads of B; the whole object came once, in the background.
+    // The parts were ranged reads of B; the whole object came once, in the background, in one
+    // request (it is under 8 MiB).
     eventually("the background copy to commit", Duration::from_secs(20), || async {
         a.metric(COMMITTED).await == 1.0
     })
     .await;
-    assert_eq!(b.metric(GET_200).await, 1.0);
+    let sent = 300 + body.len() as u64;
+    let path = format!("/api/v1/object/chain/{}", sha256(b"parts"));
+    eventually("B to log what it sent", Duration::from_secs(10), || async {
+        object_bytes_sent(&b, &path) >= sent
+    })
+    .await;
+    assert_eq!(object_bytes_sent(&b, &path), sent);
+    let b_206 = "rangecache_route_requests_total{route=\"object\",method=\"GET\",status=\"206\"}";
+    assert_eq!(b.metric(b_206).await, 4.0, "three parts and one copy, each one request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

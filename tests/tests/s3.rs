@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{S3, Server, client, data, eventually, put};
+use common::proxy::{Plan, Proxy};
+use common::{S3, Server, client, data, eventually, put, sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_tier_is_authoritative_behind_memory() {
@@ -55,4 +56,36 @@ async fn an_s3_tier_is_authoritative_behind_memory() {
     assert_eq!(response.status(), 200);
     let response = client().head(cold.object("s3ns", "blob")).send().await.unwrap();
     assert_eq!(response.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_copy_from_s3_comes_in_parallel_parts_and_is_whole() {
+    let s3 = S3::get();
+    let prefix = format!("e2e-large-{}/", std::process::id());
+    let memory = "[[tier]]\nname = \"memory\"\nkind = \"memory\"\nmax_size = \"256MiB\"\n\n";
+    let writer =
+        Server::start_with_env(&format!("{memory}{}", s3.tier("shared", &prefix)), &s3.env);
+    let size = 40 << 20;
+    let body = data(size, 31);
+    put(&writer.object("s3ns", "large"), body.clone()).await;
+
+    // A cold server reaches the bucket through a proxy that sees the connections.
+    let s3_addr = s3.endpoint.trim_start_matches("http://").parse().expect("an address");
+    let proxy = Proxy::start(s3_addr, Plan::default()).await;
+    let tier = s3.tier("shared", &prefix).replace(&s3.endpoint, &proxy.base);
+    let reader = Server::start_with_env(&format!("{memory}{tier}"), &s3.env);
+    let url = reader.object("s3ns", "large");
+    let response = client().get(&url).header("range", "bytes=0-9").send().await.unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.bytes().await.unwrap(), body[..10]);
+    eventually("the copy from S3 to commit", Duration::from_secs(60), || async {
+        reader.metric("rangecache_backfills_total{event=\"committed\"}").await >= 1.0
+    })
+    .await;
+    let response = client().get(&url).send().await.unwrap();
+    assert_eq!(response.headers()["cache-status"], "memory; hit");
+    let copied = response.bytes().await.unwrap();
+    assert_eq!(sha256(&copied), sha256(&body), "the copy in memory is the object");
+    // 40 MiB: five parts of 8 MiB (the first answer is one), all in flight at once.
+    assert!(proxy.most_open() >= 5, "{} connections at most", proxy.most_open());
 }

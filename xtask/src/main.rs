@@ -1,4 +1,5 @@
-//! `cargo xtask test|wasm|bench|bench-http|fuzz|sim`: rangecache's multi-step tasks.
+//! `cargo xtask test|wasm|bench|bench-http|bench-download|fuzz|sim`: rangecache's multi-step
+//! tasks.
 //!
 //! Every step prints what it runs and how long it took, checks before it installs, and stops at
 //! the first failure.
@@ -25,6 +26,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run(&args[1..])?,
         "bench" => bench(&args[1..])?,
         "bench-http" => bench_http::run_bench(&args[1..])?,
+        "bench-download" => bench_download(&args[1..])?,
         "sim" => sim()?,
         "s3-server" => s3::serve_foreground()?,
         _ => {
@@ -35,6 +37,10 @@ fn main() -> Result<()> {
                  bench      run the criterion benches (extra arguments go to cargo bench)\n\
                  bench-http rangecache against nginx under wrk, in one run (--seconds, --rounds,\n\
                  \x20          --only a,b,.., --access-log, --baseline BINARY)\n\
+                 bench-download\n\
+                 \x20          a 256 MiB copy from the s3 tier (s3s-fs) and from a remote\n\
+                 \x20          rangecache, one stream against 8 parallel parts, in one run\n\
+                 \x20          (--sweep: also other part counts and sizes)\n\
                  fuzz       run the parser fuzzers (RANGECACHE_FUZZ_SECS per target, default 60)\n\
                  sim        run the core simulation as long as RANGECACHE_SIM_STEPS asks\n\
                  s3-server  install and run the S3-compatible test server in the foreground"
@@ -86,6 +92,21 @@ fn test() -> Result<()> {
 
 fn bench(extra: &[String]) -> Result<()> {
     run(cargo().args(["bench", "--package", "rangecache-benches"]).args(extra))
+}
+
+/// The download bench (`benches/benches/download.rs`) with what it reads from: s3s-fs, and the
+/// release binary, which it starts as the remote rangecache.
+fn bench_download(extra: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--release", "--quiet", "-p", "rangecache"]))?;
+    let s3 = s3::Server::start()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    run(cargo()
+        .args(["bench", "--package", "rangecache-benches", "--bench", "download", "--"])
+        .args(extra)
+        .envs(s3.env())
+        .env("RANGECACHE_BIN", target.join("release").join("rangecache")))
 }
 
 fn sim() -> Result<()> {

@@ -20,13 +20,23 @@ pub fn ensure_rust_components() -> Result<()> {
     Ok(())
 }
 
-/// Debian packages whose programs the end-to-end tests run as real clients.
+/// Debian packages whose programs the end-to-end tests run as real clients and peers.
 pub fn ensure_apt_packages() -> Result<()> {
     // (program on PATH, Debian package that provides it)
-    const NEEDED: &[(&str, &str)] = &[("curl", "curl"), ("wget", "wget"), ("aria2c", "aria2")];
+    const NEEDED: &[(&str, &str)] = &[
+        ("curl", "curl"),
+        ("wget", "wget"),
+        ("aria2c", "aria2"),
+        ("nginx", "nginx"),
+        ("script", "bsdutils"),
+    ];
     let missing: Vec<&str> = NEEDED
         .iter()
-        .filter(|(program, _)| !succeeds(Command::new("which").arg(program)))
+        // nginx lives in /usr/sbin, which is not on every user's PATH.
+        .filter(|(program, _)| {
+            !succeeds(Command::new("which").arg(program))
+                && !std::path::Path::new("/usr/sbin").join(program).exists()
+        })
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {

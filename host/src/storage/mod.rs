@@ -12,6 +12,10 @@
 //! * [`DiskTier`]: one file per revision (metadata header, then bytes) renamed into place.
 //! * [`S3Tier`]: one object per revision with its metadata as user metadata; one GET per read.
 //! * `remote.rs`: another server over `/api/v1`.
+//!
+//! The s3 and remote tiers read a whole object pinned to one revision (what a copy into tier 0
+//! asks for, [`OpenRequest::pinned_whole`]) as parallel ranged GETs when it is large
+//! (`rangecache_download`); every other read stays one request.
 
 use std::io;
 use std::pin::Pin;
@@ -22,6 +26,7 @@ use futures::Stream;
 use rangecache_core::conditional;
 use rangecache_core::range::{OpenWindow, Span};
 use rangecache_core::read::NoBody;
+use rangecache_core::validators::EtagList;
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 
 pub mod disk;
@@ -308,6 +313,30 @@ impl WriteCondition {
     }
 }
 
+impl OpenRequest {
+    /// The entity-tag this read is pinned to, when it asks for the whole of that one revision
+    /// and nothing else ([`Conditions::pinned`], what a copy into tier 0 asks for). Only such a
+    /// read is fetched in parallel parts: every part can be pinned to the same revision, and the
+    /// reader is a copy whose pace the host sets, never a client who may hold the window open.
+    pub(crate) fn pinned_whole(&self) -> Option<EntityTag> {
+        let conditions = &self.conditions;
+        if self.span != Span::WHOLE
+            || conditions.if_none_match.is_some()
+            || conditions.if_modified_since.is_some()
+            || conditions.if_unmodified_since.is_some()
+        {
+            return None;
+        }
+        match EtagList::parse(conditions.if_match.as_deref()?)? {
+            EtagList::Tags(tags) => match tags.as_slice() {
+                [tag] if tag.is_strong() => Some(tag.clone()),
+                _ => None,
+            },
+            EtagList::Any => None,
+        }
+    }
+}
+
 impl Opened {
     /// The bodiless answer for the revision `meta`, refused by the core's
     /// [`rangecache_core::read::resolve_open`] for `why`.
@@ -317,5 +346,30 @@ impl Opened {
             NoBody::PreconditionFailed => Opened::PreconditionFailed { meta },
             NoBody::NotModified => Opened::NotModified { meta },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(span: Span, conditions: Conditions) -> OpenRequest {
+        OpenRequest { span, conditions, now: Timestamp::from_secs(0) }
+    }
+
+    #[test]
+    fn only_a_whole_read_pinned_to_one_strong_tag_may_go_in_parts() {
+        let tag = EntityTag::parse("\"v1\"").unwrap();
+        let pinned = Conditions::pinned(&tag);
+        assert_eq!(request(Span::WHOLE, pinned.clone()).pinned_whole(), Some(tag));
+        let range = Span::From { start: 0, end: Some(10) };
+        assert_eq!(request(range, pinned.clone()).pinned_whole(), None);
+        assert_eq!(request(Span::WHOLE, Conditions::default()).pinned_whole(), None);
+        let two = Conditions { if_match: Some("\"a\", \"b\"".into()), ..Conditions::default() };
+        assert_eq!(request(Span::WHOLE, two).pinned_whole(), None);
+        let any = Conditions { if_match: Some("*".into()), ..Conditions::default() };
+        assert_eq!(request(Span::WHOLE, any).pinned_whole(), None);
+        let also = Conditions { if_none_match: Some("\"v0\"".into()), ..pinned };
+        assert_eq!(request(Span::WHOLE, also).pinned_whole(), None);
     }
 }

@@ -2,15 +2,20 @@
 //!
 //! Reads send the span as a `Range` header and the preconditions as they are, and map the
 //! answer back: 200/206 to [`Opened::Body`], 304, 404, 412 and 416 to the other [`Opened`]
-//! variants. Writes stream the body through a bounded channel into one POST (the only upload
-//! cachew's `/api/v1` has), so nothing is visible upstream until the whole body arrived and the
-//! upstream server committed it.
+//! variants. A whole-object read pinned to one revision (a copy into tier 0) asks for its first
+//! 8 MiB; a larger object's rest comes as parallel ranged GETs pinned to the answer's
+//! entity-tag (`rangecache_download`), handed out in order. Writes stream the body through a
+//! bounded channel into one POST (the only upload cachew's `/api/v1` has), so nothing is visible
+//! upstream until the whole body arrived and the upstream server committed it.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use rangecache_download::http::{HttpParts, Target, range_value, strong_etag};
+use rangecache_download::{Options, ordered};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::mpsc;
@@ -39,6 +44,8 @@ pub struct RemoteTier {
     upload_client: reqwest::Client,
     /// Lifetime given to an answer whose expiry the upstream does not announce.
     copy_ttl: Duration,
+    /// How a whole-object copy is split into parallel ranged GETs.
+    download: Options,
 }
 
 impl RemoteTier {
@@ -71,7 +78,14 @@ impl RemoteTier {
             client,
             upload_client,
             copy_ttl,
+            download: Options::default(),
         })
+    }
+
+    /// Splits whole-object copies as `options` say (`parallel` 1: one GET, as any other read).
+    pub fn with_download_options(mut self, options: Options) -> RemoteTier {
+        self.download = options;
+        self
     }
 
     fn object_url(&self, key: &ObjectKey) -> String {
@@ -129,6 +143,12 @@ impl Tier for RemoteTier {
     }
 
     async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+        if let Some(first_end) = self.download.first_request_end()
+            && req.pinned_whole().is_some()
+            && let Some(opened) = self.open_in_parts(key, req, first_end).await?
+        {
+            return Ok(opened);
+        }
         let mut builder = self.request(reqwest::Method::GET, self.object_url(key));
         let range = range_header(req.span);
         if let Some(range) = &range {
@@ -178,10 +198,7 @@ impl Tier for RemoteTier {
                     // whole object where a window was asked for.
                     return Err(backend(&self.name, "upstream ignored the Range header"));
                 }
-                let length = content_length(&headers)
-                    .ok_or_else(|| backend(&self.name, "200 without Content-Length"))?;
-                let meta = self.meta(&headers, Some(length))?;
-                Ok(Opened::Body { meta, window: OpenWindow::Whole, body: body_stream(response) })
+                self.whole(response)
             }
             StatusCode::PARTIAL_CONTENT => {
                 let (window, size) = headers
@@ -308,6 +325,72 @@ impl Tier for RemoteTier {
 }
 
 impl RemoteTier {
+    /// A whole-object read pinned to one revision: a GET of its first `first_end` bytes, and when
+    /// the object is larger, the rest as parallel ranged GETs pinned to the answer's entity-tag.
+    /// `None` when the answer is one the one-GET read handles (304, 412, or 416 for an empty
+    /// object, which has no first byte to ask for).
+    async fn open_in_parts(
+        &self,
+        key: &ObjectKey,
+        req: &OpenRequest,
+        first_end: u64,
+    ) -> Result<Option<Opened>, TierError> {
+        let url = self.object_url(key);
+        let mut builder = self
+            .request(reqwest::Method::GET, url.clone())
+            .header(header::RANGE, range_value(0, Some(first_end)));
+        if let Some(pin) = &req.conditions.if_match {
+            builder = builder.header(header::IF_MATCH, pin);
+        }
+        let response = builder.send().await.map_err(|e| self.send_error(e))?;
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::NOT_FOUND => return Ok(Some(Opened::NotFound)),
+            // The upstream ignored the Range: its answer is the whole object.
+            StatusCode::OK => return self.whole(response).map(Some),
+            _ => return Ok(None),
+        }
+        let headers = response.headers();
+        let Some((first, size)) = headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(rangecache_download::http::parse_content_range)
+            .filter(|(first, _)| first.start == 0)
+        else {
+            return Err(backend(&self.name, "206 without a Content-Range from byte 0"));
+        };
+        let meta = self.meta(headers, Some(size))?;
+        if first.end == size {
+            return Ok(Some(Opened::Body {
+                meta,
+                window: OpenWindow::Whole,
+                body: body_stream(response),
+            }));
+        }
+        let etag = strong_etag(headers)
+            .ok_or_else(|| backend(&self.name, "answer without a strong ETag"))?;
+        let mut auth = HeaderMap::new();
+        if let Some(token) = &self.token {
+            let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| backend(&self.name, "the token is not a valid header value"))?;
+            value.set_sensitive(true);
+            auth.insert(header::AUTHORIZATION, value);
+        }
+        let target = Target::new(self.client.clone(), url).with_headers(auth);
+        let parts = Arc::new(HttpParts::new(target, etag, size));
+        let body = ordered(parts, body_stream(response), first.end, size, &self.download);
+        Ok(Some(Opened::Body { meta, window: OpenWindow::Whole, body }))
+    }
+
+    /// A 200: the whole object.
+    fn whole(&self, response: reqwest::Response) -> Result<Opened, TierError> {
+        let headers = response.headers();
+        let length = content_length(headers)
+            .ok_or_else(|| backend(&self.name, "200 without Content-Length"))?;
+        let meta = self.meta(headers, Some(length))?;
+        Ok(Opened::Body { meta, window: OpenWindow::Whole, body: body_stream(response) })
+    }
+
     /// Metadata from a response's headers; `size` from Content-Length or Content-Range.
     fn meta(&self, headers: &HeaderMap, size: Option<u64>) -> Result<ObjectMeta, TierError> {
         let etag = headers
@@ -460,14 +543,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// `bytes S-E/SIZE` → the half-open window `[S, E + 1)` and SIZE.
 fn parse_content_range(value: &str) -> Option<(Window, u64)> {
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (range, size) = rest.split_once('/')?;
-    let (first, last) = range.split_once('-')?;
-    let first: u64 = first.trim().parse().ok()?;
-    let last: u64 = last.trim().parse().ok()?;
-    let size: u64 = size.trim().parse().ok()?;
-    let window = Window::new(first, last.checked_add(1)?)?;
-    (window.end() <= size).then_some((window, size))
+    let (range, size) = rangecache_download::http::parse_content_range(value)?;
+    Some((Window::new(range.start, range.end)?, size))
 }
 
 fn parse_strong_etag(value: &str) -> Option<EntityTag> {

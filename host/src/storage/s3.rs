@@ -4,9 +4,12 @@
 //! stored headers, expiry) travels as one user-metadata field written with the object, so a
 //! single GET returns the bytes and the metadata of the same revision (S3 serves each GET from
 //! one object version). A read is exactly one GET: ranged (`Range: bytes=S-E`, `S-` or `-N`)
-//! unless the whole object is read, never split and never preceded by a HEAD. A HEAD follows
-//! only on the paths that carry no body (416, or a condition the server refused), to fetch the
-//! metadata those answers carry.
+//! unless the whole object is read, never split and never preceded by a HEAD. The one exception
+//! is a whole-object read pinned to one revision (a copy into tier 0): it asks for the first
+//! 8 MiB, and a larger object's rest comes as parallel ranged GETs pinned to the S3 ETag of that
+//! first answer (`rangecache_download`), each answer checked to name that ETag and size, since
+//! s3s-fs ignores `If-Match` on a GET. A HEAD follows only on the paths that carry no body (416,
+//! or a condition the server refused), to fetch the metadata those answers carry.
 //!
 //! Preconditions are sent with the GET when S3 can evaluate them, and the answer's metadata is
 //! checked again by the core, because some servers (s3s-fs 0.14.1) ignore conditional GETs.
@@ -21,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
@@ -32,6 +36,7 @@ use rangecache_core::range::Span;
 use rangecache_core::read;
 use rangecache_core::validators::{EtagList, parse_http_date};
 use rangecache_core::{EntityTag, Namespace, ObjectKey, ObjectMeta, Timestamp};
+use rangecache_download::{BodyStream, Options, PartError, PartSource, ordered};
 
 use super::{
     ByteStream, Conditions, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
@@ -78,6 +83,8 @@ pub struct S3Tier {
     op: Operator,
     /// Per key, our entity-tag of the last revision seen and S3's ETag of it.
     translations: Arc<Mutex<HashMap<ObjectKey, (EntityTag, String)>>>,
+    /// How a whole-object copy is split into parallel ranged GETs.
+    download: Options,
 }
 
 impl S3Tier {
@@ -107,7 +114,18 @@ impl S3Tier {
         let transport = HttpTransporter::new(ReqwestTransport::new(client));
         let context = op.context().with_http_transport(transport);
         let op = op.with_context(context);
-        Ok(S3Tier { name: name.to_owned(), op, translations: Arc::new(Mutex::new(HashMap::new())) })
+        Ok(S3Tier {
+            name: name.to_owned(),
+            op,
+            translations: Arc::new(Mutex::new(HashMap::new())),
+            download: Options::default(),
+        })
+    }
+
+    /// Splits whole-object copies as `options` say (`parallel` 1: one GET, as any other read).
+    pub fn with_download_options(mut self, options: Options) -> S3Tier {
+        self.download = options;
+        self
     }
 
     fn backend(&self, error: impl std::fmt::Display) -> TierError {
@@ -215,6 +233,89 @@ impl S3Tier {
     }
 }
 
+impl S3Tier {
+    /// A whole-object read pinned to one revision: one GET of its first `first_end` bytes, and
+    /// when the object is larger, the rest as parallel ranged GETs pinned to that answer's S3
+    /// ETag. `None` when the one-GET read should answer instead: a refusal or error it knows how
+    /// to sort out (416 for an empty object, a condition a server got wrong), or metadata and
+    /// bytes of different revisions, which it reads again.
+    async fn open_in_parts(
+        &self,
+        key: &ObjectKey,
+        req: &OpenRequest,
+        first_end: u64,
+    ) -> Result<Option<Opened>, TierError> {
+        let first = Span::From { start: 0, end: Some(first_end) };
+        let (found, stream) = match self.get(key, first, &req.conditions, None).await {
+            Ok(got) => got,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(Opened::NotFound)),
+            Err(_) => return Ok(None),
+        };
+        let (meta, announced) = decode_meta(&found).map_err(|e| self.backend(e))?;
+        self.learn(key, &meta.etag, found.etag());
+        if meta.is_expired(req.now) {
+            return Ok(Some(Opened::NotFound));
+        }
+        if announced.is_some_and(|size| size != meta.size) {
+            return Ok(None);
+        }
+        let window = match read::resolve_open(&meta, &req.conditions, req.span) {
+            Ok(window) => window,
+            Err(refusal) => return Ok(Some(Opened::without_body(refusal, meta))),
+        };
+        let first_len = first_end.min(meta.size);
+        let first = exact_length(stream, first_len);
+        if first_len == meta.size {
+            return Ok(Some(Opened::Body { meta, window, body: first }));
+        }
+        let Some(s3_etag) = found.etag() else { return Ok(None) };
+        let parts = Arc::new(S3Parts {
+            op: self.op.clone(),
+            path: path(key),
+            s3_etag: s3_etag.to_owned(),
+            size: meta.size,
+        });
+        let body = ordered(parts, first, first_len, meta.size, &self.download);
+        Ok(Some(Opened::Body { meta, window, body }))
+    }
+}
+
+/// The parts of one revision of an object, pinned to its S3 ETag.
+struct S3Parts {
+    op: Operator,
+    path: String,
+    s3_etag: String,
+    size: u64,
+}
+
+#[async_trait::async_trait]
+impl PartSource for S3Parts {
+    async fn open(&self, window: Range<u64>) -> Result<BodyStream, PartError> {
+        let failed = |e: opendal::Error| match e.kind() {
+            ErrorKind::ConditionNotMatch | ErrorKind::NotFound | ErrorKind::RangeNotSatisfied => {
+                PartError::Changed(e.to_string())
+            }
+            _ => PartError::Failed(e.to_string()),
+        };
+        let reader =
+            self.op.reader_with(&self.path).if_match(&self.s3_etag).await.map_err(failed)?;
+        let mut stream = reader.into_bytes_stream(window).await.map_err(failed)?;
+        let found = stream.metadata().await.map_err(failed)?;
+        if found.etag() != Some(self.s3_etag.as_str()) {
+            let named = found.etag().unwrap_or("no ETag");
+            return Err(PartError::Changed(format!("a part names {named}, not {}", self.s3_etag)));
+        }
+        if found.content_length() != self.size {
+            return Err(PartError::Changed(format!(
+                "a part says the object has {} bytes, not {}",
+                found.content_length(),
+                self.size
+            )));
+        }
+        Ok(Box::pin(stream))
+    }
+}
+
 #[async_trait::async_trait]
 impl Tier for S3Tier {
     fn name(&self) -> &str {
@@ -222,6 +323,12 @@ impl Tier for S3Tier {
     }
 
     async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+        if let Some(first_end) = self.download.first_request_end()
+            && req.pinned_whole().is_some()
+            && let Some(opened) = self.open_in_parts(key, req, first_end).await?
+        {
+            return Ok(opened);
+        }
         if is_empty_span(req.span) {
             // Reads nothing whatever the size: no GET can express it.
             return self.answer_from_head(key, req).await;

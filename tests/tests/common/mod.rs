@@ -3,6 +3,8 @@
 //! on a condition with a deadline.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
