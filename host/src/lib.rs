@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod storage;
 pub mod tiered;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -25,10 +26,19 @@ pub async fn build_tiers(config: &Config) -> Result<Vec<TierSlot>, ConfigError> 
             message: format!("cannot open tier {:?}: {e}", tier.name),
         };
         let opened: Arc<dyn Tier> = match &tier.kind {
-            TierKind::Remote { url, token, copy_ttl } => Arc::new(
-                storage::remote::RemoteTier::new(&tier.name, url, token.clone(), *copy_ttl)
+            TierKind::Remote { url, token, copy_ttl, ca_file } => {
+                let roots = extra_roots(ca_file.as_deref()).map_err(|e| fail(&e))?;
+                Arc::new(
+                    storage::remote::RemoteTier::with_roots(
+                        &tier.name,
+                        url,
+                        token.clone(),
+                        *copy_ttl,
+                        &roots,
+                    )
                     .map_err(|e| fail(&e))?,
-            ),
+                )
+            }
             TierKind::Memory => Arc::new(storage::memory::MemoryTier::new(
                 &tier.name,
                 tier.max_size.expect("a memory tier has a max_size"),
@@ -42,7 +52,7 @@ pub async fn build_tiers(config: &Config) -> Result<Vec<TierSlot>, ConfigError> 
                 .await
                 .map_err(|e| fail(&e))?,
             ),
-            TierKind::S3 { bucket, endpoint, region, prefix } => {
+            TierKind::S3 { bucket, endpoint, region, prefix, ca_file } => {
                 // Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (SPEC §5).
                 let s3 = storage::s3::S3Config {
                     bucket: bucket.clone(),
@@ -52,10 +62,19 @@ pub async fn build_tiers(config: &Config) -> Result<Vec<TierSlot>, ConfigError> 
                     access_key_id: None,
                     secret_access_key: None,
                 };
-                Arc::new(storage::s3::S3Tier::new(&tier.name, &s3).map_err(|e| fail(&e))?)
+                let roots = extra_roots(ca_file.as_deref()).map_err(|e| fail(&e))?;
+                Arc::new(
+                    storage::s3::S3Tier::with_roots(&tier.name, &s3, &roots)
+                        .map_err(|e| fail(&e))?,
+                )
             }
         };
         slots.push(TierSlot { tier: opened, max_ttl: tier.max_ttl });
     }
     Ok(slots)
+}
+
+/// The certificates of a tier's `ca_file`, none without one.
+fn extra_roots(ca_file: Option<&std::path::Path>) -> Result<Vec<reqwest::Certificate>, String> {
+    ca_file.map_or(Ok(Vec::new()), tls::extra_roots)
 }

@@ -90,6 +90,16 @@ pub struct S3Tier {
 impl S3Tier {
     /// A tier over `config`'s bucket; makes no request.
     pub fn new(name: &str, config: &S3Config) -> Result<S3Tier, TierError> {
+        S3Tier::with_roots(name, config, &[])
+    }
+
+    /// [`S3Tier::new`], trusting `extra_roots` beside the system's roots for an HTTPS endpoint
+    /// (a private CA).
+    pub fn with_roots(
+        name: &str,
+        config: &S3Config,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<S3Tier, TierError> {
         let backend = |message: String| TierError::Backend { tier: name.to_owned(), message };
         let mut builder = services::S3::default()
             .bucket(&config.bucket)
@@ -110,7 +120,10 @@ impl S3Tier {
         let op = Operator::new(builder).map_err(|e| backend(e.to_string()))?;
         // A client of its own rather than opendal's process-wide one: its pooled connections
         // belong to the runtime that uses this tier, never to another one that may have ended.
-        let client = reqwest::Client::builder().build().map_err(|e| backend(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .tls_certs_merge(extra_roots.iter().cloned())
+            .build()
+            .map_err(|e| backend(e.to_string()))?;
         let transport = HttpTransporter::new(ReqwestTransport::new(client));
         let context = op.context().with_http_transport(transport);
         let op = op.with_context(context);
