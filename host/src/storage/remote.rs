@@ -122,6 +122,8 @@ impl RemoteTier {
     }
 
     fn send_error(&self, e: reqwest::Error) -> TierError {
+        // With its causes: "error sending request" alone hides a refused certificate.
+        let e = rangecache_download::http::error_chain(&e);
         backend(&self.name, format!("request failed: {e}"))
     }
 
