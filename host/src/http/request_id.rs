@@ -45,11 +45,26 @@ impl RequestIds {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut digits = itoa::Buffer::new();
         let digits = digits.format(n).as_bytes();
-        let mut id = [0u8; 17 + 20];
-        id[..17].copy_from_slice(&self.prefix);
-        id[17..17 + digits.len()].copy_from_slice(digits);
-        HeaderValue::from_bytes(&id[..17 + digits.len()])
+        let mut id = Id { bytes: [0; 37], len: 17 + digits.len() };
+        id.bytes[..17].copy_from_slice(&self.prefix);
+        id.bytes[17..id.len].copy_from_slice(digits);
+        // Owned by a refcounted `Bytes` from the start, so the access line's copy of the id is a
+        // count, not a second allocation (a `Bytes` made from a `Vec` allocates again when first
+        // cloned).
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
             .expect("hex digits, a dash and decimal digits make a valid field value")
+    }
+}
+
+/// A generated id: 16 hex digits, a dash and up to 20 decimal digits.
+struct Id {
+    bytes: [u8; 37],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Id {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
