@@ -187,3 +187,19 @@ async fn custom_end_to_end_headers_survive_a_chain_of_servers() {
     assert_eq!(warm.headers()["content-type"], "application/x-tar");
     assert_eq!(warm.bytes().await.unwrap(), data(1_000, 43));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_a_502_that_claims_no_upstream_status() {
+    let mut b = Server::start_with(disk_only);
+    let a = Server::start(&memory_and_remote(&b.base));
+    put(&b.object("gone", "k"), data(100, 60)).await;
+    b.kill();
+    let response = client().get(a.object("gone", "k")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    // RFC 9211 §2.3: no response came back from B, so no fwd-status names one; memory's
+    // forward got the 502 the response carries, which needs no fwd-status either.
+    assert_eq!(
+        response.headers()["cache-status"],
+        "upstream; fwd=miss; detail=error, memory; fwd=uri-miss"
+    );
+}
