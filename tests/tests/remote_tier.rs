@@ -203,3 +203,20 @@ async fn an_unreachable_upstream_is_a_502_that_claims_no_upstream_status() {
         "upstream; fwd=miss; detail=error, memory; fwd=uri-miss"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_at_the_largest_position_is_unsatisfiable_through_a_remote_tier() {
+    let b = Server::start_with(disk_only);
+    let a = Server::start(&memory_and_remote(&b.base));
+    put(&b.object("huge", "k"), data(10, 61)).await;
+    // Both positions saturate to u64::MAX in the Range parser.
+    for range in [
+        "bytes=18446744073709551615-18446744073709551615",
+        "bytes=99999999999999999999-99999999999999999999",
+    ] {
+        let response = client().get(a.object("huge", "k")).header("range", range).send().await;
+        let response = response.unwrap_or_else(|e| panic!("{range}: {e}\n{}", a.log()));
+        assert_eq!(response.status(), 416, "{range}");
+        assert_eq!(response.headers()["content-range"], "bytes */10");
+    }
+}

@@ -446,9 +446,11 @@ fn range_header(span: Span) -> Option<String> {
         Span::From { start: 0, end: None } => None,
         Span::From { start, end: None } => Some(format!("bytes={start}-")),
         // An empty span cannot be asked for on the wire; ask for its first byte so the
-        // upstream answers 416 or a window the core then judges.
+        // upstream answers 416 or a window the core then judges. No `start + 1`: a position
+        // the Range parser saturated is `u64::MAX`, which has no successor.
         Span::From { start, end: Some(end) } => {
-            Some(format!("bytes={start}-{}", end.max(start + 1) - 1))
+            let last = if end > start { end - 1 } else { start };
+            Some(format!("bytes={start}-{last}"))
         }
         Span::Last(n) => Some(format!("bytes=-{n}")),
     }
@@ -487,6 +489,19 @@ mod tests {
             Some("bytes=5-9")
         );
         assert_eq!(range_header(Span::Last(7)).as_deref(), Some("bytes=-7"));
+    }
+
+    #[test]
+    fn an_empty_span_at_the_largest_position_asks_for_that_one_byte() {
+        // `bytes=18446744073709551615-18446744073709551615` from a client saturates to this
+        // span; asking for `start + 1` overflowed.
+        let span = Span::From { start: u64::MAX, end: Some(u64::MAX) };
+        let max = u64::MAX;
+        assert_eq!(range_header(span), Some(format!("bytes={max}-{max}")));
+        assert_eq!(
+            range_header(Span::From { start: 5, end: Some(5) }).as_deref(),
+            Some("bytes=5-5")
+        );
     }
 
     #[test]
