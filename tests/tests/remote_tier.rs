@@ -220,3 +220,23 @@ async fn a_range_at_the_largest_position_is_unsatisfiable_through_a_remote_tier(
         assert_eq!(response.headers()["content-range"], "bytes */10");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suffix_range_of_an_empty_object_upstream_is_the_empty_object() {
+    let b = Server::start_with(disk_only);
+    let a = Server::start(&memory_and_remote(&b.base));
+    let etag = put(&b.object("empty", "k"), Vec::new()).await;
+    // RFC 9110 §14.1.2: satisfiable, yet no Content-Range can describe it; B answers 200.
+    let response = client().get(b.object("empty", "k")).header("range", "bytes=-5").send().await;
+    assert_eq!(response.unwrap().status(), 200);
+    let response =
+        client().get(a.object("empty", "k")).header("range", "bytes=-5").send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.headers().get("cache-status"));
+    assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+    assert!(
+        response.headers()["cache-status"].to_str().unwrap().starts_with("upstream; hit"),
+        "{:?}",
+        response.headers()["cache-status"]
+    );
+    assert_eq!(response.bytes().await.unwrap().len(), 0);
+}

@@ -173,15 +173,27 @@ impl Tier for RemoteTier {
                 }
             }
             StatusCode::OK => {
-                if range.is_some() {
-                    // Every /api/v1 server honours a single range; a 200 here would carry the
-                    // whole object where a window was asked for.
-                    return Err(backend(&self.name, "upstream ignored the Range header"));
-                }
                 let length = content_length(&headers)
                     .ok_or_else(|| backend(&self.name, "200 without Content-Length"))?;
                 let meta = self.meta(&headers, Some(length))?;
-                Ok(Opened::Body { meta, window: OpenWindow::Whole, body: body_stream(response) })
+                let body = body_stream(response);
+                if range.is_none() {
+                    return Ok(Opened::Body { meta, window: OpenWindow::Whole, body });
+                }
+                // The whole object answering a Range: what a rangecache upstream sends for a
+                // suffix of a zero-byte object (RFC 9110 §14.1.2 leaves no Content-Range to
+                // describe it), and what any server may send (§14.2). The span is resolved
+                // against that revision as a local tier would: nothing to send is unsatisfiable,
+                // and the core plans the answer from the metadata; a window covering the whole
+                // object is this very body. A narrower window would have to be cut out of a
+                // whole download nobody asked for, so that stays a failure.
+                match req.span.resolve(meta.size) {
+                    None => Ok(Opened::NotSatisfiable { meta }),
+                    Some(window) if window.bounds(meta.size) == (0..meta.size) => {
+                        Ok(Opened::Body { meta, window, body })
+                    }
+                    Some(_) => Err(backend(&self.name, "upstream ignored the Range header")),
+                }
             }
             StatusCode::PARTIAL_CONTENT => {
                 let (window, size) = headers
@@ -502,6 +514,88 @@ mod tests {
             range_header(Span::From { start: 5, end: Some(5) }).as_deref(),
             Some("bytes=5-5")
         );
+    }
+
+    #[tokio::test]
+    async fn a_whole_empty_object_answering_a_suffix_range_is_not_satisfiable_here() {
+        // What a rangecache upstream answers to `bytes=-5` of a zero-byte object (RFC 9110
+        // §14.1.2): 200 with the empty object. The core then plans the client's answer.
+        let tier = tier_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: \"e\"\r\n\r\n");
+        match tier.open(&key(), &open(Span::Last(5))).await {
+            Ok(Opened::NotSatisfiable { meta }) => {
+                assert_eq!((meta.size, meta.etag.to_string()), (0, "\"e\"".to_owned()));
+            }
+            Ok(_) => panic!("expected NotSatisfiable"),
+            Err(e) => panic!("a legitimate 200 was taken for a failure: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_object_answering_a_narrower_range_is_still_a_failure() {
+        let tier = tier_answering(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: \"e\"\r\n\r\n0123456789",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 2, end: Some(4) })).await;
+        assert!(opened.is_err(), "bytes 2-3 cannot be served from a whole answer here");
+        // A range covering the whole object is that very body.
+        let opened = tier.open(&key(), &open(Span::Last(50))).await;
+        assert_eq!(body_of(opened).await.unwrap(), "0123456789");
+    }
+
+    /// A remote tier whose upstream answers every request with `answer`, verbatim, on a
+    /// connection of its own: a misbehaving server no real one can be made to imitate.
+    fn tier_answering(answer: &'static [u8]) -> RemoteTier {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    // The request has no body: its head ends the first read that ends in a
+                    // blank line.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = socket.write_all(answer).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        RemoteTier::new("upstream", &base, None, Duration::from_secs(60)).expect("a tier")
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey {
+            namespace: rangecache_core::Namespace::parse("ns").expect("a namespace"),
+            key: rangecache_core::Key::from_segment("k"),
+        }
+    }
+
+    fn open(span: Span) -> OpenRequest {
+        OpenRequest {
+            span,
+            conditions: Default::default(),
+            now: Timestamp::from_secs(1_700_000_000),
+        }
+    }
+
+    /// The whole body of an opened answer, or the first error on the way.
+    async fn body_of(opened: Result<Opened, TierError>) -> Result<Bytes, String> {
+        let Opened::Body { mut body, .. } = opened.map_err(|e| e.to_string())? else {
+            return Err("no body".into());
+        };
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next().await {
+            all.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        }
+        Ok(Bytes::from(all))
     }
 
     #[test]
