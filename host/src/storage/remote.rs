@@ -7,6 +7,7 @@
 //! upstream server committed it.
 
 use std::io;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -176,7 +177,7 @@ impl Tier for RemoteTier {
                 let length = content_length(&headers)
                     .ok_or_else(|| backend(&self.name, "200 without Content-Length"))?;
                 let meta = self.meta(&headers, Some(length))?;
-                let body = body_stream(response);
+                let body = body_stream(response, length);
                 if range.is_none() {
                     return Ok(Opened::Body { meta, window: OpenWindow::Whole, body });
                 }
@@ -201,11 +202,19 @@ impl Tier for RemoteTier {
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_content_range)
                     .ok_or_else(|| backend(&self.name, "206 without a single Content-Range"))?;
+                if let Some(length) = content_length(&headers)
+                    && length != window.len()
+                {
+                    return Err(backend(
+                        &self.name,
+                        format!("206 of {length} bytes for a Content-Range of {}", window.len()),
+                    ));
+                }
                 let meta = self.meta(&headers, Some(size))?;
                 Ok(Opened::Body {
                     meta,
                     window: OpenWindow::Part(window),
-                    body: body_stream(response),
+                    body: body_stream(response, window.len()),
                 })
             }
             other => Err(self.unexpected(other)),
@@ -442,8 +451,38 @@ fn backend(tier: &str, message: impl Into<String>) -> TierError {
     TierError::Backend { tier: tier.to_owned(), message: message.into() }
 }
 
-fn body_stream(response: reqwest::Response) -> ByteStream {
-    Box::pin(response.bytes_stream().map(|item| item.map_err(io::Error::other)))
+/// The body of `response`, which must be exactly `expected` bytes: a body that ends early or
+/// runs long ends with an error, so a tier never hands on fewer or more bytes than the window
+/// it opened (a chunked answer has no Content-Length for the HTTP client to hold it to).
+fn body_stream(response: reqwest::Response, expected: u64) -> ByteStream {
+    let mut chunks = response.bytes_stream();
+    let mut received: u64 = 0;
+    let mut failed = false;
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        if failed {
+            return Poll::Ready(None);
+        }
+        let item = match std::task::ready!(chunks.poll_next_unpin(cx)) {
+            Some(Ok(chunk)) => {
+                received = received.saturating_add(chunk.len() as u64);
+                if received <= expected {
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("upstream sent more than the {expected} bytes it announced"),
+                )
+            }
+            Some(Err(e)) => io::Error::other(e),
+            None if received == expected => return Poll::Ready(None),
+            None => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("upstream body ended after {received} of {expected} bytes"),
+            ),
+        };
+        failed = true;
+        Poll::Ready(Some(Err(item)))
+    }))
 }
 
 fn tokio_stream_from(
@@ -540,6 +579,50 @@ mod tests {
         // A range covering the whole object is that very body.
         let opened = tier.open(&key(), &open(Span::Last(50))).await;
         assert_eq!(body_of(opened).await.unwrap(), "0123456789");
+    }
+
+    #[tokio::test]
+    async fn a_206_body_shorter_than_its_content_range_ends_in_an_error() {
+        // Chunked, so the HTTP client has no Content-Length to hold the body to.
+        let tier = tier_answering(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\nETag: \"e\"\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 0, end: Some(10) })).await;
+        let body = body_of(opened).await;
+        assert!(body.is_err(), "5 bytes for a 10-byte window were passed on: {body:?}");
+    }
+
+    #[tokio::test]
+    async fn a_206_body_longer_than_its_content_range_ends_in_an_error() {
+        let tier = tier_answering(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-1/100\r\nETag: \"e\"\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 0, end: Some(2) })).await;
+        let body = body_of(opened).await;
+        assert!(body.is_err(), "5 bytes for a 2-byte window were passed on: {body:?}");
+    }
+
+    #[tokio::test]
+    async fn a_206_whose_content_length_disagrees_with_its_content_range_is_refused() {
+        let tier = tier_answering(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\nETag: \"e\"\r\n\
+              Content-Length: 5\r\n\r\nhello",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 0, end: Some(10) })).await;
+        let body = body_of(opened).await;
+        assert!(body.is_err(), "5 bytes for a 10-byte window were passed on: {body:?}");
+    }
+
+    #[tokio::test]
+    async fn a_206_of_exactly_its_content_range_is_passed_on() {
+        let tier = tier_answering(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 3-7/100\r\nETag: \"e\"\r\n\
+              Transfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 3, end: Some(8) })).await;
+        assert_eq!(body_of(opened).await.unwrap(), "hello");
     }
 
     /// A remote tier whose upstream answers every request with `answer`, verbatim, on a
