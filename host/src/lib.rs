@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod fsck;
 pub mod http;
 pub mod metrics;
 pub mod storage;

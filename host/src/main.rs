@@ -1,9 +1,14 @@
-//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]`.
+//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]` and
+//! `rangecache fsck [--config FILE] [--repair]`.
 //!
 //! Start-up reads the configuration (an error is one line naming the field, exit 2), opens the
 //! tiers, binds, and prints `rangecache listening on http://ADDR` on stdout once it accepts
 //! connections. SIGINT or SIGTERM stops accepting, ends in-flight work, drains the copies into
 //! tier 0, closes the tiers and exits 0.
+//!
+//! `fsck` checks the files of the disk tiers and exits 0 when nothing is wrong, 1 when it found
+//! broken files (removed with `--repair`), 2 on a configuration error and 3 when a directory
+//! could not be read or a file could not be removed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +52,15 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
+    /// Check the files of the disk tiers (run it while no server uses them).
+    Fsck {
+        /// TOML configuration file; without it, the disk tier under ./rangecache-data.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Remove the broken files found.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,7 +72,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let Command::Serve { config, listen } = cli.command;
+    let (config, listen) = match cli.command {
+        Command::Serve { config, listen } => (config, listen),
+        Command::Fsck { config, repair } => return fsck(config, repair),
+    };
     let config = match config {
         Some(path) => Config::load(&path, listen),
         None => Config::default_with(listen),
@@ -75,6 +92,27 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(config))
+}
+
+fn fsck(config: Option<PathBuf>, repair: bool) -> ExitCode {
+    let config = match config {
+        Some(path) => Config::load(&path, None),
+        None => Config::default_with(None),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    let now = rangecache::http::now();
+    match rangecache::fsck::run(&config, now, repair, &mut std::io::stdout().lock()) {
+        Ok(summary) if summary.n_failures > 0 => ExitCode::from(3),
+        Ok(summary) if summary.n_broken > 0 => ExitCode::from(1),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rangecache fsck: cannot write the report: {e}");
+            ExitCode::from(3)
+        }
+    }
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {
