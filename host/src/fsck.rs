@@ -112,6 +112,7 @@ pub fn run(
 fn disk_path(kind: &TierKind) -> Option<&Path> {
     match kind {
         TierKind::Disk { path } => Some(path),
+        TierKind::Faulty { inner, .. } => disk_path(inner),
         TierKind::Memory | TierKind::S3 { .. } | TierKind::Remote { .. } => None,
     }
 }

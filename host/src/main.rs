@@ -122,7 +122,7 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     let metrics = Arc::new(Metrics::default());
-    let slots = match rangecache::build_tiers(&config).await {
+    let slots = match rangecache::build_tiers(&config, &metrics).await {
         Ok(slots) => slots,
         Err(e) => return config_failure(&e),
     };
