@@ -40,9 +40,15 @@ const STOP_DEADLINE: Duration = Duration::from_secs(30);
 /// Fewer answers checked than this and the run proves too little to pass.
 const MIN_SERVED: u64 = 100;
 
-fn fault_table(seed: u64) -> String {
+/// A `[[tier]]` table of `kind` with its own `keys`; with a seed, that tier wrapped in a faulty
+/// one (error 1%, stall 2% up to 50 ms, truncate 1% per step).
+fn tier(name: &str, kind: &str, keys: &str, faults: Option<u64>) -> String {
+    let Some(seed) = faults else {
+        return format!("[[tier]]\nname = \"{name}\"\nkind = \"{kind}\"\n{keys}");
+    };
     format!(
-        "[tier.faults]\nseed = {seed}\nerror = 0.01\nstall = 0.02\nstall_for = \"50ms\"\n\
+        "[[tier]]\nname = \"{name}\"\nkind = \"faulty\"\nwraps = \"{kind}\"\n{keys}\
+         [tier.faults]\nseed = {seed}\nerror = 0.01\nstall = 0.02\nstall_for = \"50ms\"\n\
          truncate = 0.01\n"
     )
 }
@@ -107,31 +113,23 @@ async fn run(options: &RunOptions) -> Result<bool> {
     let work = tempfile::Builder::new().prefix("rangecache-faults-").tempdir()?;
     let disk = work.path().join("disk");
     let prefix = format!("faults-{}-{}/", std::process::id(), options.seed);
-    let s3_tier = |name: &str| {
-        format!(
-            "[[tier]]\nname = \"{name}\"\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\n\
-             region = \"us-east-1\"\nprefix = \"{prefix}\"\n",
-            s3.bucket, s3.endpoint
-        )
-    };
-    let disk_tier = format!(
-        "[[tier]]\nname = \"disk\"\nkind = \"disk\"\npath = \"{}\"\nmax_size = \"1GiB\"\n",
-        disk.display()
+    let s3_keys = format!(
+        "bucket = \"{}\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\nprefix = \"{prefix}\"\n",
+        s3.bucket, s3.endpoint
     );
-    let faulty = |tier: &str, idx: u64| {
-        let kind = tier.lines().find(|l| l.starts_with("kind")).expect("a tier has a kind");
-        let wrapped = tier.replace(kind, &format!("kind = \"faulty\"\nwraps = {}", &kind[7..]));
-        format!("{wrapped}{}", fault_table(options.seed.wrapping_add(idx)))
-    };
-    // Small enough that the working set (16 keys of up to 1.2 MB) does not fit: reads miss
-    // memory often and copy from the deeper tiers, which is where fragments could slip in.
-    let memory_tier = "[[tier]]\nname = \"memory\"\nkind = \"memory\"\nmax_size = \"4MiB\"\n";
+    let disk_keys = format!("path = \"{}\"\nmax_size = \"1GiB\"\n", disk.display());
+    let seed = |idx: u64| Some(options.seed.wrapping_add(idx));
+    // Memory is small enough that the working set (16 keys of up to 1.2 MB) does not fit:
+    // reads miss it often and copy from the deeper tiers, which is where fragments could slip
+    // in.
     let config = format!(
         "max_object_size = \"16MiB\"\n\n{}\n{}\n{}",
-        faulty(memory_tier, 0),
-        faulty(&disk_tier, 1),
-        faulty(&s3_tier("s3"), 2)
+        tier("memory", "memory", "max_size = \"4MiB\"\n", seed(0)),
+        tier("disk", "disk", &disk_keys, seed(1)),
+        tier("s3", "s3", &s3_keys, seed(2)),
     );
+    let disk_tier = tier("disk", "disk", &disk_keys, None);
+    let s3_tier = tier("s3", "s3", &s3_keys, None);
     eprintln!(
         "fault run: seed {}, {:?}, {} clients, {} keys ({} never deleted), tiers memory → disk → \
          s3, each faulty (error 1%, stall 2% up to 50 ms, truncate 1% per step)",
@@ -187,7 +185,7 @@ async fn run(options: &RunOptions) -> Result<bool> {
     // What the tiers hold at rest, read without faults.
     let fsck = fsck(work.path(), &disk_tier)?;
     let at_rest_disk = at_rest(&run, "disk", work.path(), &disk_tier, &[], "disk; hit").await?;
-    let at_rest_s3 = at_rest(&run, "s3", work.path(), &s3_tier("s3"), &s3.env, "s3; hit").await?;
+    let at_rest_s3 = at_rest(&run, "s3", work.path(), &s3_tier, &s3.env, "s3; hit").await?;
 
     let faults = series(&metrics, "rangecache_faults_injected_total");
     let n_faults: f64 = faults.iter().map(|(_, n)| n).sum();
