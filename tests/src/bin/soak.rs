@@ -3,8 +3,10 @@
 //! B) and B (disk), for as long as asked. Every answer is checked against the versions written
 //! ([`rangecache_tests::model`]); a body that matches no written version at the offsets it
 //! advertises is an error, and so is any 5xx, 404 (every key is written before the readers
-//! start and none is deleted), failed write or cut connection. It prints operations per
-//! second, the errors (which must be 0) and the peak resident set of both servers.
+//! start and none is deleted), failed write or cut connection. The one exception is a 503
+//! that a second asking answers: the server's word that the object kept changing under the
+//! read, counted and printed apart. It prints operations per second, the errors (which must
+//! be 0) and the peak resident set of both servers.
 //!
 //! `cargo xtask soak --seconds N` runs it; `cargo xtask test` runs it for 60 seconds.
 
@@ -186,6 +188,15 @@ async fn run(options: &RunOptions) -> Result<bool> {
         println!("  {op} {outcome}: {n}");
     }
     println!("versions written: {}", soak.n_versions.load(Ordering::Relaxed));
+    let retried: u64 = soak
+        .tallies
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|((_, outcome), _)| *outcome == "503 retried")
+        .map(|(_, n)| n)
+        .sum();
+    println!("503 answers asked again (the object changed under the read each time): {retried}");
     println!("peak RSS: A {} MiB, B {} MiB", mib(peak_a), mib(peak_b));
     println!("errors: {n_errors}");
     Ok(n_errors == 0 && n_ops > 0)
@@ -206,7 +217,7 @@ async fn client_loop(soak: &Soak, seed: u64, writes: bool, until: Instant) {
         } else {
             let read = pick_read(soak, key, &mut rng);
             let name = read.kind();
-            (name, tokio::time::timeout(OP_DEADLINE, one_read(soak, key, read)).await)
+            (name, tokio::time::timeout(OP_DEADLINE, read_with_retry(soak, key, read)).await)
         };
         if done.is_err() {
             soak.error(name, format!("{name} of {key} did not end within {OP_DEADLINE:?}"));
@@ -268,29 +279,54 @@ async fn write(soak: &Soak, key: &str, version: Version) -> bool {
     true
 }
 
-async fn one_read(soak: &Soak, key: &str, read: Read) {
+/// One read, checked. A 503 is asked once more, as RFC 9110 §15.6.4 lets a client do, and
+/// counted apart (`503 retried`): the server answers it when the object changed under the read
+/// at every one of its attempts (`read::MAX_WALKS`), which a key rewritten several times a
+/// second makes happen a few times a minute. Any other 5xx, and a 503 to the second asking,
+/// is an error.
+async fn read_with_retry(soak: &Soak, key: &str, read: Read) {
+    if one_read(soak, key, &read, true).await == Retry::Once {
+        one_read(soak, key, &read, false).await;
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Retry {
+    No,
+    Once,
+}
+
+async fn one_read(soak: &Soak, key: &str, read: &Read, may_retry: bool) -> Retry {
     let url = soak.url(key);
     let mut request =
-        if read == Read::Head { soak.client.head(&url) } else { soak.client.get(&url) };
+        if *read == Read::Head { soak.client.head(&url) } else { soak.client.get(&url) };
     for (name, value) in read.headers() {
         request = request.header(name, value);
     }
     let response = match request.send().await {
         Ok(response) => response,
-        Err(e) => return soak.error(read.kind(), format!("{} of {key}: {e}", read.kind())),
+        Err(e) => {
+            soak.error(read.kind(), format!("{} of {key}: {e}", read.kind()));
+            return Retry::No;
+        }
     };
     let (status, headers) = (response.status(), response.headers().clone());
-    let body = if read == Read::Head {
+    let body = if *read == Read::Head {
         None
     } else {
         match response.bytes().await {
             Ok(body) => Some(body),
             Err(e) => {
-                return soak.error(read.kind(), format!("{} of {key}: body cut: {e}", read.kind()));
+                soak.error(read.kind(), format!("{} of {key}: body cut: {e}", read.kind()));
+                return Retry::No;
             }
         }
     };
-    match model::check(&soak.versions, key, &read, status, &headers, body.as_ref()) {
+    if status == 503 && may_retry {
+        soak.tally(read.kind(), "503 retried");
+        return Retry::Once;
+    }
+    match model::check(&soak.versions, key, read, status, &headers, body.as_ref()) {
         Ok(
             verdict @ (Verdict::Served
             | Verdict::NotModified
@@ -318,4 +354,5 @@ async fn one_read(soak: &Soak, key: &str, read: Read) {
             ),
         ),
     }
+    Retry::No
 }
