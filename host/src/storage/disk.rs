@@ -512,7 +512,8 @@ fn open_object(path: &Path) -> io::Result<Option<(File, ObjectMeta, u64)>> {
 /// the revision's metadata and where its bytes start.
 fn read_header(file: &mut File) -> io::Result<(ObjectMeta, u64)> {
     let (meta, offset) = parse_header(file)?;
-    if file.metadata()?.len() != offset + meta.size {
+    // Checked: the size is whatever the file says, and a damaged one must not overflow.
+    if offset.checked_add(meta.size) != Some(file.metadata()?.len()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "file length does not match its header",
@@ -769,5 +770,27 @@ fn is_key_name(name: &str) -> bool {
 fn remove_quietly(path: &Path) {
     if let Err(e) = fs::remove_file(path) {
         tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_announcing_an_impossible_size_is_refused_not_a_panic() {
+        let meta = ObjectMeta {
+            size: u64::MAX,
+            etag: rangecache_core::EntityTag::parse("\"e\"").expect("a strong tag"),
+            last_modified: Timestamp::from_secs(0),
+            headers: Vec::new(),
+            expires: None,
+        };
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&encode_header(&meta).unwrap()).unwrap();
+        file.write_all(b"a few bytes").unwrap();
+        std::io::Seek::rewind(&mut file).unwrap();
+        let error = read_header(&mut file).expect_err("the length cannot match");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 }
