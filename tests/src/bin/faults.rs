@@ -317,7 +317,9 @@ fn new_version(run: &Run, key: &str, rng: &mut fastrand::Rng) -> Version {
 
 fn pick_read(run: &Run, key: &str, rng: &mut fastrand::Rng) -> Read {
     let known = run.versions.of(key);
-    let version = (!known.is_empty()).then(|| &known[rng.usize(..known.len())]);
+    // Mostly one of the latest versions, which the tiers may still hold, sometimes any.
+    let back = if rng.u32(0..5) == 0 { known.len() } else { known.len().min(3) };
+    let version = (!known.is_empty()).then(|| &known[known.len() - 1 - rng.usize(..back)]);
     let etag = version.map_or_else(|| "\"never-written\"".to_owned(), |v| v.etag.clone());
     let len = version.map_or(1000, |v| v.len);
     // Mostly inside the version's bytes, sometimes past them.
