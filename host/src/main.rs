@@ -1,10 +1,15 @@
-//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]` and
-//! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN]`.
+//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]`,
+//! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN]` and
+//! `rangecache fsck [--config FILE] [--repair]`.
 //!
 //! `serve`: start-up reads the configuration (an error is one line naming the field, exit 2),
 //! opens the tiers, binds, and prints `rangecache listening on http://ADDR` on stdout once it
 //! accepts connections. SIGINT or SIGTERM stops accepting, ends in-flight work, drains the copies into
 //! tier 0, closes the tiers and exits 0.
+//!
+//! `fsck` checks the files of the disk tiers and exits 0 when nothing is wrong, 1 when it found
+//! broken files (removed with `--repair`), 2 on a configuration error and 3 when a directory
+//! could not be read or a file could not be removed.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -68,6 +73,15 @@ enum Command {
         #[arg(long, value_name = "TOKEN", env = "RANGECACHE_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Check the files of the disk tiers (run it while no server uses them).
+    Fsck {
+        /// TOML configuration file; without it, the disk tier under ./rangecache-data.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Remove the broken files found.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +94,10 @@ fn main() -> ExitCode {
             // A command run by hand: only warnings, unless RANGECACHE_LOG asks for more.
             let _flush_on_exit = init_logging("warn");
             get_command(&GetArgs { url, output, parallel, resume, token })
+        }
+        Command::Fsck { config, repair } => {
+            let _flush_on_exit = init_logging("warn");
+            fsck(config, repair)
         }
     }
 }
@@ -137,6 +155,27 @@ fn serve_command(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCod
     runtime.block_on(serve(config))
 }
 
+fn fsck(config: Option<PathBuf>, repair: bool) -> ExitCode {
+    let config = match config {
+        Some(path) => Config::load(&path, None),
+        None => Config::default_with(None),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    let now = rangecache::http::now();
+    match rangecache::fsck::run(&config, now, repair, &mut std::io::stdout().lock()) {
+        Ok(summary) if summary.n_failures > 0 => ExitCode::from(3),
+        Ok(summary) if summary.n_broken > 0 => ExitCode::from(1),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rangecache fsck: cannot write the report: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn config_failure(e: &ConfigError) -> ExitCode {
     eprintln!("rangecache: configuration error: {e}");
     ExitCode::from(2)
@@ -145,7 +184,7 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 async fn serve(config: Config) -> ExitCode {
     raise_file_limit(config.limits.max_connections);
     let metrics = Arc::new(Metrics::default());
-    let slots = match rangecache::build_tiers(&config).await {
+    let slots = match rangecache::build_tiers(&config, &metrics).await {
         Ok(slots) => slots,
         Err(e) => return config_failure(&e),
     };

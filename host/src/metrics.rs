@@ -64,6 +64,17 @@ pub struct TierWriteLabels {
     pub result: &'static str,
 }
 
+/// Labels of `rangecache_faults_injected_total` (built with the `faults` feature).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// The faulty tier's configured name.
+    pub tier: String,
+    /// `open`, `stat`, `read`, `create`, `write`, `commit` or `delete`.
+    pub step: &'static str,
+    /// `error`, `stall` or `truncate`.
+    pub fault: &'static str,
+}
+
 /// The routes of `rangecache_route_requests_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -179,6 +190,9 @@ pub struct Metrics {
     pub backfills_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Bytes copied into tier 0 by committed backfills and tees.
     pub backfill_bytes: Counter<u64, AtomicU64>,
+    /// Faults injected by `faulty` tiers, by tier, step and fault.
+    #[cfg(feature = "faults")]
+    pub faults_injected: Family<FaultLabels, Counter>,
     /// `requests` and `route_requests` counters resolved on first use, by
     /// [`Metrics::request_slot`].
     request_counters: Box<[OnceLock<RequestCounters>]>,
@@ -230,8 +244,18 @@ impl Default for Metrics {
             "Bytes copied into tier 0 by committed copies",
             backfill_bytes.clone(),
         );
+        #[cfg(feature = "faults")]
+        let faults_injected = Family::<FaultLabels, Counter>::default();
+        #[cfg(feature = "faults")]
+        registry.register(
+            "faults_injected",
+            "Faults injected by faulty tiers, by tier, step and fault",
+            faults_injected.clone(),
+        );
         Metrics {
             registry,
+            #[cfg(feature = "faults")]
+            faults_injected,
             requests,
             route_requests,
             response_bytes,
