@@ -24,6 +24,8 @@
 //!                                           Commit once all is written after the source's EOF
 //! SourceEnded { copy }                      Commit, or Discard { SizeMismatch }
 //! SourceFailed / WriterFailed / ClientClosed Discard { SourceFailed | WriterFailed | EarlyClose }
+//!                                           (once committing, only WriterFailed: the writer of
+//!                                           an empty object failed to start)
 //! CommitFinished { copy, committed }        Finished { copy } (counts; a commit advances the
 //!                                           generation; may finish a shutdown or free a
 //!                                           mutation)
@@ -50,7 +52,9 @@
 //!                                  │ generation current, not shutting down ──► Commit
 //!                                  ▼
 //!                                Committing ──CommitFinished──► Finished (gone; if committed,
-//!                                                                 remembered as the key's fill)
+//!                                  │                                remembered as the key's fill)
+//!                                  └─WriterFailed (an empty object's writer never started)
+//!                                                 ──► Discard(WriterFailed)
 //!
 //!   Every copy started ends with exactly one Finished or one Discard (other than Stale), so
 //!   the host can forget whatever it keeps per copy at that output.
@@ -765,6 +769,11 @@ impl Manager {
         let Some(state) = self.state_of(copy) else { return };
         match state {
             CopyState::Copying { .. } | CopyState::Flushing { .. } => self.discard(copy, why),
+            // The commit of an empty object is asked for before its first (and only) step, the
+            // creation of tier 0's writer: a writer that then fails to start is the commit
+            // failing, and no CommitFinished will follow. Waiting for one would hold the key,
+            // and every mutation of it, forever.
+            CopyState::Committing if why == DiscardReason::WriterFailed => self.discard(copy, why),
             // A client closing after the last byte was handed to tier 0 changes nothing.
             CopyState::Committing => {}
             CopyState::Cancelling { why } => self.finish_discard(copy, why),
@@ -1190,6 +1199,26 @@ mod tests {
             assert_eq!(s.manager.counters().discarded_total(), 1);
             assert_eq!(s.manager.n_in_flight(), 0);
         }
+    }
+
+    #[test]
+    fn an_empty_copy_whose_writer_fails_to_start_frees_its_key() {
+        // The host asks for tier 0's writer only once its task runs; an empty object's commit
+        // is asked for before that, at the source's EOF.
+        let mut s = Script::new();
+        s.request("a", 0).feed(Input::SourceEnded { copy: CopyId(0) });
+        s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Delete });
+        s.expect(&["StartCopy(0)", "Commit(0)"]);
+        s.feed(Input::WriterFailed { copy: CopyId(0) });
+        s.expect(&["Discard(0, WriterFailed)", "ProceedWithMutation"]);
+        assert_eq!(s.manager.n_in_flight(), 0);
+        // A client closing once every byte was handed over still changes nothing.
+        let mut s = Script::new();
+        s.request("a", 0).feed(Input::SourceEnded { copy: CopyId(0) });
+        s.feed(Input::ClientClosed { copy: CopyId(0) });
+        s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
+        s.expect(&["StartCopy(0)", "Commit(0)", "Finished(0)"]);
+        assert_eq!(s.manager.counters().committed, 1);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!
 //! A forwarding member carries `fwd-status` (§2.3) when what its forwarded request got differs
 //! from the response's status (absent, it defaults to that status): a tier deeper than the one
-//! whose answer stood got 404 from below it, or 502 when a tier below it failed. Tier 0
+//! whose answer stood got 404 from below it, or 502 when a tier below it failed. A failed tier
+//! with nothing deeper consulted (an unreachable upstream) received no response and carries
+//! none. Tier 0
 //! carries `stored` when a copy into it was started for this response (§2.5), and a `detail`
 //! says `error` for a failed tier, or why tier 0 got no copy (`backfill-deduplicated`,
 //! `backfill-skipped`).

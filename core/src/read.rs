@@ -754,12 +754,15 @@ impl Machine {
     /// The members as they stand, each forwarding member with the `fwd-status` its forwarded
     /// request got when that differs from `status` (RFC 9211 §2.3: absent, it defaults to the
     /// response's status). What a tier's forward got is the answer of the deeper tiers: the
-    /// response when one of them answered it, else 502 if one failed, else 404.
+    /// response when one of them answered it, else 502 if one failed, else 404. A failed tier
+    /// with no deeper tier consulted received no response at all (an unreachable upstream), so
+    /// it claims no status: §2.3 has `fwd-status` only for a response that was received.
     fn cache_status(&self, status: StatusCode) -> CacheStatus {
         let mut members = self.members.clone();
         for member in &mut members {
             member.fwd_status = match member.lookup {
                 Lookup::Hit => None,
+                Lookup::Failed if !self.members.iter().any(|d| d.tier > member.tier) => None,
                 Lookup::Missed | Lookup::Expired | Lookup::NotAccepted | Lookup::Failed => {
                     let deeper = self.members.iter().filter(|d| d.tier > member.tier);
                     let below = if deeper.clone().any(|d| d.lookup == Lookup::Hit) {
@@ -1076,6 +1079,20 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_last_tier_claims_no_upstream_status() {
+        // RFC 9211 §2.3: fwd-status is the status the next hop returned; a tier that failed
+        // with nothing deeper (a stopped upstream server) received none, so it names none, and
+        // the nearer tier's forward got the 502 the response carries.
+        let mut s = Script::new(get(), 2);
+        s.missed(0).failed(1);
+        s.expect(&[
+            "OpenTier(0, 0-)",
+            "OpenTier(1, 0-)",
+            "Serve(502, nothing; disk; fwd=miss; detail=error, memory; fwd=uri-miss)",
+        ]);
+    }
+
+    #[test]
     fn if_match_failing_in_tier_0_is_looked_for_deeper() {
         let request = Request { if_match: Some("\"old\"".into()), ..get() };
         // Disk, the last tier, has it: it is served from there, and since the last tier's
@@ -1249,7 +1266,7 @@ mod tests {
             "OpenTier(2, 0-4)",
             // The whole current object stands even though tier 2 failed: it is right anyway.
             "OpenTier(0, 0-, if-match \"new\")",
-            "Serve(200, opened 0; s3; fwd=miss; fwd-status=404; detail=error, \
+            "Serve(200, opened 0; s3; fwd=miss; detail=error, \
              disk; fwd=uri-miss; fwd-status=502, memory; hit)",
         ]);
     }
@@ -1285,7 +1302,7 @@ mod tests {
         s.expect(&[
             "OpenTier(0, 0-4)",
             "OpenTier(0, 0-, if-match \"new\")",
-            "Serve(502, nothing; memory; fwd=miss; fwd-status=404; detail=error)",
+            "Serve(502, nothing; memory; fwd=miss; detail=error)",
         ]);
     }
 

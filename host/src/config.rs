@@ -195,7 +195,41 @@ pub enum TierKind {
         /// PEM certificates trusted beside the system's roots when the URL is HTTPS.
         ca_file: Option<PathBuf>,
     },
+    /// Another kind with faults injected into it, for testing (`kind = "faulty"`, `wraps` the
+    /// other kind); accepted only by a build with the `faults` feature.
+    Faulty {
+        /// The tier under the faults; never itself `Faulty`.
+        inner: Box<TierKind>,
+        /// What is injected.
+        faults: FaultConfig,
+    },
 }
+
+/// The faults a `faulty` tier injects (`[tier.faults]`): at each step of an operation (an
+/// open, a stat, each chunk read, a create, each chunk written, a commit, a delete), or only at
+/// the `steps` named, one of them happens with the given probability, drawn from a generator
+/// seeded with `seed`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultConfig {
+    /// Seed of the draws.
+    pub seed: u64,
+    /// The step fails (a commit or delete half the time after the wrapped tier carried it out,
+    /// as when an acknowledgement is lost), in parts per million.
+    pub error_ppm: u32,
+    /// The step waits first, up to `stall_for`, in parts per million.
+    pub stall_ppm: u32,
+    /// The longest stall.
+    pub stall_for: Duration,
+    /// A body read ends early without an error, or a write stores part of its chunk and fails,
+    /// in parts per million.
+    pub truncate_ppm: u32,
+    /// The steps faults are injected at (`open`, `stat`, `read`, `create`, `write`, `commit`,
+    /// `delete`); empty for all of them.
+    pub steps: Vec<String>,
+}
+
+/// The steps of [`FaultConfig::steps`].
+pub const FAULT_STEPS: [&str; 7] = ["open", "stat", "read", "create", "write", "commit", "delete"];
 
 /// A configuration error: the field it concerns and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -298,6 +332,19 @@ struct FileTier {
     token_file: Option<String>,
     ca_file: Option<String>,
     copy_ttl: Option<String>,
+    wraps: Option<String>,
+    faults: Option<FileFaults>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFaults {
+    seed: Option<u64>,
+    error: Option<f64>,
+    stall: Option<f64>,
+    stall_for: Option<String>,
+    truncate: Option<f64>,
+    steps: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -396,6 +443,36 @@ impl FileTier {
         }
         let kind =
             self.kind.ok_or_else(|| err(field("kind"), "required (memory, disk, s3 or remote)"))?;
+        // A faulty tier is the kind it wraps, with that kind's keys, plus its faults.
+        let (kind, faults) = match (kind.as_str(), self.wraps, self.faults) {
+            ("faulty", wraps, faults) => {
+                if !cfg!(feature = "faults") {
+                    return Err(err(
+                        field("kind"),
+                        "\"faulty\" needs a build with the faults feature (--features faults)",
+                    ));
+                }
+                let wraps =
+                    wraps.ok_or_else(|| err(field("wraps"), "required for a faulty tier"))?;
+                if wraps == "faulty" {
+                    return Err(err(field("wraps"), "a faulty tier cannot wrap another"));
+                }
+                let faults = faults.unwrap_or(FileFaults {
+                    seed: None,
+                    error: None,
+                    stall: None,
+                    stall_for: None,
+                    truncate: None,
+                    steps: None,
+                });
+                (wraps, Some(faults.check(&field("faults"))?))
+            }
+            (_, Some(_), _) => return Err(err(field("wraps"), "only a faulty tier wraps another")),
+            (_, None, Some(_)) => {
+                return Err(err(field("faults"), "only a faulty tier has faults"));
+            }
+            (_, None, None) => (kind, None),
+        };
         let max_size = self.max_size.map(|s| parse_size(&field("max_size"), &s)).transpose()?;
         let max_ttl = self.max_ttl.map(|s| parse_duration(&field("max_ttl"), &s)).transpose()?;
         // Each kind takes only its own keys, so a misplaced key is reported, not ignored.
@@ -467,10 +544,14 @@ impl FileTier {
             }
             other => {
                 return Err(err(
-                    field("kind"),
+                    field(if faults.is_some() { "wraps" } else { "kind" }),
                     format!("{other:?} is not one of memory, disk, s3, remote"),
                 ));
             }
+        };
+        let kind = match faults {
+            Some(faults) => TierKind::Faulty { inner: Box::new(kind), faults },
+            None => kind,
         };
         Ok(TierConfig { name, max_size, max_ttl, kind })
     }
@@ -531,6 +612,40 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
         field: "--config".into(),
         message: format!("cannot read {}: {e}", path.display()),
     })
+}
+
+impl FileFaults {
+    fn check(self, field: &str) -> Result<FaultConfig, ConfigError> {
+        let ppm = |name: &str, value: Option<f64>| -> Result<u32, ConfigError> {
+            let value = value.unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&value) {
+                return Err(err(format!("{field}.{name}"), "must be a probability from 0 to 1"));
+            }
+            // Exact for every probability a test names; a millionth is finer than any needs.
+            Ok((value * 1_000_000.0).round() as u32)
+        };
+        let config = FaultConfig {
+            seed: self.seed.unwrap_or(0),
+            error_ppm: ppm("error", self.error)?,
+            stall_ppm: ppm("stall", self.stall)?,
+            stall_for: match &self.stall_for {
+                Some(text) => parse_duration(&format!("{field}.stall_for"), text)?,
+                None => Duration::from_millis(100),
+            },
+            truncate_ppm: ppm("truncate", self.truncate)?,
+            steps: self.steps.unwrap_or_default(),
+        };
+        if let Some(step) = config.steps.iter().find(|s| !FAULT_STEPS.contains(&s.as_str())) {
+            return Err(err(
+                format!("{field}.steps"),
+                format!("{step:?} is not one of {}", FAULT_STEPS.join(", ")),
+            ));
+        }
+        if config.error_ppm + config.stall_ppm + config.truncate_ppm > 1_000_000 {
+            return Err(err(field, "error + stall + truncate must not exceed 1"));
+        }
+        Ok(config)
+    }
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -707,6 +822,59 @@ prefix = "rangecache/"
         check_error(&format!("{remote}prefix='p/'"), "tier[0].prefix");
         // The first misplaced key in the order of the tier's fields is the one reported.
         check_error(&format!("{memory}copy_ttl='1h'\npath='/tmp'"), "tier[0].path");
+    }
+
+    #[cfg(feature = "faults")]
+    #[test]
+    fn a_faulty_tier_is_the_kind_it_wraps_with_its_faults() {
+        let text = "[[tier]]\nname='m'\nkind='faulty'\nwraps='memory'\nmax_size='1MiB'\n\
+                    [tier.faults]\nseed=7\nerror=0.01\nstall=0.02\nstall_for='50ms'\ntruncate=0.5\n";
+        let tier = Config::parse(text, None).unwrap().tiers.remove(0);
+        let faults = FaultConfig {
+            seed: 7,
+            error_ppm: 10_000,
+            stall_ppm: 20_000,
+            stall_for: Duration::from_millis(50),
+            truncate_ppm: 500_000,
+            steps: Vec::new(),
+        };
+        assert_eq!(tier.kind, TierKind::Faulty { inner: Box::new(TierKind::Memory), faults });
+        assert_eq!(tier.max_size, Some(1 << 20));
+        let faulty = "[[tier]]\nname='m'\nkind='faulty'\nmax_size='1MiB'\n";
+        check_error(faulty, "tier[0].wraps");
+        check_error(&format!("{faulty}wraps='faulty'"), "tier[0].wraps");
+        check_error(&format!("{faulty}wraps='tape'"), "tier[0].wraps");
+        // The wrapped kind's own keys are checked as for that kind.
+        check_error(&format!("{faulty}wraps='memory'\nurl='http://x'"), "tier[0].url");
+        check_error(
+            &format!("{faulty}wraps='memory'\n[tier.faults]\nerror=1.5"),
+            "tier[0].faults.error",
+        );
+        check_error(
+            &format!("{faulty}wraps='memory'\n[tier.faults]\nerror=0.6\nstall=0.6"),
+            "tier[0].faults",
+        );
+        check_error(
+            &format!("{faulty}wraps='memory'\n[tier.faults]\nsteps=['create', 'flush']"),
+            "tier[0].faults.steps",
+        );
+        check_error(
+            "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\nwraps='memory'",
+            "tier[0].wraps",
+        );
+        check_error(
+            "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\n[tier.faults]\nseed=1",
+            "tier[0].faults",
+        );
+    }
+
+    #[cfg(not(feature = "faults"))]
+    #[test]
+    fn a_faulty_tier_needs_the_faults_feature() {
+        check_error(
+            "[[tier]]\nname='m'\nkind='faulty'\nwraps='memory'\nmax_size='1MiB'",
+            "tier[0].kind",
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR] [--log-format
-//! FORMAT]`, `rangecache check-config FILE` and
-//! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN]`.
+//! FORMAT]`, `rangecache check-config FILE`,
+//! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN]` and
+//! `rangecache fsck [--config FILE] [--repair]`.
 //!
 //! `serve`: start-up reads the configuration (the file, then `RANGECACHE_*` overrides; an error
 //! is one line naming the field, exit 2), opens the tiers, binds, and prints
@@ -12,6 +13,10 @@
 //!
 //! `check-config`: reads and checks the configuration as `serve` would, prints it in effect
 //! with its tokens masked, and exits 0, or 2 with the one-line error.
+//!
+//! `fsck` checks the files of the disk tiers and exits 0 when nothing is wrong, 1 when it found
+//! broken files (removed with `--repair`), 2 on a configuration error and 3 when a directory
+//! could not be read or a file could not be removed.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -86,6 +91,15 @@ enum Command {
         #[arg(long, value_name = "TOKEN", env = "RANGECACHE_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Check the files of the disk tiers (run it while no server uses them).
+    Fsck {
+        /// TOML configuration file; without it, the disk tier under ./rangecache-data.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Remove the broken files found.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +110,10 @@ fn main() -> ExitCode {
             // A command run by hand: only warnings, unless RANGECACHE_LOG asks for more.
             let _flush_on_exit = init_logging("warn", LogFormat::Human);
             get_command(&GetArgs { url, output, parallel, resume, token })
+        }
+        Command::Fsck { config, repair } => {
+            let _flush_on_exit = init_logging("warn", LogFormat::Human);
+            fsck(config, repair)
         }
     }
 }
@@ -179,6 +197,27 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
+fn fsck(config: Option<PathBuf>, repair: bool) -> ExitCode {
+    let config = match config {
+        Some(path) => Config::load(&path, None),
+        None => Config::default_with(None),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    let now = rangecache::http::now();
+    match rangecache::fsck::run(&config, now, repair, &mut std::io::stdout().lock()) {
+        Ok(summary) if summary.n_failures > 0 => ExitCode::from(3),
+        Ok(summary) if summary.n_broken > 0 => ExitCode::from(1),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rangecache fsck: cannot write the report: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn config_failure(e: &ConfigError) -> ExitCode {
     eprintln!("rangecache: configuration error: {e}");
     ExitCode::from(2)
@@ -199,7 +238,7 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     let metrics = Arc::new(Metrics::default());
-    let slots = match rangecache::build_tiers(&config).await {
+    let slots = match rangecache::build_tiers(&config, &metrics).await {
         Ok(slots) => slots,
         Err(e) => return config_failure(&e),
     };

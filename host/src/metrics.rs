@@ -93,6 +93,17 @@ pub struct TierOpenLabels {
 /// A histogram family whose histograms all have the same buckets.
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Labels of `rangecache_faults_injected_total` (built with the `faults` feature).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// The faulty tier's configured name.
+    pub tier: String,
+    /// `open`, `stat`, `read`, `create`, `write`, `commit` or `delete`.
+    pub step: &'static str,
+    /// `error`, `stall` or `truncate`.
+    pub fault: &'static str,
+}
+
 /// The routes of `rangecache_route_requests_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -250,6 +261,9 @@ pub struct Metrics {
     pub backfill_duration: Histogram,
     /// Sizes of committed copies into tier 0.
     pub backfill_size: Histogram,
+    /// Faults injected by `faulty` tiers, by tier, step and fault.
+    #[cfg(feature = "faults")]
+    pub faults_injected: Family<FaultLabels, Counter>,
     /// `requests` and `route_requests` counters resolved on first use, by
     /// [`Metrics::request_slot`].
     request_counters: Box<[OnceLock<RequestCounters>]>,
@@ -342,8 +356,18 @@ impl Default for Metrics {
             Unit::Bytes,
             backfill_size.clone(),
         );
+        #[cfg(feature = "faults")]
+        let faults_injected = Family::<FaultLabels, Counter>::default();
+        #[cfg(feature = "faults")]
+        registry.register(
+            "faults_injected",
+            "Faults injected by faulty tiers, by tier, step and fault",
+            faults_injected.clone(),
+        );
         Metrics {
             registry,
+            #[cfg(feature = "faults")]
+            faults_injected,
             requests,
             route_requests,
             response_bytes,

@@ -1382,11 +1382,13 @@ impl Multipart {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use rangecache_core::{Key, Namespace};
 
     use super::*;
+    use crate::storage::{CommitFence, MemoryTier};
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey {
@@ -1395,25 +1397,27 @@ mod tests {
         }
     }
 
-    /// A driver over two memory tiers, with `n_keys` objects of `size` bytes in tier 1 only.
-    async fn cold_tiers(n_keys: usize, size: usize) -> Arc<Tiered> {
-        let near: Arc<dyn Tier> = Arc::new(crate::storage::MemoryTier::new("near", 1 << 30));
-        let far: Arc<dyn Tier> = Arc::new(crate::storage::MemoryTier::new("far", 1 << 30));
-        for n in 0..n_keys {
-            let new = NewObject {
-                etag: EntityTag::strong(format!("v{n}")).expect("valid"),
-                last_modified: Timestamp::from_secs(1_700_000_000),
-                headers: Vec::new(),
-                expires: None,
-                condition: WriteCondition::None,
-                expected_size: Some(size as u64),
-            };
-            let mut writer = far.create(&key(&format!("k{n}")), new).await.expect("create");
-            writer.write(Bytes::from(vec![n as u8; size])).await.expect("write");
-            writer.commit().await.expect("commit");
-        }
+    /// Stores `bytes` under `key` in `tier`, tagged `etag`.
+    async fn store(tier: &dyn Tier, key: &ObjectKey, etag: &str, bytes: Vec<u8>) {
+        let new = NewObject {
+            etag: EntityTag::strong(etag).expect("valid"),
+            last_modified: Timestamp::from_secs(1_700_000_000),
+            headers: Vec::new(),
+            expires: None,
+            condition: WriteCondition::None,
+            expected_size: Some(bytes.len() as u64),
+        };
+        let mut writer = tier.create(key, new).await.expect("create");
+        writer.write(Bytes::from(bytes)).await.expect("write");
+        writer.commit().await.expect("commit");
+    }
+
+    /// A driver over `near` and `far`, nearest first.
+    fn driver(near: Arc<dyn Tier>, far: Arc<dyn Tier>, commit_deadline: Duration) -> Arc<Tiered> {
         let slots = [near, far].map(|tier| TierSlot { tier, max_ttl: None });
-        Arc::new(Tiered::new(slots.into(), Arc::new(Metrics::default())))
+        let mut tiered = Tiered::new(slots.into(), Arc::new(Metrics::default()));
+        tiered.commit_deadline = commit_deadline;
+        Arc::new(tiered)
     }
 
     /// Reads `key` whole (a tee into tier 0) or one byte of it (a background copy), to the end.
@@ -1429,17 +1433,139 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn every_finished_copy_leaves_the_drivers_maps() {
-        let tiered = cold_tiers(40, 10_000).await;
-        for n in 0..40 {
-            read_to_end(&tiered, &key(&format!("k{n}")), n % 2 == 0).await;
-        }
+    /// Waits (at most 10 s) until no copy is in flight.
+    async fn copies_over(tiered: &Arc<Tiered>) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tiered.backfills().manager.n_in_flight() > 0 {
             assert!(tokio::time::Instant::now() < deadline, "the copies ended within 10 s");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// What a [`Hooked`] tier's writers do.
+    #[derive(Clone)]
+    enum Writers {
+        /// Write and commit as the memory tier does.
+        Plain,
+        /// Wait for a permit before every chunk.
+        Gated(Arc<tokio::sync::Semaphore>),
+        /// Panic at the first chunk.
+        PanicOnWrite,
+        /// Never end a commit (which can be abandoned through its fence).
+        HangInCommit,
+    }
+
+    /// A memory tier that counts its opens of whole objects (what a background copy reads) and
+    /// whose writers behave as `writers` says.
+    struct Hooked {
+        inner: MemoryTier,
+        writers: Writers,
+        whole_opens: AtomicUsize,
+    }
+
+    impl Hooked {
+        fn new(name: &str, capacity: u64, writers: Writers) -> Hooked {
+            Hooked {
+                inner: MemoryTier::new(name, capacity),
+                writers,
+                whole_opens: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    struct HookedWriter {
+        inner: Box<dyn TierWriter>,
+        writers: Writers,
+        fence: CommitFence,
+    }
+
+    #[async_trait::async_trait]
+    impl TierWriter for HookedWriter {
+        async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
+            match &self.writers {
+                Writers::Gated(permits) => permits.acquire().await.expect("never closed").forget(),
+                Writers::PanicOnWrite => {
+                    panic!("a tier 0 writer that panics (on purpose, in a test)")
+                }
+                Writers::Plain | Writers::HangInCommit => {}
+            }
+            self.inner.write(chunk).await
+        }
+        async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError> {
+            if let Writers::HangInCommit = self.writers {
+                std::future::pending::<()>().await;
+            }
+            self.inner.commit().await
+        }
+        async fn abort(self: Box<Self>) {
+            self.inner.abort().await;
+        }
+        fn fence(&self) -> Option<CommitFence> {
+            // A commit that never ends never lands: abandoning it is safe. The others are the
+            // memory tier's, which ends at once and offers no fence.
+            match self.writers {
+                Writers::HangInCommit => Some(self.fence.clone()),
+                Writers::Plain | Writers::Gated(_) | Writers::PanicOnWrite => self.inner.fence(),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Tier for Hooked {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn max_object_size(&self) -> Option<u64> {
+            self.inner.max_object_size()
+        }
+        async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
+            if req.span == Span::WHOLE {
+                self.whole_opens.fetch_add(1, Ordering::SeqCst);
+            }
+            self.inner.open(key, req).await
+        }
+        async fn stat(
+            &self,
+            key: &ObjectKey,
+            now: Timestamp,
+        ) -> Result<Option<ObjectMeta>, TierError> {
+            self.inner.stat(key, now).await
+        }
+        async fn create(
+            &self,
+            key: &ObjectKey,
+            new: NewObject,
+        ) -> Result<Box<dyn TierWriter>, TierError> {
+            let inner = self.inner.create(key, new).await?;
+            let writers = self.writers.clone();
+            Ok(Box::new(HookedWriter { inner, writers, fence: CommitFence::default() }))
+        }
+        async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
+            self.inner.delete(key).await
+        }
+        async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
+            self.inner.stats(now).await
+        }
+        async fn namespaces(&self) -> Result<Vec<String>, TierError> {
+            self.inner.namespaces().await
+        }
+        async fn close(&self) -> Result<(), TierError> {
+            self.inner.close().await
+        }
+    }
+
+    #[tokio::test]
+    async fn every_finished_copy_leaves_the_drivers_maps() {
+        let far = MemoryTier::new("far", 1 << 30);
+        for n in 0..40 {
+            store(&far, &key(&format!("k{n}")), &format!("v{n}"), vec![n as u8; 10_000]).await;
+        }
+        let near = MemoryTier::new("near", 1 << 30);
+        let tiered = driver(Arc::new(near), Arc::new(far), COMMIT_DEADLINE);
+        for n in 0..40 {
+            read_to_end(&tiered, &key(&format!("k{n}")), n % 2 == 0).await;
+        }
+        copies_over(&tiered).await;
         let backfills = tiered.backfills();
         assert_eq!(backfills.manager.counters().committed, 40, "every copy committed");
         assert!(backfills.copies.is_empty(), "{} copy handles left", backfills.copies.len());
@@ -1447,7 +1573,7 @@ mod tests {
     }
 
     /// Counts the chunks of a [`Chunked`] tier's bodies still alive anywhere.
-    struct Tracked(Arc<std::sync::atomic::AtomicUsize>, Vec<u8>);
+    struct Tracked(Arc<AtomicUsize>, Vec<u8>);
 
     impl AsRef<[u8]> for Tracked {
         fn as_ref(&self) -> &[u8] {
@@ -1457,7 +1583,7 @@ mod tests {
 
     impl Drop for Tracked {
         fn drop(&mut self) {
-            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -1466,7 +1592,7 @@ mod tests {
     struct Chunked {
         meta: ObjectMeta,
         n_chunks: usize,
-        alive: Arc<std::sync::atomic::AtomicUsize>,
+        alive: Arc<AtomicUsize>,
     }
 
     #[async_trait::async_trait]
@@ -1477,7 +1603,7 @@ mod tests {
         async fn open(&self, _: &ObjectKey, _: &OpenRequest) -> Result<Opened, TierError> {
             let alive = Arc::clone(&self.alive);
             let chunks = (0..self.n_chunks).map(move |_| {
-                alive.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                alive.fetch_add(1, Ordering::SeqCst);
                 Ok(Bytes::from_owner(Tracked(Arc::clone(&alive), vec![7; 1024])))
             });
             let body: ByteStream = Box::pin(futures::stream::iter(chunks));
@@ -1508,72 +1634,10 @@ mod tests {
         }
     }
 
-    /// A tier 0 whose writers wait for a permit before every chunk.
-    struct Gated {
-        inner: crate::storage::MemoryTier,
-        permits: Arc<tokio::sync::Semaphore>,
-    }
-
-    struct GatedWriter {
-        inner: Box<dyn TierWriter>,
-        permits: Arc<tokio::sync::Semaphore>,
-    }
-
-    #[async_trait::async_trait]
-    impl TierWriter for GatedWriter {
-        async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
-            self.permits.acquire().await.expect("never closed").forget();
-            self.inner.write(chunk).await
-        }
-        async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError> {
-            self.inner.commit().await
-        }
-        async fn abort(self: Box<Self>) {
-            self.inner.abort().await;
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Tier for Gated {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
-            self.inner.open(key, req).await
-        }
-        async fn stat(
-            &self,
-            key: &ObjectKey,
-            now: Timestamp,
-        ) -> Result<Option<ObjectMeta>, TierError> {
-            self.inner.stat(key, now).await
-        }
-        async fn create(
-            &self,
-            key: &ObjectKey,
-            new: NewObject,
-        ) -> Result<Box<dyn TierWriter>, TierError> {
-            let inner = self.inner.create(key, new).await?;
-            Ok(Box::new(GatedWriter { inner, permits: Arc::clone(&self.permits) }))
-        }
-        async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
-            self.inner.delete(key).await
-        }
-        async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
-            self.inner.stats(now).await
-        }
-        async fn namespaces(&self) -> Result<Vec<String>, TierError> {
-            self.inner.namespaces().await
-        }
-        async fn close(&self) -> Result<(), TierError> {
-            self.inner.close().await
-        }
-    }
-
     #[tokio::test]
     async fn a_cancelled_tee_queues_nothing_for_its_stalled_writer() {
         const N_CHUNKS: usize = 200;
-        let alive = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let alive = Arc::new(AtomicUsize::new(0));
         let meta = ObjectMeta {
             size: (N_CHUNKS * 1024) as u64,
             etag: EntityTag::strong("v1").expect("valid"),
@@ -1582,16 +1646,9 @@ mod tests {
             expires: None,
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(0));
-        let near = Gated {
-            inner: crate::storage::MemoryTier::new("near", 1 << 30),
-            permits: Arc::clone(&permits),
-        };
+        let near = Hooked::new("near", 1 << 30, Writers::Gated(Arc::clone(&permits)));
         let far = Chunked { meta, n_chunks: N_CHUNKS, alive: Arc::clone(&alive) };
-        let slots = vec![
-            TierSlot { tier: Arc::new(near), max_ttl: None },
-            TierSlot { tier: Arc::new(far), max_ttl: None },
-        ];
-        let tiered = Arc::new(Tiered::new(slots, Arc::new(Metrics::default())));
+        let tiered = driver(Arc::new(near), Arc::new(far), COMMIT_DEADLINE);
         let key = key("big");
         let req = ReadRequest::new(http::Method::GET, crate::http::now());
         let mut body = tiered.read(&key, req).await.expect("served").body.expect("a body");
@@ -1609,235 +1666,66 @@ mod tests {
             n_read += 1;
         }
         assert_eq!(n_read, N_CHUNKS);
-        let held = alive.load(std::sync::atomic::Ordering::SeqCst);
+        let held = alive.load(Ordering::SeqCst);
         assert!(held <= 2, "{held} chunks of a cancelled copy are still held");
         drop(body);
         permits.add_permits(N_CHUNKS);
         let _ = tiered.handle(backfill::Input::MutationEnded { key, kind: MutationKind::Write });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tiered.backfills().manager.n_in_flight() > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the cancelled copy ended");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        copies_over(&tiered).await;
         assert!(tiered.backfills().copies.is_empty());
     }
 
-    /// A deeper tier that counts the opens of whole objects (what a background copy reads).
-    struct Counting {
-        inner: crate::storage::MemoryTier,
-        whole_opens: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl Tier for Counting {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
-            if req.span == Span::WHOLE {
-                self.whole_opens.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            self.inner.open(key, req).await
-        }
-        async fn stat(
-            &self,
-            key: &ObjectKey,
-            now: Timestamp,
-        ) -> Result<Option<ObjectMeta>, TierError> {
-            self.inner.stat(key, now).await
-        }
-        async fn create(
-            &self,
-            key: &ObjectKey,
-            new: NewObject,
-        ) -> Result<Box<dyn TierWriter>, TierError> {
-            self.inner.create(key, new).await
-        }
-        async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
-            self.inner.delete(key).await
-        }
-        async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
-            self.inner.stats(now).await
-        }
-        async fn namespaces(&self) -> Result<Vec<String>, TierError> {
-            self.inner.namespaces().await
-        }
-        async fn close(&self) -> Result<(), TierError> {
-            self.inner.close().await
-        }
-    }
-
-    /// Five ranged reads of a cold 10 KiB object over a tier 0 that cannot take it; how many
-    /// copies started and how many whole reads of the deeper tier they made.
-    async fn ranged_reads_over(near: crate::storage::MemoryTier) -> (u64, usize) {
-        let far = Counting {
-            inner: crate::storage::MemoryTier::new("far", 1 << 20),
-            whole_opens: std::sync::atomic::AtomicUsize::new(0),
-        };
-        let new = NewObject {
-            etag: EntityTag::strong("v1").expect("valid"),
-            last_modified: Timestamp::from_secs(1_700_000_000),
-            headers: Vec::new(),
-            expires: None,
-            condition: WriteCondition::None,
-            expected_size: Some(10_240),
-        };
-        let mut writer = far.inner.create(&key("big"), new).await.expect("create");
-        writer.write(Bytes::from(vec![1; 10_240])).await.expect("write");
-        writer.commit().await.expect("commit");
-        let far = Arc::new(far);
-        let slots = vec![
-            TierSlot { tier: Arc::new(near), max_ttl: None },
-            TierSlot { tier: far.clone(), max_ttl: None },
-        ];
-        let tiered = Arc::new(Tiered::new(slots, Arc::new(Metrics::default())));
+    /// Five ranged reads of a cold 10 KiB object over `near`, a tier 0 that cannot take it; how
+    /// many copies started and how many whole reads of the deeper tier they made.
+    async fn ranged_reads_over(near: MemoryTier) -> (u64, usize) {
+        let far = Arc::new(Hooked::new("far", 1 << 20, Writers::Plain));
+        store(&*far, &key("big"), "v1", vec![1; 10_240]).await;
+        let tiered = driver(Arc::new(near), far.clone(), COMMIT_DEADLINE);
         for _ in 0..5 {
             read_to_end(&tiered, &key("big"), true).await;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while tiered.backfills().manager.n_in_flight() > 0 {
-                assert!(tokio::time::Instant::now() < deadline, "the copy ended within 10 s");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            copies_over(&tiered).await;
         }
         let started = tiered.backfills().manager.counters().started;
-        (started, far.whole_opens.load(std::sync::atomic::Ordering::SeqCst))
+        (started, far.whole_opens.load(Ordering::SeqCst))
     }
 
     #[tokio::test]
     async fn a_tier_0_that_cannot_take_a_copy_costs_no_whole_read_of_the_source() {
         // Too small for the object: no copy starts at all.
-        let (started, whole) =
-            ranged_reads_over(crate::storage::MemoryTier::new("near", 4096)).await;
+        let (started, whole) = ranged_reads_over(MemoryTier::new("near", 4096)).await;
         assert_eq!((started, whole), (0, 0), "copies started, whole reads");
         // Able to hold it but refusing writers (closed): copies start, and each is refused by
         // tier 0 before the source is opened.
-        let closed = crate::storage::MemoryTier::new("near", 1 << 20);
+        let closed = MemoryTier::new("near", 1 << 20);
         closed.close().await.expect("close");
         let (started, whole) = ranged_reads_over(closed).await;
         assert_eq!((started, whole), (5, 0), "copies started, whole reads");
     }
 
-    /// What [`Faulty`]'s writers do wrong.
-    #[derive(Clone, Copy)]
-    enum Fault {
-        PanicOnWrite,
-        HangInCommit,
-    }
-
-    /// A tier 0 whose writers panic or whose commits never end.
-    struct Faulty {
-        inner: crate::storage::MemoryTier,
-        fault: Fault,
-    }
-
-    struct FaultyWriter {
-        inner: Box<dyn TierWriter>,
-        fault: Fault,
-        fence: crate::storage::CommitFence,
-    }
-
-    #[async_trait::async_trait]
-    impl TierWriter for FaultyWriter {
-        async fn write(&mut self, chunk: Bytes) -> Result<(), TierError> {
-            if let Fault::PanicOnWrite = self.fault {
-                panic!("a tier 0 writer that panics (on purpose, in a test)");
-            }
-            self.inner.write(chunk).await
-        }
-        async fn commit(self: Box<Self>) -> Result<ObjectMeta, TierError> {
-            std::future::pending::<()>().await;
-            self.inner.commit().await
-        }
-        async fn abort(self: Box<Self>) {
-            self.inner.abort().await;
-        }
-        fn fence(&self) -> Option<crate::storage::CommitFence> {
-            Some(self.fence.clone())
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl Tier for Faulty {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        async fn open(&self, key: &ObjectKey, req: &OpenRequest) -> Result<Opened, TierError> {
-            self.inner.open(key, req).await
-        }
-        async fn stat(
-            &self,
-            key: &ObjectKey,
-            now: Timestamp,
-        ) -> Result<Option<ObjectMeta>, TierError> {
-            self.inner.stat(key, now).await
-        }
-        async fn create(
-            &self,
-            key: &ObjectKey,
-            new: NewObject,
-        ) -> Result<Box<dyn TierWriter>, TierError> {
-            let inner = self.inner.create(key, new).await?;
-            let fence = crate::storage::CommitFence::default();
-            Ok(Box::new(FaultyWriter { inner, fault: self.fault, fence }))
-        }
-        async fn delete(&self, key: &ObjectKey) -> Result<bool, TierError> {
-            self.inner.delete(key).await
-        }
-        async fn stats(&self, now: Timestamp) -> Result<TierStats, TierError> {
-            self.inner.stats(now).await
-        }
-        async fn namespaces(&self) -> Result<Vec<String>, TierError> {
-            self.inner.namespaces().await
-        }
-        async fn close(&self) -> Result<(), TierError> {
-            self.inner.close().await
-        }
-    }
-
-    /// A ranged read of a cold object over a faulty tier 0; then a write of the key must be let
-    /// through within a few seconds, and the copy must be over.
-    async fn a_write_after_a_faulty_copy_proceeds(fault: Fault) {
-        let far: Arc<dyn Tier> = Arc::new(crate::storage::MemoryTier::new("far", 1 << 20));
-        let new = NewObject {
-            etag: EntityTag::strong("v1").expect("valid"),
-            last_modified: Timestamp::from_secs(1_700_000_000),
-            headers: Vec::new(),
-            expires: None,
-            condition: WriteCondition::None,
-            expected_size: Some(4096),
-        };
-        let mut writer = far.create(&key("k"), new).await.expect("create");
-        writer.write(Bytes::from(vec![1; 4096])).await.expect("write");
-        writer.commit().await.expect("commit");
-        let near = Faulty { inner: crate::storage::MemoryTier::new("near", 1 << 20), fault };
-        let slots = vec![
-            TierSlot { tier: Arc::new(near), max_ttl: None },
-            TierSlot { tier: far, max_ttl: None },
-        ];
-        let mut tiered = Tiered::new(slots, Arc::new(Metrics::default()));
-        tiered.commit_deadline = Duration::from_millis(200);
-        let tiered = Arc::new(tiered);
+    /// A ranged read of a cold object over a tier 0 whose writers misbehave as `writers` says;
+    /// then a write of the key must be let through within a few seconds, and the copy be over.
+    async fn a_write_after_a_faulty_copy_proceeds(writers: Writers) {
+        let far = MemoryTier::new("far", 1 << 20);
+        store(&far, &key("k"), "v1", vec![1; 4096]).await;
+        let near = Hooked::new("near", 1 << 20, writers);
+        let tiered = driver(Arc::new(near), Arc::new(far), Duration::from_millis(200));
         read_to_end(&tiered, &key("k"), true).await;
         let written = key("k");
         let mutation = tiered.start_mutation(&written, MutationKind::Write);
         let proceeded = tokio::time::timeout(Duration::from_secs(5), mutation).await;
         assert!(proceeded.is_ok_and(|guard| guard.is_ok()), "the write was let through");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while tiered.backfills().manager.n_in_flight() > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the copy is over");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        copies_over(&tiered).await;
         assert!(tiered.backfills().copies.is_empty());
     }
 
     #[tokio::test]
     async fn a_copy_task_that_panics_is_reported_and_holds_nothing_up() {
-        a_write_after_a_faulty_copy_proceeds(Fault::PanicOnWrite).await;
+        a_write_after_a_faulty_copy_proceeds(Writers::PanicOnWrite).await;
     }
 
     #[tokio::test]
     async fn a_commit_past_its_deadline_is_abandoned_and_lets_writes_through() {
-        a_write_after_a_faulty_copy_proceeds(Fault::HangInCommit).await;
+        a_write_after_a_faulty_copy_proceeds(Writers::HangInCommit).await;
     }
 
     #[tokio::test]

@@ -92,6 +92,7 @@ conformance!(
     conditional_writes_are_checked_at_commit,
     read_preconditions_are_judged_against_the_revision_opened,
     readers_during_overwrites_see_one_whole_revision,
+    stats_during_overwrites_describe_one_revision,
 );
 
 async fn reads_return_exactly_the_window_asked_for(tier: Arc<dyn Tier>) {
@@ -491,6 +492,61 @@ async fn readers_during_overwrites_see_one_whole_revision(tier: Arc<dyn Tier>) {
     }
     let (reads, refused) = (reads.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
     assert!(reads >= 4, "every reader read whole revisions ({reads} reads, {refused} refused)");
+    assert!(refused == 0 || tier.name() == "s3", "only s3 may refuse, {refused} refusals");
+}
+
+/// What a HEAD reads (`stat`) must describe one revision too: its entity-tag with its size.
+async fn stats_during_overwrites_describe_one_revision(tier: Arc<dyn Tier>) {
+    const REVISIONS: u64 = 20;
+    let k = key("ns", "stat-contended");
+    put(tier.as_ref(), &k, "r0", &revision_body(0)).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (tier, k, done) = (tier.clone(), k.clone(), done.clone());
+        let (stats, refused) = (stats.clone(), refused.clone());
+        readers.push(tokio::spawn(async move {
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                match tier.stat(&k, now()).await {
+                    Ok(Some(meta)) => {
+                        let n: u64 = meta.etag.to_string().trim_matches('"')[1..].parse().unwrap();
+                        let size = revision_body(n).len() as u64;
+                        assert_eq!(meta.size, size, "the size of another revision than {n}");
+                        stats.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => panic!("the object always exists"),
+                    // Refusing is correct, as for reads; describing a mix is not.
+                    Err(TierError::Backend { message, .. }) if message == MIXED_REVISIONS => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                if finished {
+                    break;
+                }
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stats.load(Ordering::Relaxed) < 4 {
+        assert!(std::time::Instant::now() < deadline, "the readers never started");
+        tokio::task::yield_now().await;
+    }
+    for n in 1..=REVISIONS {
+        let body = revision_body(n);
+        let new =
+            NewObject { expected_size: Some(body.len() as u64), ..new_object(&format!("r{n}")) };
+        put_with(tier.as_ref(), &k, new, &body, 4_096).await.unwrap();
+    }
+    done.store(true, Ordering::Release);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let (stats, refused) = (stats.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    assert!(stats >= 4, "every reader described revisions ({stats} stats, {refused} refused)");
     assert!(refused == 0 || tier.name() == "s3", "only s3 may refuse, {refused} refusals");
 }
 

@@ -187,3 +187,56 @@ async fn custom_end_to_end_headers_survive_a_chain_of_servers() {
     assert_eq!(warm.headers()["content-type"], "application/x-tar");
     assert_eq!(warm.bytes().await.unwrap(), data(1_000, 43));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_a_502_that_claims_no_upstream_status() {
+    let mut b = Server::start_with(disk_only);
+    let a = Server::start(&memory_and_remote(&b.base));
+    put(&b.object("gone", "k"), data(100, 60)).await;
+    b.kill();
+    let response = client().get(a.object("gone", "k")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    // RFC 9211 §2.3: no response came back from B, so no fwd-status names one; memory's
+    // forward got the 502 the response carries, which needs no fwd-status either.
+    assert_eq!(
+        response.headers()["cache-status"],
+        "upstream; fwd=miss; detail=error, memory; fwd=uri-miss"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_at_the_largest_position_is_unsatisfiable_through_a_remote_tier() {
+    let b = Server::start_with(disk_only);
+    let a = Server::start(&memory_and_remote(&b.base));
+    put(&b.object("huge", "k"), data(10, 61)).await;
+    // Both positions saturate to u64::MAX in the Range parser.
+    for range in [
+        "bytes=18446744073709551615-18446744073709551615",
+        "bytes=99999999999999999999-99999999999999999999",
+    ] {
+        let response = client().get(a.object("huge", "k")).header("range", range).send().await;
+        let response = response.unwrap_or_else(|e| panic!("{range}: {e}\n{}", a.log()));
+        assert_eq!(response.status(), 416, "{range}");
+        assert_eq!(response.headers()["content-range"], "bytes */10");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suffix_range_of_an_empty_object_upstream_is_the_empty_object() {
+    let b = Server::start_with(disk_only);
+    let a = Server::start(&memory_and_remote(&b.base));
+    let etag = put(&b.object("empty", "k"), Vec::new()).await;
+    // RFC 9110 §14.1.2: satisfiable, yet no Content-Range can describe it; B answers 200.
+    let response = client().get(b.object("empty", "k")).header("range", "bytes=-5").send().await;
+    assert_eq!(response.unwrap().status(), 200);
+    let response =
+        client().get(a.object("empty", "k")).header("range", "bytes=-5").send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.headers().get("cache-status"));
+    assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+    assert!(
+        response.headers()["cache-status"].to_str().unwrap().starts_with("upstream; hit"),
+        "{:?}",
+        response.headers()["cache-status"]
+    );
+    assert_eq!(response.bytes().await.unwrap().len(), 0);
+}

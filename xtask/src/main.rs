@@ -1,11 +1,12 @@
-//! `cargo xtask test|wasm|bench|bench-http|bench-download|fuzz|sim`: rangecache's multi-step
-//! tasks.
+//! `cargo xtask test|wasm|bench|bench-http|bench-download|fuzz|sim|faults|soak`: rangecache's
+//! multi-step tasks.
 //!
 //! Every step prints what it runs and how long it took, checks before it installs, and stops at
 //! the first failure.
 
 mod bench_http;
 mod fuzz;
+mod long_run;
 mod s3;
 mod tools;
 mod wasm;
@@ -28,6 +29,8 @@ fn main() -> Result<()> {
         "bench-http" => bench_http::run_bench(&args[1..])?,
         "bench-download" => bench_download(&args[1..])?,
         "sim" => sim()?,
+        "faults" => long_run::faults(&args[1..])?,
+        "soak" => long_run::soak(&args[1..])?,
         "s3-server" => s3::serve_foreground()?,
         _ => {
             eprintln!(
@@ -43,6 +46,10 @@ fn main() -> Result<()> {
                  \x20          (--sweep: also other part counts and sizes)\n\
                  fuzz       run the parser fuzzers (RANGECACHE_FUZZ_SECS per target, default 60)\n\
                  sim        run the core simulation as long as RANGECACHE_SIM_STEPS asks\n\
+                 faults     faults injected inside the tiers of a real server, every answer\n\
+                 \x20          checked (--seconds N, default 300; --seed N; --clients N)\n\
+                 soak       readers and writers through a chain of two real servers; ops/s,\n\
+                 \x20          errors, peak RSS (--seconds N, default 60; --clients N)\n\
                  s3-server  install and run the S3-compatible test server in the foreground"
             );
             if task != "help" {
@@ -60,7 +67,10 @@ fn test() -> Result<()> {
     tools::ensure_rust_components()?;
     tools::ensure_apt_packages()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // With the faults feature the fault-injecting tier is linted too (a superset of the code).
+    run(cargo()
+        .args(["clippy", "--workspace", "--all-targets", "--features", FAULTS])
+        .args(["--", "-D", "warnings"]))?;
     run(cargo().args([
         "clippy",
         "-p",
@@ -77,18 +87,25 @@ fn test() -> Result<()> {
     // The package comes before the suites: the wasm bench, run once as a test, loads it.
     wasm::build_package()?;
     {
-        // The S3-compatible server lives exactly as long as the suites that talk to it.
+        // The S3-compatible server lives exactly as long as the suites that talk to it. The
+        // server binary every suite starts is built with the faults feature, which the fault
+        // run needs and which changes nothing for a configuration without a faulty tier.
         let s3 = s3::Server::start()?;
         run(cargo()
-            .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
+            .args(["test", "--workspace", "--all-targets", "--no-fail-fast", "--features", FAULTS])
             .envs(s3.env())
             .env("RANGECACHE_BIN", bin_path("rangecache")))?;
+        long_run::run_faults(&s3, &["--seconds".into(), "30".into()])?;
     }
+    long_run::run_soak(&["--seconds".into(), "60".into()])?;
     // Doc tests are not part of --all-targets.
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     wasm::test_package()?;
     Ok(())
 }
+
+/// The cargo feature of the server binary the suites start: `faulty` tiers.
+pub const FAULTS: &str = "rangecache/faults";
 
 fn bench(extra: &[String]) -> Result<()> {
     run(cargo().args(["bench", "--package", "rangecache-benches"]).args(extra))

@@ -64,20 +64,24 @@ fn render_tier(out: &mut String, tier: &TierConfig) {
         let _ = writeln!(out, "{name} = {value}");
     };
     line("name", quoted(&tier.name));
-    let kind = match &tier.kind {
-        TierKind::Memory => "memory",
-        TierKind::Disk { .. } => "disk",
-        TierKind::S3 { .. } => "s3",
-        TierKind::Remote { .. } => "remote",
+    // A faulty tier is the kind it wraps, with that kind's keys, and its faults.
+    let (kind, faults) = match &tier.kind {
+        TierKind::Faulty { inner, faults } => (inner.as_ref(), Some(faults)),
+        kind => (kind, None),
     };
-    line("kind", quoted(kind));
+    if faults.is_some() {
+        line("kind", quoted("faulty"));
+        line("wraps", quoted(kind_name(kind)));
+    } else {
+        line("kind", quoted(kind_name(kind)));
+    }
     if let Some(max_size) = tier.max_size {
         line("max_size", quoted(&size(max_size)));
     }
     if let Some(max_ttl) = tier.max_ttl {
         line("max_ttl", quoted(&duration(max_ttl)));
     }
-    match &tier.kind {
+    match kind {
         TierKind::Memory => {}
         TierKind::Disk { path } => line("path", quoted(&path.display().to_string())),
         TierKind::S3 { bucket, endpoint, region, prefix, ca_file } => {
@@ -101,6 +105,32 @@ fn render_tier(out: &mut String, tier: &TierConfig) {
                 line("ca_file", quoted(&ca_file.display().to_string()));
             }
         }
+        TierKind::Faulty { .. } => unreachable!("the configuration refuses a faulty tier in one"),
+    }
+    if let Some(faults) = faults {
+        let probability = |ppm: u32| (f64::from(ppm) / 1_000_000.0).to_string();
+        let steps: Vec<String> = faults.steps.iter().map(|step| quoted(step)).collect();
+        out.push_str("[tier.faults]\n");
+        let mut line = |name: &str, value: String| {
+            let _ = writeln!(out, "{name} = {value}");
+        };
+        line("seed", faults.seed.to_string());
+        line("error", probability(faults.error_ppm));
+        line("stall", probability(faults.stall_ppm));
+        line("stall_for", quoted(&duration(faults.stall_for)));
+        line("truncate", probability(faults.truncate_ppm));
+        line("steps", format!("[{}]", steps.join(", ")));
+    }
+}
+
+/// The `kind` of a tier that is not faulty.
+fn kind_name(kind: &TierKind) -> &'static str {
+    match kind {
+        TierKind::Memory => "memory",
+        TierKind::Disk { .. } => "disk",
+        TierKind::S3 { .. } => "s3",
+        TierKind::Remote { .. } => "remote",
+        TierKind::Faulty { .. } => unreachable!("the configuration refuses a faulty tier in one"),
     }
 }
 
@@ -132,6 +162,17 @@ mod tests {
 
     use super::super::Auth;
     use super::*;
+
+    #[cfg(feature = "faults")]
+    #[test]
+    fn a_faulty_tier_reads_back_as_the_same() {
+        let text = "[[tier]]\nname='m'\nkind='faulty'\nwraps='memory'\nmax_size='1MiB'\n\
+                    [tier.faults]\nseed=7\nerror=0.01\nstall=0.02\nstall_for='50ms'\n\
+                    truncate=0.5\nsteps=['open', 'read']\n";
+        let config = Config::parse(text, None).unwrap();
+        let shown = render(&config, &Overrides::default());
+        assert_eq!(Config::parse(&shown, None).unwrap(), config, "read back from\n{shown}");
+    }
 
     #[test]
     fn sizes_and_durations_are_written_as_the_file_would_write_them() {

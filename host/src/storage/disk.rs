@@ -13,7 +13,8 @@
 //! over `KEY` under the index lock, after checking the write condition there. The directory is
 //! not `fsync`ed: a crash may lose the latest commit of a cache entry, never expose a torn one.
 //! On start every `.tmp-` leftover is deleted, and the index (sizes, expiry, recency by
-//! modification time) is rebuilt from the headers.
+//! modification time) is rebuilt from the headers. [`inspect`] judges the files for both that
+//! scan and `rangecache fsck`, so the two never disagree about what is broken.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -529,6 +530,20 @@ fn open_object(path: &Path) -> io::Result<Option<(File, ObjectMeta, u64)>> {
 /// Reads and checks the header of an object file (magic, metadata, and a length that matches):
 /// the revision's metadata and where its bytes start.
 fn read_header(file: &mut File) -> io::Result<(ObjectMeta, u64)> {
+    let (meta, offset) = parse_header(file)?;
+    // Checked: the size is whatever the file says, and a damaged one must not overflow.
+    if offset.checked_add(meta.size) != Some(file.metadata()?.len()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file length does not match its header",
+        ));
+    }
+    Ok((meta, offset))
+}
+
+/// Reads the header of an object file (magic, metadata) without comparing the file's length
+/// with it: the revision's metadata and where its bytes start.
+fn parse_header(file: &mut File) -> io::Result<(ObjectMeta, u64)> {
     let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
     let mut fixed = [0u8; FIXED_HEADER as usize];
     file.read_exact(&mut fixed)?;
@@ -545,11 +560,7 @@ fn read_header(file: &mut File) -> io::Result<(ObjectMeta, u64)> {
     let mut meta: ObjectMeta =
         serde_json::from_slice(&json).map_err(|e| corrupt(&format!("bad metadata: {e}")))?;
     meta.size = size;
-    let offset = FIXED_HEADER + u64::from(meta_len);
-    if file.metadata()?.len() != offset + size {
-        return Err(corrupt("file length does not match its header"));
-    }
-    Ok((meta, offset))
+    Ok((meta, FIXED_HEADER + u64::from(meta_len)))
 }
 
 /// Streams `len` bytes from `offset` of the object's bytes in `file`, a chunk at a time, each
@@ -621,6 +632,101 @@ fn read_cached(_file: &File, _buf: &mut [u8], _offset: u64) -> io::Result<usize>
 /// object files.
 fn scan(root: &Path, now: Timestamp) -> io::Result<Index> {
     let mut found: Vec<(SystemTime, ObjectKey, ObjectMeta)> = Vec::new();
+    for Finding { path, state } in inspect(root, now)? {
+        match state {
+            FileState::Intact { key, meta, modified } => found.push((modified, key, meta)),
+            FileState::Leftover | FileState::Expired { .. } => remove_quietly(&path),
+            FileState::SizeMismatch { .. } | FileState::Unreadable { .. } => {
+                tracing::warn!(path = %path.display(), problem = %state, "removing an unreadable entry");
+                remove_quietly(&path);
+            }
+        }
+    }
+    // Least recently written first, so the LRU evicts the oldest entries first after a restart.
+    found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut index = Index::new();
+    for (_, key, meta) in found {
+        let size = meta.size;
+        index.entries.insert(key, meta, size);
+    }
+    Ok(index)
+}
+
+/// One file a disk tier's directory holds, as the tier judges it on start (and `rangecache
+/// fsck` reports it).
+#[derive(Debug)]
+pub struct Finding {
+    /// The file.
+    pub path: PathBuf,
+    /// What it holds.
+    pub state: FileState,
+}
+
+/// What one file of a disk tier holds.
+#[derive(Debug)]
+pub enum FileState {
+    /// A whole, live revision of `key`.
+    Intact {
+        /// The object it holds.
+        key: ObjectKey,
+        /// The revision's metadata.
+        meta: ObjectMeta,
+        /// Its modification time: when it was last written.
+        modified: SystemTime,
+    },
+    /// The temporary file of a write that never committed (the writer's process died).
+    Leftover,
+    /// A whole revision whose expiry has passed.
+    Expired {
+        /// The revision's metadata.
+        meta: ObjectMeta,
+    },
+    /// A readable header whose size disagrees with the bytes the file holds (a truncated or
+    /// overlong file).
+    SizeMismatch {
+        /// The size the header announces.
+        announced: u64,
+        /// The bytes the file holds after its header.
+        held: u64,
+    },
+    /// The header cannot be read (not an object file, cut short, bad metadata).
+    Unreadable {
+        /// Why.
+        error: io::Error,
+    },
+}
+
+impl FileState {
+    /// True for a file a server starting on the directory would keep.
+    pub fn is_intact(&self) -> bool {
+        matches!(self, FileState::Intact { .. })
+    }
+}
+
+impl std::fmt::Display for FileState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileState::Intact { meta, .. } => write!(f, "intact, {} bytes", meta.size),
+            FileState::Leftover => f.write_str("temporary file of a write that never committed"),
+            FileState::Expired { meta } => match meta.expires {
+                Some(at) => {
+                    write!(f, "expired at {}", rangecache_core::validators::format_http_date(at))
+                }
+                None => f.write_str("expired"),
+            },
+            FileState::SizeMismatch { announced, held } => {
+                write!(f, "size mismatch: the header says {announced} bytes, the file holds {held}")
+            }
+            FileState::Unreadable { error } => write!(f, "unreadable header: {error}"),
+        }
+    }
+}
+
+/// Judges every file of the disk tier in `root` without changing anything: object files
+/// (`NAMESPACE/KEY`) by their header, size and expiry at `now`, and temporary leftovers.
+/// Anything else in the directory is not the tier's and is passed over.
+pub fn inspect(root: &Path, now: Timestamp) -> io::Result<Vec<Finding>> {
+    let mut findings = Vec::new();
     for dir in fs::read_dir(root)? {
         let dir = dir?;
         let Some(namespace) = dir.file_name().to_str().and_then(|n| Namespace::parse(n).ok())
@@ -635,37 +741,45 @@ fn scan(root: &Path, now: Timestamp) -> io::Result<Index> {
             let path = file.path();
             let name = file.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with(TMP_PREFIX) {
-                remove_quietly(&path);
+            let state = if name.starts_with(TMP_PREFIX) {
+                FileState::Leftover
+            } else if is_key_name(name) {
+                let key = ObjectKey { namespace: namespace.clone(), key: Key::from_segment(name) };
+                judge(&path, key, now)
+            } else {
                 continue;
-            }
-            if !is_key_name(name) {
-                continue;
-            }
-            let meta = File::open(&path).and_then(|mut f| read_header(&mut f)).map(|(m, _)| m);
-            match meta {
-                Ok(meta) if !meta.is_expired(now) => {
-                    let used = file.metadata()?.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    let key =
-                        ObjectKey { namespace: namespace.clone(), key: Key::from_segment(name) };
-                    found.push((used, key, meta));
-                }
-                Ok(_) => remove_quietly(&path),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "removing an unreadable entry");
-                    remove_quietly(&path);
-                }
-            }
+            };
+            findings.push(Finding { path, state });
         }
     }
-    // Least recently written first, so the LRU evicts the oldest entries first after a restart.
-    found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    let mut index = Index::new();
-    for (_, key, meta) in found {
-        let size = meta.size;
-        index.entries.insert(key, meta, size);
+    Ok(findings)
+}
+
+/// What the object file at `path` holds; a file that cannot even be opened or looked at is
+/// unreadable too (the tier could never serve it).
+fn judge(path: &Path, key: ObjectKey, now: Timestamp) -> FileState {
+    let unreadable = |error| FileState::Unreadable { error };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) => return unreadable(error),
+    };
+    let (meta, offset) = match parse_header(&mut file) {
+        Ok(header) => header,
+        Err(error) => return unreadable(error),
+    };
+    let stat = match file.metadata() {
+        Ok(stat) => stat,
+        Err(error) => return unreadable(error),
+    };
+    let held = stat.len().saturating_sub(offset);
+    if held != meta.size {
+        return FileState::SizeMismatch { announced: meta.size, held };
     }
-    Ok(index)
+    if meta.is_expired(now) {
+        return FileState::Expired { meta };
+    }
+    let modified = stat.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    FileState::Intact { key, meta, modified }
 }
 
 fn is_key_name(name: &str) -> bool {
@@ -713,5 +827,22 @@ mod tests {
         writer.commit().await.expect("commit");
         assert!(!fence.abandon(), "a commit that landed cannot be abandoned");
         assert!(tier.stat(&key, Timestamp::from_secs(1_700_000_000)).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn a_header_announcing_an_impossible_size_is_refused_not_a_panic() {
+        let meta = ObjectMeta {
+            size: u64::MAX,
+            etag: rangecache_core::EntityTag::parse("\"e\"").expect("a strong tag"),
+            last_modified: Timestamp::from_secs(0),
+            headers: Vec::new(),
+            expires: None,
+        };
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&encode_header(&meta).unwrap()).unwrap();
+        file.write_all(b"a few bytes").unwrap();
+        std::io::Seek::rewind(&mut file).unwrap();
+        let error = read_header(&mut file).expect_err("the length cannot match");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 }

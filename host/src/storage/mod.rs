@@ -30,6 +30,8 @@ use rangecache_core::validators::EtagList;
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 
 pub mod disk;
+#[cfg(feature = "faults")]
+pub mod faulty;
 mod lru;
 pub mod memory;
 pub mod remote;

@@ -10,6 +10,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -208,12 +209,24 @@ impl Tier for RemoteTier {
                 }
             }
             StatusCode::OK => {
-                if range.is_some() {
-                    // Every /api/v1 server honours a single range; a 200 here would carry the
-                    // whole object where a window was asked for.
-                    return Err(backend(&self.name, "upstream ignored the Range header"));
+                let (meta, body) = self.whole(response)?;
+                if range.is_none() {
+                    return Ok(Opened::Body { meta, window: OpenWindow::Whole, body });
                 }
-                self.whole(response)
+                // The whole object answering a Range: what a rangecache upstream sends for a
+                // suffix of a zero-byte object (RFC 9110 §14.1.2 leaves no Content-Range to
+                // describe it), and what any server may send (§14.2). The span is resolved
+                // against that revision as a local tier would: nothing to send is unsatisfiable,
+                // and the core plans the answer from the metadata; a window covering the whole
+                // object is this very body. A narrower window would have to be cut out of a
+                // whole download nobody asked for, so that stays a failure.
+                match req.span.resolve(meta.size) {
+                    None => Ok(Opened::NotSatisfiable { meta }),
+                    Some(window) if window.bounds(meta.size) == (0..meta.size) => {
+                        Ok(Opened::Body { meta, window, body })
+                    }
+                    Some(_) => Err(backend(&self.name, "upstream ignored the Range header")),
+                }
             }
             StatusCode::PARTIAL_CONTENT => {
                 let (window, size) = headers
@@ -221,11 +234,19 @@ impl Tier for RemoteTier {
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_content_range)
                     .ok_or_else(|| backend(&self.name, "206 without a single Content-Range"))?;
+                if let Some(length) = content_length(&headers)
+                    && length != window.len()
+                {
+                    return Err(backend(
+                        &self.name,
+                        format!("206 of {length} bytes for a Content-Range of {}", window.len()),
+                    ));
+                }
                 let meta = self.meta(&headers, Some(size))?;
                 Ok(Opened::Body {
                     meta,
                     window: OpenWindow::Part(window),
-                    body: body_stream(response),
+                    body: body_stream(response, window.len()),
                 })
             }
             other => Err(self.unexpected(other)),
@@ -362,7 +383,10 @@ impl RemoteTier {
             StatusCode::PARTIAL_CONTENT => {}
             StatusCode::NOT_FOUND => return Ok(Some(Opened::NotFound)),
             // The upstream ignored the Range: its answer is the whole object.
-            StatusCode::OK => return self.whole(response).map(Some),
+            StatusCode::OK => {
+                let (meta, body) = self.whole(response)?;
+                return Ok(Some(Opened::Body { meta, window: OpenWindow::Whole, body }));
+            }
             _ => return Ok(None),
         }
         let headers = response.headers();
@@ -379,7 +403,7 @@ impl RemoteTier {
             return Ok(Some(Opened::Body {
                 meta,
                 window: OpenWindow::Whole,
-                body: body_stream(response),
+                body: body_stream(response, size),
             }));
         }
         let etag = strong_etag(headers)
@@ -393,17 +417,18 @@ impl RemoteTier {
         }
         let target = Target::new(self.client.clone(), url).with_headers(auth);
         let parts = Arc::new(HttpParts::new(target, etag, size));
-        let body = ordered(parts, body_stream(response), first.end, size, &self.download);
+        let body =
+            ordered(parts, body_stream(response, first.end), first.end, size, &self.download);
         Ok(Some(Opened::Body { meta, window: OpenWindow::Whole, body }))
     }
 
-    /// A 200: the whole object.
-    fn whole(&self, response: reqwest::Response) -> Result<Opened, TierError> {
+    /// A 200: the whole object's revision and its body, held to its Content-Length.
+    fn whole(&self, response: reqwest::Response) -> Result<(ObjectMeta, ByteStream), TierError> {
         let headers = response.headers();
         let length = content_length(headers)
             .ok_or_else(|| backend(&self.name, "200 without Content-Length"))?;
         let meta = self.meta(headers, Some(length))?;
-        Ok(Opened::Body { meta, window: OpenWindow::Whole, body: body_stream(response) })
+        Ok((meta, body_stream(response, length)))
     }
 
     /// Metadata from a response's headers; `size` from Content-Length or Content-Range.
@@ -528,8 +553,38 @@ fn backend(tier: &str, message: impl Into<String>) -> TierError {
     TierError::Backend { tier: tier.to_owned(), message: message.into() }
 }
 
-fn body_stream(response: reqwest::Response) -> ByteStream {
-    Box::pin(response.bytes_stream().map(|item| item.map_err(io::Error::other)))
+/// The body of `response`, which must be exactly `expected` bytes: a body that ends early or
+/// runs long ends with an error, so a tier never hands on fewer or more bytes than the window
+/// it opened (a chunked answer has no Content-Length for the HTTP client to hold it to).
+fn body_stream(response: reqwest::Response, expected: u64) -> ByteStream {
+    let mut chunks = response.bytes_stream();
+    let mut received: u64 = 0;
+    let mut failed = false;
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        if failed {
+            return Poll::Ready(None);
+        }
+        let item = match std::task::ready!(chunks.poll_next_unpin(cx)) {
+            Some(Ok(chunk)) => {
+                received = received.saturating_add(chunk.len() as u64);
+                if received <= expected {
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("upstream sent more than the {expected} bytes it announced"),
+                )
+            }
+            Some(Err(e)) => io::Error::other(e),
+            None if received == expected => return Poll::Ready(None),
+            None => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("upstream body ended after {received} of {expected} bytes"),
+            ),
+        };
+        failed = true;
+        Poll::Ready(Some(Err(item)))
+    }))
 }
 
 fn tokio_stream_from(
@@ -544,9 +599,11 @@ fn range_header(span: Span) -> Option<String> {
         Span::From { start: 0, end: None } => None,
         Span::From { start, end: None } => Some(format!("bytes={start}-")),
         // An empty span cannot be asked for on the wire; ask for its first byte so the
-        // upstream answers 416 or a window the core then judges.
+        // upstream answers 416 or a window the core then judges. No `start + 1`: a position
+        // the Range parser saturated is `u64::MAX`, which has no successor.
         Span::From { start, end: Some(end) } => {
-            Some(format!("bytes={start}-{}", end.max(start + 1) - 1))
+            let last = if end > start { end - 1 } else { start };
+            Some(format!("bytes={start}-{last}"))
         }
         Span::Last(n) => Some(format!("bytes=-{n}")),
     }
@@ -579,6 +636,145 @@ mod tests {
             Some("bytes=5-9")
         );
         assert_eq!(range_header(Span::Last(7)).as_deref(), Some("bytes=-7"));
+    }
+
+    #[test]
+    fn an_empty_span_at_the_largest_position_asks_for_that_one_byte() {
+        // `bytes=18446744073709551615-18446744073709551615` from a client saturates to this
+        // span; asking for `start + 1` overflowed.
+        let span = Span::From { start: u64::MAX, end: Some(u64::MAX) };
+        let max = u64::MAX;
+        assert_eq!(range_header(span), Some(format!("bytes={max}-{max}")));
+        assert_eq!(
+            range_header(Span::From { start: 5, end: Some(5) }).as_deref(),
+            Some("bytes=5-5")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_whole_empty_object_answering_a_suffix_range_is_not_satisfiable_here() {
+        // What a rangecache upstream answers to `bytes=-5` of a zero-byte object (RFC 9110
+        // §14.1.2): 200 with the empty object. The core then plans the client's answer.
+        let tier = tier_answering(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: \"e\"\r\n\r\n");
+        match tier.open(&key(), &open(Span::Last(5))).await {
+            Ok(Opened::NotSatisfiable { meta }) => {
+                assert_eq!((meta.size, meta.etag.to_string()), (0, "\"e\"".to_owned()));
+            }
+            Ok(_) => panic!("expected NotSatisfiable"),
+            Err(e) => panic!("a legitimate 200 was taken for a failure: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_object_answering_a_narrower_range_is_still_a_failure() {
+        let tier = tier_answering(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: \"e\"\r\n\r\n0123456789",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 2, end: Some(4) })).await;
+        assert!(opened.is_err(), "bytes 2-3 cannot be served from a whole answer here");
+        // A range covering the whole object is that very body.
+        let opened = tier.open(&key(), &open(Span::Last(50))).await;
+        assert_eq!(body_of(opened).await.unwrap(), "0123456789");
+    }
+
+    #[tokio::test]
+    async fn a_206_body_shorter_than_its_content_range_ends_in_an_error() {
+        // Chunked, so the HTTP client has no Content-Length to hold the body to.
+        let tier = tier_answering(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\nETag: \"e\"\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 0, end: Some(10) })).await;
+        let body = body_of(opened).await;
+        assert!(body.is_err(), "5 bytes for a 10-byte window were passed on: {body:?}");
+    }
+
+    #[tokio::test]
+    async fn a_206_body_longer_than_its_content_range_ends_in_an_error() {
+        let tier = tier_answering(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-1/100\r\nETag: \"e\"\r\n\
+              Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 0, end: Some(2) })).await;
+        let body = body_of(opened).await;
+        assert!(body.is_err(), "5 bytes for a 2-byte window were passed on: {body:?}");
+    }
+
+    #[tokio::test]
+    async fn a_206_whose_content_length_disagrees_with_its_content_range_is_refused() {
+        let tier = tier_answering(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/100\r\nETag: \"e\"\r\n\
+              Content-Length: 5\r\n\r\nhello",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 0, end: Some(10) })).await;
+        let body = body_of(opened).await;
+        assert!(body.is_err(), "5 bytes for a 10-byte window were passed on: {body:?}");
+    }
+
+    #[tokio::test]
+    async fn a_206_of_exactly_its_content_range_is_passed_on() {
+        let tier = tier_answering(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 3-7/100\r\nETag: \"e\"\r\n\
+              Transfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+        );
+        let opened = tier.open(&key(), &open(Span::From { start: 3, end: Some(8) })).await;
+        assert_eq!(body_of(opened).await.unwrap(), "hello");
+    }
+
+    /// A remote tier whose upstream answers every request with `answer`, verbatim, on a
+    /// connection of its own: a misbehaving server no real one can be made to imitate.
+    fn tier_answering(answer: &'static [u8]) -> RemoteTier {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    // The request has no body: its head ends the first read that ends in a
+                    // blank line.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = socket.write_all(answer).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        RemoteTier::new("upstream", &base, None, Duration::from_secs(60)).expect("a tier")
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey {
+            namespace: rangecache_core::Namespace::parse("ns").expect("a namespace"),
+            key: rangecache_core::Key::from_segment("k"),
+        }
+    }
+
+    fn open(span: Span) -> OpenRequest {
+        OpenRequest {
+            span,
+            conditions: Default::default(),
+            now: Timestamp::from_secs(1_700_000_000),
+        }
+    }
+
+    /// The whole body of an opened answer, or the first error on the way.
+    async fn body_of(opened: Result<Opened, TierError>) -> Result<Bytes, String> {
+        let Opened::Body { mut body, .. } = opened.map_err(|e| e.to_string())? else {
+            return Err("no body".into());
+        };
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next().await {
+            all.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        }
+        Ok(Bytes::from(all))
     }
 
     #[test]

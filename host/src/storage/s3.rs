@@ -51,9 +51,9 @@ const META_FIELD: &str = "rangecache";
 /// Entity-tag translations remembered; past this the map starts over (it is only an
 /// optimisation of conditional GETs).
 const MAX_TRANSLATIONS: usize = 16_384;
-/// GETs tried when the server pairs metadata and bytes of different revisions; between them the
-/// tier waits 5, 10, 20 then 40 ms, longer than s3s-fs takes to store the metadata after the
-/// bytes.
+/// GETs (or HEADs) tried when the server pairs metadata and bytes of different revisions;
+/// between them the tier waits 5, 10, 20 then 40 ms, longer than s3s-fs takes to store the
+/// metadata after the bytes.
 const MAX_ATTEMPTS: u32 = 5;
 /// The error of a read that kept finding one revision's metadata with another's bytes.
 pub const MIXED_REVISIONS: &str = "metadata and bytes of different revisions";
@@ -171,20 +171,30 @@ impl S3Tier {
     }
 
     /// The metadata of the live revision with S3's ETag, by HEAD; `None` when absent.
+    ///
+    /// Like a GET, a HEAD during an overwrite can pair one revision's metadata with the other's
+    /// size on a server that stores them apart (s3s-fs): it is asked again, and refused as
+    /// [`MIXED_REVISIONS`] if it keeps doing so, rather than describe a revision that never was.
     async fn head(
         &self,
         key: &ObjectKey,
     ) -> Result<Option<(ObjectMeta, Option<String>)>, TierError> {
-        match self.op.stat(&path(key)).await {
-            Ok(found) => {
-                let (meta, _) = decode_meta(&found).map_err(|e| self.backend(e))?;
-                let s3_etag = found.etag().map(str::to_owned);
-                self.learn(key, &meta.etag, s3_etag.as_deref());
-                Ok(Some((meta, s3_etag)))
+        for attempt in 0..MAX_ATTEMPTS {
+            let found = match self.op.stat(&path(key)).await {
+                Ok(found) => found,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.backend(e)),
+            };
+            let (meta, announced) = decode_meta(&found).map_err(|e| self.backend(e))?;
+            if announced.is_some_and(|size| size != meta.size) {
+                tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
+                continue;
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.backend(e)),
+            let s3_etag = found.etag().map(str::to_owned);
+            self.learn(key, &meta.etag, s3_etag.as_deref());
+            return Ok(Some((meta, s3_etag)));
         }
+        Err(self.backend(MIXED_REVISIONS))
     }
 
     /// Answers a read that carries no body from a HEAD: preconditions, then the span.

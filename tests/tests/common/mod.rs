@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 /// How long a server may take to start listening.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The server binary: `RANGECACHE_BIN` (set by `cargo xtask test`), else built here once.
+/// The server binary: `RANGECACHE_BIN` (set by `cargo xtask test`), else built here once, with
+/// the `faults` feature as `cargo xtask test` builds it (so the two builds do not take turns
+/// overwriting `target/debug/rangecache`).
 pub fn binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -29,7 +31,7 @@ pub fn binary() -> PathBuf {
             Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "rangecache", "--bin", "rangecache"])
+            .args(["build", "-p", "rangecache", "--features", "faults", "--bin", "rangecache"])
             .current_dir(root)
             .status()
             .expect("cargo runs");
