@@ -224,10 +224,11 @@ impl Tiered {
                         failed.push(*idx);
                     }
                     Err(_) => {
+                        let timeout = PROBE_TIMEOUT;
                         tracing::warn!(
                             tier = name,
-                            "tier did not answer its readiness probe \
-                                       within {PROBE_TIMEOUT:?}"
+                            ?timeout,
+                            "tier did not answer its readiness probe"
                         );
                         failed.push(*idx);
                     }

@@ -183,7 +183,7 @@ impl S3Tier {
             let found = match self.op.stat(&path(key)).await {
                 Ok(found) => found,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(self.backend(e)),
+                Err(e) => return Err(self.backend(with_cause(&e))),
             };
             let (meta, announced) = decode_meta(&found).map_err(|e| self.backend(e))?;
             if announced.is_some_and(|size| size != meta.size) {
@@ -405,7 +405,7 @@ impl Tier for S3Tier {
                         }
                     }
                 }
-                Err(e) => return Err(self.backend(e)),
+                Err(e) => return Err(self.backend(with_cause(&e))),
             };
             let (meta, announced) = decode_meta(&found).map_err(|e| self.backend(e))?;
             self.learn(key, &meta.etag, found.etag());
@@ -787,4 +787,19 @@ fn exact_length(
             Poll::Pending => Poll::Pending,
         }
     }))
+}
+
+/// An opendal error's message and, when the message does not already say it, its innermost
+/// cause: opendal stops at reqwest's "error sending request", which hides a refused
+/// certificate or a refused connection.
+fn with_cause(error: &opendal::Error) -> String {
+    let message = error.to_string();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(next) = cause.and_then(std::error::Error::source) {
+        cause = Some(next);
+    }
+    match cause.map(ToString::to_string) {
+        Some(cause) if !message.contains(&cause) => format!("{message}: {cause}"),
+        _ => message,
+    }
 }
