@@ -878,6 +878,49 @@ prefix = "rangecache/"
     }
 
     #[test]
+    fn logs_shutdown_delay_tls_and_token_files_are_read_and_checked() {
+        let memory = "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\n";
+        let config =
+            Config::parse(&format!("log_format='json'\nshutdown_delay='15s'\n{memory}"), None)
+                .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.shutdown_delay, Duration::from_secs(15));
+        let config = Config::parse(memory, None).unwrap();
+        assert_eq!((config.log_format, config.shutdown_delay), (LogFormat::Human, Duration::ZERO));
+        assert_eq!(config.tls, None);
+        check_error(&format!("log_format='xml'\n{memory}"), "log_format");
+        check_error(&format!("shutdown_delay='soon'\n{memory}"), "shutdown_delay");
+        check_error(&format!("[tls]\nkey='/k'\n{memory}"), "tls.cert");
+        check_error(&format!("[tls]\ncert='/absent.pem'\nkey='/k'\n{memory}"), "tls.cert");
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "  t-from-file\n").unwrap();
+        let token = token.display();
+        let remote =
+            format!("[[tier]]\nname='r'\nkind='remote'\nurl='https://x'\ntoken_file='{token}'\n");
+        let TierKind::Remote { token: read, .. } =
+            Config::parse(&remote, None).unwrap().tiers.remove(0).kind
+        else {
+            unreachable!("a remote tier")
+        };
+        assert_eq!(read.as_deref(), Some("t-from-file"));
+        check_error(&format!("{remote}token='t'"), "tier[0].token_file");
+        check_error(&format!("{remote}ca_file='/absent.pem'"), "tier[0].ca_file");
+        check_error(&format!("{memory}ca_file='/absent.pem'"), "tier[0].ca_file");
+        check_error(
+            &format!("[auth]\nwrite_token='w'\nwrite_token_file='{token}'\n{memory}"),
+            "auth.write_token_file",
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        check_error(
+            &format!("[auth]\nwrite_token_file='{}'\n{memory}", empty.display()),
+            "auth.write_token_file",
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         check_error(
             "bogus = 1\n[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'",
