@@ -2,6 +2,14 @@
 //! command line through clap, and the defaults used when no file is given.
 //!
 //! Every error names the offending field in one line, so that `main` can print it and exit 2.
+//!
+//! For containers, the environment overrides the file (`RANGECACHE_LISTEN`, see [`env`]),
+//! tokens may be read from files (`write_token_file`) so no secret sits in the TOML, and
+//! [`show`] prints the configuration in effect with its secrets masked
+//! (`rangecache check-config`).
+
+pub mod env;
+pub mod show;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +41,20 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// accept queue.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
+/// The configuration used when no file is given: a memory tier in front of a disk tier.
+pub const DEFAULT_FILE: &str = r#"
+[[tier]]
+name = "memory"
+kind = "memory"
+max_size = "256MiB"
+
+[[tier]]
+name = "disk"
+kind = "disk"
+path = "./rangecache-data"
+max_size = "10GiB"
+"#;
+
 /// A configuration that was read and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -46,6 +68,51 @@ pub struct Config {
     pub auth: Option<Auth>,
     /// Tiers, nearest first; the last is authoritative.
     pub tiers: Vec<TierConfig>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// The certificate and key to serve HTTPS with; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// After SIGTERM, how long the server keeps serving with `/readyz` answering 503 before it
+    /// stops accepting, so that load balancers take it out of rotation first.
+    pub shutdown_delay: Duration,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Human,
+    /// One JSON object per line, for a log shipper.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `human` or `json`.
+    pub fn parse(text: &str) -> Option<LogFormat> {
+        match text {
+            "human" => Some(LogFormat::Human),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+
+    /// The name `parse` reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// The server's certificate chain and private key, both PEM files (`[tls]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// Bounds on what a client may hold of the server: time to send a request and connections.
@@ -114,6 +181,8 @@ pub enum TierKind {
         region: String,
         /// Prefix of every object key.
         prefix: String,
+        /// PEM certificates trusted beside the system's roots when the endpoint is HTTPS.
+        ca_file: Option<PathBuf>,
     },
     /// Another rangecache or cachew server over `/api/v1`.
     Remote {
@@ -123,6 +192,8 @@ pub enum TierKind {
         token: Option<String>,
         /// Lifetime of a copy of an object whose expiry the upstream does not announce.
         copy_ttl: Duration,
+        /// PEM certificates trusted beside the system's roots when the URL is HTTPS.
+        ca_file: Option<PathBuf>,
     },
     /// Another kind with faults injected into it, for testing (`kind = "faulty"`, `wraps` the
     /// other kind); accepted only by a build with the `faults` feature.
@@ -171,39 +242,32 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// The configuration used when no file is given: memory + disk under `./rangecache-data`.
+    /// The configuration used when no file is given: memory + disk under `./rangecache-data`
+    /// ([`DEFAULT_FILE`]).
     pub fn default_with(listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
-        let config = Config {
-            listen: listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address")),
-            max_object_size: DEFAULT_MAX_OBJECT_SIZE,
-            limits: Limits::default(),
-            auth: None,
-            tiers: vec![
-                TierConfig {
-                    name: "memory".into(),
-                    max_size: Some(DEFAULT_MEMORY_SIZE),
-                    max_ttl: None,
-                    kind: TierKind::Memory,
-                },
-                TierConfig {
-                    name: "disk".into(),
-                    max_size: Some(DEFAULT_DISK_SIZE),
-                    max_ttl: None,
-                    kind: TierKind::Disk { path: DEFAULT_DISK_PATH.into() },
-                },
-            ],
+        Config::parse(DEFAULT_FILE, listen)
+    }
+
+    /// The configuration in effect: the file at `path` (or [`DEFAULT_FILE`]), then what the
+    /// environment overrides, then `listen` from the command line. An error about a key the
+    /// environment set names the variable.
+    pub fn from_sources(
+        path: Option<&Path>,
+        overrides: &env::Overrides,
+        listen: Option<SocketAddr>,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(path) => read_file(path)?,
+            None => DEFAULT_FILE.to_owned(),
         };
-        check_directory("tier[1].path", Path::new(DEFAULT_DISK_PATH))?;
-        Ok(config)
+        let mut file: FileConfig = toml::from_str(&text).map_err(|e| toml_error(&text, &e))?;
+        overrides.apply(&mut file)?;
+        file.check(listen).map_err(|e| overrides.name_source(e))
     }
 
     /// Reads and checks a TOML file; `listen` overrides the file's address.
     pub fn load(path: &Path, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            field: "--config".into(),
-            message: format!("cannot read {}: {e}", path.display()),
-        })?;
-        Config::parse(&text, listen)
+        Config::parse(&read_file(path)?, listen)
     }
 
     /// Parses and checks the text of a TOML file.
@@ -222,9 +286,19 @@ struct FileConfig {
     auth: Option<FileAuth>,
     #[serde(default)]
     tier: Vec<FileTier>,
+    log_format: Option<String>,
+    shutdown_delay: Option<String>,
+    tls: Option<FileTls>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileLimits {
     header_timeout: Option<String>,
@@ -232,11 +306,13 @@ struct FileLimits {
     max_connections: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileAuth {
     read_token: Option<String>,
     write_token: Option<String>,
+    read_token_file: Option<String>,
+    write_token_file: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +329,8 @@ struct FileTier {
     prefix: Option<String>,
     url: Option<String>,
     token: Option<String>,
+    token_file: Option<String>,
+    ca_file: Option<String>,
     copy_ttl: Option<String>,
     wraps: Option<String>,
     faults: Option<FileFaults>,
@@ -289,16 +367,28 @@ impl FileConfig {
         let auth = match self.auth {
             None => None,
             Some(auth) => {
-                let write_token = auth
-                    .write_token
-                    .ok_or_else(|| err("auth.write_token", "required when [auth] is present"))?;
-                check_token("auth.write_token", &write_token)?;
-                if let Some(read) = &auth.read_token {
-                    check_token("auth.read_token", read)?;
-                }
-                Some(Auth { read_token: auth.read_token, write_token })
+                let write_token =
+                    token_or_file("auth.write_token", auth.write_token, auth.write_token_file)?
+                        .ok_or_else(|| {
+                            err("auth.write_token", "required when [auth] is present")
+                        })?;
+                let read_token =
+                    token_or_file("auth.read_token", auth.read_token, auth.read_token_file)?;
+                Some(Auth { read_token, write_token })
             }
         };
+        let log_format = match &self.log_format {
+            None => LogFormat::default(),
+            Some(text) => LogFormat::parse(text)
+                .ok_or_else(|| err("log_format", format!("{text:?} is not human or json")))?,
+        };
+        let shutdown_delay = match &self.shutdown_delay {
+            None => Duration::ZERO,
+            Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+                err("shutdown_delay", format!("{text:?} is not a duration like \"10s\" ({e})"))
+            })?,
+        };
+        let tls = self.tls.map(FileTls::check).transpose()?;
         if self.tier.is_empty() {
             return Err(err("tier", "at least one [[tier]] is required"));
         }
@@ -313,7 +403,7 @@ impl FileConfig {
             }
             tiers.push(tier);
         }
-        Ok(Config { listen, max_object_size, limits, auth, tiers })
+        Ok(Config { listen, max_object_size, limits, auth, tiers, log_format, tls, shutdown_delay })
     }
 }
 
@@ -394,6 +484,8 @@ impl FileTier {
             ("prefix", self.prefix.is_some()),
             ("url", self.url.is_some()),
             ("token", self.token.is_some()),
+            ("token_file", self.token_file.is_some()),
+            ("ca_file", self.ca_file.is_some()),
             ("copy_ttl", self.copy_ttl.is_some()),
         ];
         let only = |own: &[&str]| -> Result<(), ConfigError> {
@@ -419,7 +511,7 @@ impl FileTier {
                 TierKind::Disk { path }
             }
             "s3" => {
-                only(&["bucket", "endpoint", "region", "prefix"])?;
+                only(&["bucket", "endpoint", "region", "prefix", "ca_file"])?;
                 let bucket =
                     self.bucket.ok_or_else(|| err(field("bucket"), "required for an s3 tier"))?;
                 if let Some(endpoint) = &self.endpoint {
@@ -430,24 +522,24 @@ impl FileTier {
                     endpoint: self.endpoint,
                     region: self.region.unwrap_or_else(|| "us-east-1".into()),
                     prefix: self.prefix.unwrap_or_default(),
+                    ca_file: check_ca_file(&field("ca_file"), self.ca_file)?,
                 }
             }
             "remote" => {
-                only(&["url", "token", "copy_ttl"])?;
+                only(&["url", "token", "token_file", "ca_file", "copy_ttl"])?;
                 let url =
                     self.url.ok_or_else(|| err(field("url"), "required for a remote tier"))?;
                 check_url(&field("url"), &url)?;
-                if let Some(token) = &self.token {
-                    check_token(&field("token"), token)?;
-                }
+                let token = token_or_file(&field("token"), self.token, self.token_file)?;
                 let copy_ttl = match &self.copy_ttl {
                     Some(text) => parse_duration(&field("copy_ttl"), text)?,
                     None => DEFAULT_COPY_TTL,
                 };
                 TierKind::Remote {
                     url: url.trim_end_matches('/').to_owned(),
-                    token: self.token,
+                    token,
                     copy_ttl,
+                    ca_file: check_ca_file(&field("ca_file"), self.ca_file)?,
                 }
             }
             other => {
@@ -463,6 +555,63 @@ impl FileTier {
         };
         Ok(TierConfig { name, max_size, max_ttl, kind })
     }
+}
+
+impl FileTls {
+    fn check(self) -> Result<TlsFiles, ConfigError> {
+        let cert = self.cert.ok_or_else(|| err("tls.cert", "required when [tls] is present"))?;
+        let key = self.key.ok_or_else(|| err("tls.key", "required when [tls] is present"))?;
+        let files = TlsFiles { cert: cert.into(), key: key.into() };
+        // Loaded once here so that a bad file stops start-up (and check-config) naming it.
+        crate::tls::server_config(&files)?;
+        Ok(files)
+    }
+}
+
+/// A token given in the file or read from `{field}_file` (its content without surrounding
+/// whitespace, so a trailing newline does not count), never both.
+fn token_or_file(
+    field: &str,
+    token: Option<String>,
+    file: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let token = match (token, file) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                format!("{field}_file"),
+                format!("give {field} or {field}_file, not both"),
+            ));
+        }
+        (Some(token), None) => {
+            check_token(field, &token)?;
+            token
+        }
+        (None, Some(path)) => {
+            let field = format!("{field}_file");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| err(&field, format!("cannot read {path}: {e}")))?;
+            let token = text.trim().to_owned();
+            check_token(&field, &token)
+                .map_err(|e| err(e.field, format!("{path}: {}", e.message)))?;
+            token
+        }
+    };
+    Ok(Some(token))
+}
+
+fn check_ca_file(field: &str, path: Option<String>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(path) = path else { return Ok(None) };
+    let path = PathBuf::from(path);
+    crate::tls::extra_roots(&path).map_err(|message| err(field, message))?;
+    Ok(Some(path))
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        field: "--config".into(),
+        message: format!("cannot read {}: {e}", path.display()),
+    })
 }
 
 impl FileFaults {
@@ -641,13 +790,18 @@ prefix = "rangecache/"
             let text = format!("[[tier]]\nname='r'\nkind='remote'\nurl='http://x/'\n{extra}");
             Config::parse(&text, None).unwrap().tiers.remove(0).kind
         };
-        let kind =
-            TierKind::Remote { url: "http://x".into(), token: None, copy_ttl: DEFAULT_COPY_TTL };
+        let kind = TierKind::Remote {
+            url: "http://x".into(),
+            token: None,
+            copy_ttl: DEFAULT_COPY_TTL,
+            ca_file: None,
+        };
         assert_eq!(remote(""), kind);
         let kind = TierKind::Remote {
             url: "http://x".into(),
             token: None,
             copy_ttl: Duration::from_secs(90),
+            ca_file: None,
         };
         assert_eq!(remote("copy_ttl = '90s'"), kind);
     }
@@ -720,6 +874,49 @@ prefix = "rangecache/"
         check_error(
             "[[tier]]\nname='m'\nkind='faulty'\nwraps='memory'\nmax_size='1MiB'",
             "tier[0].kind",
+        );
+    }
+
+    #[test]
+    fn logs_shutdown_delay_tls_and_token_files_are_read_and_checked() {
+        let memory = "[[tier]]\nname='m'\nkind='memory'\nmax_size='1MiB'\n";
+        let config =
+            Config::parse(&format!("log_format='json'\nshutdown_delay='15s'\n{memory}"), None)
+                .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.shutdown_delay, Duration::from_secs(15));
+        let config = Config::parse(memory, None).unwrap();
+        assert_eq!((config.log_format, config.shutdown_delay), (LogFormat::Human, Duration::ZERO));
+        assert_eq!(config.tls, None);
+        check_error(&format!("log_format='xml'\n{memory}"), "log_format");
+        check_error(&format!("shutdown_delay='soon'\n{memory}"), "shutdown_delay");
+        check_error(&format!("[tls]\nkey='/k'\n{memory}"), "tls.cert");
+        check_error(&format!("[tls]\ncert='/absent.pem'\nkey='/k'\n{memory}"), "tls.cert");
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "  t-from-file\n").unwrap();
+        let token = token.display();
+        let remote =
+            format!("[[tier]]\nname='r'\nkind='remote'\nurl='https://x'\ntoken_file='{token}'\n");
+        let TierKind::Remote { token: read, .. } =
+            Config::parse(&remote, None).unwrap().tiers.remove(0).kind
+        else {
+            unreachable!("a remote tier")
+        };
+        assert_eq!(read.as_deref(), Some("t-from-file"));
+        check_error(&format!("{remote}token='t'"), "tier[0].token_file");
+        check_error(&format!("{remote}ca_file='/absent.pem'"), "tier[0].ca_file");
+        check_error(&format!("{memory}ca_file='/absent.pem'"), "tier[0].ca_file");
+        check_error(
+            &format!("[auth]\nwrite_token='w'\nwrite_token_file='{token}'\n{memory}"),
+            "auth.write_token_file",
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        check_error(
+            &format!("[auth]\nwrite_token_file='{}'\n{memory}", empty.display()),
+            "auth.write_token_file",
         );
     }
 

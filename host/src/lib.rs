@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod storage;
 pub mod tiered;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -42,8 +43,15 @@ pub async fn build_tiers(config: &Config, metrics: &Metrics) -> Result<Vec<TierS
 /// Opens a tier of `kind`, configured by `tier`.
 async fn open_tier(tier: &TierConfig, kind: &TierKind) -> Result<Arc<dyn Tier>, TierError> {
     Ok(match kind {
-        TierKind::Remote { url, token, copy_ttl } => {
-            Arc::new(storage::remote::RemoteTier::new(&tier.name, url, token.clone(), *copy_ttl)?)
+        TierKind::Remote { url, token, copy_ttl, ca_file } => {
+            let roots = extra_roots(tier, ca_file.as_deref())?;
+            Arc::new(storage::remote::RemoteTier::with_roots(
+                &tier.name,
+                url,
+                token.clone(),
+                *copy_ttl,
+                &roots,
+            )?)
         }
         TierKind::Memory => Arc::new(storage::memory::MemoryTier::new(
             &tier.name,
@@ -57,7 +65,7 @@ async fn open_tier(tier: &TierConfig, kind: &TierKind) -> Result<Arc<dyn Tier>, 
             )
             .await?,
         ),
-        TierKind::S3 { bucket, endpoint, region, prefix } => {
+        TierKind::S3 { bucket, endpoint, region, prefix, ca_file } => {
             // Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (SPEC §5).
             let s3 = storage::s3::S3Config {
                 bucket: bucket.clone(),
@@ -67,7 +75,8 @@ async fn open_tier(tier: &TierConfig, kind: &TierKind) -> Result<Arc<dyn Tier>, 
                 access_key_id: None,
                 secret_access_key: None,
             };
-            Arc::new(storage::s3::S3Tier::new(&tier.name, &s3)?)
+            let roots = extra_roots(tier, ca_file.as_deref())?;
+            Arc::new(storage::s3::S3Tier::with_roots(&tier.name, &s3, &roots)?)
         }
         TierKind::Faulty { .. } => {
             unreachable!("the configuration refuses a faulty tier in a faulty tier")
@@ -93,4 +102,14 @@ fn faulty(
     _metrics: &Metrics,
 ) -> Arc<dyn Tier> {
     unreachable!("the configuration refuses a faulty tier without the faults feature")
+}
+
+/// The certificates of a tier's `ca_file`, none without one.
+fn extra_roots(
+    tier: &TierConfig,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Vec<reqwest::Certificate>, TierError> {
+    ca_file
+        .map_or(Ok(Vec::new()), tls::extra_roots)
+        .map_err(|message| TierError::Backend { tier: tier.name.clone(), message })
 }

@@ -1,11 +1,18 @@
-//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR]`,
+//! The `rangecache` binary: `rangecache serve [--config FILE] [--listen ADDR] [--log-format
+//! FORMAT]`, `rangecache check-config FILE`,
 //! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN]` and
 //! `rangecache fsck [--config FILE] [--repair]`.
 //!
-//! `serve`: start-up reads the configuration (an error is one line naming the field, exit 2),
-//! opens the tiers, binds, and prints `rangecache listening on http://ADDR` on stdout once it
-//! accepts connections. SIGINT or SIGTERM stops accepting, ends in-flight work, drains the copies into
-//! tier 0, closes the tiers and exits 0.
+//! `serve`: start-up reads the configuration (the file, then `RANGECACHE_*` overrides; an error
+//! is one line naming the field, exit 2), opens the tiers, binds, and prints
+//! `rangecache listening on http://ADDR` (`https://` with `[tls]`) on stdout once it accepts
+//! connections. `/readyz` answers 200 once every tier has answered a probe. SIGINT or SIGTERM
+//! turns `/readyz` to 503, serves on for `shutdown_delay` (a second signal cuts it short), then
+//! stops accepting, ends in-flight work, drains the copies into tier 0, closes the tiers and
+//! exits 0.
+//!
+//! `check-config`: reads and checks the configuration as `serve` would, prints it in effect
+//! with its tokens masked, and exits 0, or 2 with the one-line error.
 //!
 //! `fsck` checks the files of the disk tiers and exits 0 when nothing is wrong, 1 when it found
 //! broken files (removed with `--repair`), 2 on a configuration error and 3 when a directory
@@ -21,9 +28,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use rangecache::config::{Config, ConfigError};
+use rangecache::config::env::Overrides;
+use rangecache::config::{Config, ConfigError, LogFormat};
 use rangecache::get::GetArgs;
-use rangecache::http::AppState;
+use rangecache::http::{AppState, Readiness};
 use rangecache::metrics::Metrics;
 use rangecache::tiered::Tiered;
 
@@ -54,6 +62,16 @@ enum Command {
         /// Address to listen on, overriding the file (port 0 picks a free port).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// How log lines are written: `human`, or `json` (one object per line), overriding the
+        /// file and RANGECACHE_LOG_FORMAT.
+        #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
+        log_format: Option<String>,
+    },
+    /// Check a configuration file as `serve` would read it (RANGECACHE_* overrides included)
+    /// and print the configuration in effect, tokens masked.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
     },
     /// Download one object as parallel ranged GETs pinned to one revision.
     Get {
@@ -86,38 +104,46 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve { config, listen } => {
-            let _flush_on_exit = init_logging("info");
-            serve_command(config, listen)
-        }
+        Command::Serve { config, listen, log_format } => serve_command(config, listen, log_format),
+        Command::CheckConfig { file } => check_config(&file),
         Command::Get { url, output, parallel, resume, token } => {
             // A command run by hand: only warnings, unless RANGECACHE_LOG asks for more.
-            let _flush_on_exit = init_logging("warn");
+            let _flush_on_exit = init_logging("warn", LogFormat::Human);
             get_command(&GetArgs { url, output, parallel, resume, token })
         }
         Command::Fsck { config, repair } => {
-            let _flush_on_exit = init_logging("warn");
+            let _flush_on_exit = init_logging("warn", LogFormat::Human);
             fsck(config, repair)
         }
     }
 }
 
-/// Logs to stderr at `default` level unless `RANGECACHE_LOG` says otherwise. Lines are
-/// written by a thread of their own, so a request never waits on the terminal or the log
-/// file; none is dropped (a full buffer makes the logger wait), and the returned guard flushes
-/// what is left when it is dropped.
-fn init_logging(default: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs to stderr at `default` level unless `RANGECACHE_LOG` says otherwise, as text or as one
+/// JSON object per line (the event's fields at the top level beside `timestamp`, `level`,
+/// `target` and `message`). Lines are written by a thread of their own, so a request never
+/// waits on the terminal or the log file; none is dropped (a full buffer makes the logger
+/// wait), and the returned guard flushes what is left when it is dropped.
+fn init_logging(default: &str, format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, flush_on_drop) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("rangecache-log")
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("RANGECACHE_LOG").unwrap_or_else(|_| EnvFilter::new(default)),
         )
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Human => {
+            subscriber.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        }
+        LogFormat::Json => subscriber
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     flush_on_drop
 }
 
@@ -142,17 +168,33 @@ fn get_command(args: &GetArgs) -> ExitCode {
     }
 }
 
-fn serve_command(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
-    let config = match config {
-        Some(path) => Config::load(&path, listen),
-        None => Config::default_with(listen),
-    };
-    let config = match config {
+fn serve_command(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    log_format: Option<String>,
+) -> ExitCode {
+    let mut config = match Config::from_sources(config.as_deref(), &Overrides::from_env(), listen) {
         Ok(config) => config,
         Err(e) => return config_failure(&e),
     };
+    if let Some(format) = log_format.as_deref().and_then(LogFormat::parse) {
+        config.log_format = format;
+    }
+    let _flush_on_exit = init_logging("info", config.log_format);
     let Some(runtime) = runtime() else { return ExitCode::FAILURE };
     runtime.block_on(serve(config))
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let overrides = Overrides::from_env();
+    match Config::from_sources(Some(file), &overrides, None) {
+        Ok(config) => {
+            println!("# {}: valid; the configuration in effect, tokens masked", file.display());
+            print!("{}", rangecache::config::show::render(&config, &overrides));
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_failure(&e),
+    }
 }
 
 fn fsck(config: Option<PathBuf>, repair: bool) -> ExitCode {
@@ -183,6 +225,18 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     raise_file_limit(config.limits.max_connections);
+    let tls = match config.tls.as_ref().map(rangecache::tls::acceptor).transpose() {
+        Ok(tls) => tls,
+        Err(e) => return config_failure(&e),
+    };
+    // Watched from before the server says it listens, so no signal sent after that is missed.
+    let mut signals = match Signals::new() {
+        Ok(signals) => signals,
+        Err(e) => {
+            eprintln!("rangecache: cannot watch SIGINT and SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let metrics = Arc::new(Metrics::default());
     let slots = match rangecache::build_tiers(&config, &metrics).await {
         Ok(slots) => slots,
@@ -195,6 +249,8 @@ async fn serve(config: Config) -> ExitCode {
         auth: config.auth.clone(),
         max_object_size: config.max_object_size,
         limits: config.limits,
+        request_ids: Default::default(),
+        readiness: Readiness::default(),
     });
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
@@ -206,21 +262,44 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(config.listen);
+    let probing = tokio::spawn({
+        let state = state.clone();
+        async move {
+            state.tiered.probe_until_answered().await;
+            if !state.tiered.is_shutting_down() {
+                state.readiness.set_tiers_answered();
+                tracing::info!("ready: every tier answered its probe");
+            }
+        }
+    });
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rangecache::http::server::serve(listener, state, async {
+    let server = rangecache::http::server::serve(listener, state.clone(), tls, async {
         let _ = stop_rx.await;
     });
     let mut server = tokio::spawn(server);
     tracing::info!(%addr, tiers = ?tiered.names(), "serving");
-    println!("rangecache listening on http://{addr}");
+    println!("rangecache listening on {scheme}://{addr}");
 
     let signal = tokio::select! {
-        signal = shutdown_signal() => signal,
+        signal = signals.next() => signal,
         result = &mut server => {
             tracing::error!(?result, "server stopped on its own");
             "server exit"
         }
     };
+    state.readiness.set_draining();
+    probing.abort();
+    if !config.shutdown_delay.is_zero() && !server.is_finished() {
+        // Load balancers see /readyz fail and stop sending; until the delay ends, whatever
+        // still arrives is served.
+        tracing::info!(signal, delay = ?config.shutdown_delay,
+            "not ready: serving on for the shutdown delay (another signal ends it)");
+        tokio::select! {
+            () = tokio::time::sleep(config.shutdown_delay) => {}
+            signal = signals.next() => tracing::info!(signal, "shutdown delay cut short"),
+        }
+    }
     tracing::info!(signal, "shutting down: no new connections");
     // Graceful: the listener closes, idle connections are closed, and the server future ends
     // once every connection has finished its request.
@@ -271,26 +350,42 @@ fn raise_file_limit(max_connections: usize) {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+/// SIGINT and SIGTERM, watched from creation on: a signal that arrives while nobody waits is
+/// seen by the next wait.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                return "SIGINT";
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "SIGINT"
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
     }
 }

@@ -4,6 +4,12 @@
 //!
 //! Every count is taken from what happened (a response sent, a tier's answer, a backfill
 //! manager output), never re-derived from policy here.
+//!
+//! Latencies and sizes are [`Histogram`]s named in base units (`_seconds`, `_bytes`), recorded
+//! without a lock: a response's histograms are resolved once per (method, status class), a
+//! tier's once per tier, as its counters are.
+
+mod histogram;
 
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
@@ -14,7 +20,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
+
+pub use histogram::Histogram;
 
 /// The media type of [`Metrics::encode`]'s text (OpenMetrics 1.0.0).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,7 +39,7 @@ pub struct RequestLabels {
 /// Labels of `rangecache_route_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// `object`, `invalidate`, `stats`, `namespaces`, `metrics`, `healthz` or `other`.
+    /// `object`, `invalidate`, `stats`, `namespaces`, `metrics`, `healthz`, `readyz` or `other`.
     pub route: &'static str,
     /// The request method.
     pub method: String,
@@ -64,6 +72,27 @@ pub struct TierWriteLabels {
     pub result: &'static str,
 }
 
+/// Labels of `rangecache_request_duration_seconds` and `rangecache_time_to_first_byte_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    /// The request method, or `other` for a method the server has no route for.
+    pub method: &'static str,
+    /// `1xx`, `2xx`, `3xx`, `4xx` or `5xx`.
+    pub status_class: &'static str,
+}
+
+/// Labels of `rangecache_tier_open_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierOpenLabels {
+    /// The tier's configured name.
+    pub tier: String,
+    /// `open` (a read of bytes) or `stat` (metadata only, for a HEAD).
+    pub op: &'static str,
+}
+
+/// A histogram family whose histograms all have the same buckets.
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
 /// Labels of `rangecache_faults_injected_total` (built with the `faults` feature).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FaultLabels {
@@ -90,18 +119,21 @@ pub enum Route {
     Metrics,
     /// `/healthz`.
     Healthz,
+    /// `/readyz`.
+    Readyz,
     /// Anything else.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 7] = [
+    const ALL: [Route; 8] = [
         Route::Object,
         Route::Invalidate,
         Route::Stats,
         Route::Namespaces,
         Route::Metrics,
         Route::Healthz,
+        Route::Readyz,
         Route::Other,
     ];
 
@@ -114,6 +146,7 @@ impl Route {
             Route::Namespaces => "namespaces",
             Route::Metrics => "metrics",
             Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
             Route::Other => "other",
         }
     }
@@ -122,6 +155,11 @@ impl Route {
 /// Methods whose request counters are resolved once (any other is looked up each time).
 const METHODS: [Method; 6] =
     [Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::DELETE, Method::OPTIONS];
+/// The `method` label of the latency histograms: [`METHODS`], then every other method as one,
+/// so a client cannot add series by inventing methods.
+const LATENCY_METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "other"];
+/// The `status_class` label of the latency histograms, by the status's first digit.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Statuses whose request counters are resolved once: every status the server answers with
 /// on its own (any other is looked up each time).
 const STATUSES: [u16; 14] = [200, 206, 304, 400, 401, 404, 405, 412, 413, 416, 431, 500, 502, 503];
@@ -147,6 +185,29 @@ impl TierReadCounters {
             _ => self.error.inc(),
         };
     }
+}
+
+/// The latency histograms of one (method, status class).
+#[derive(Clone, Debug)]
+pub struct Latency {
+    /// `rangecache_request_duration_seconds`: from the request's head to its body's end.
+    pub duration: Histogram,
+    /// `rangecache_time_to_first_byte_seconds`: from the request's head to the first byte of
+    /// the response body handed to the connection (the head, for an answer without a body).
+    pub first_byte: Histogram,
+}
+
+/// Which (method, status class) a response's timings go to; see [`Metrics::latency`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatencySlot(u8);
+
+/// The `rangecache_tier_open_duration_seconds` histograms of one tier, resolved once.
+#[derive(Clone, Debug)]
+pub struct TierOpenLatency {
+    /// Opens of bytes.
+    pub open: Histogram,
+    /// Metadata lookups (HEAD).
+    pub stat: Histogram,
 }
 
 /// The `rangecache_backfills_total` counter of each event, resolved once (so each is exported
@@ -190,12 +251,24 @@ pub struct Metrics {
     pub backfills_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Bytes copied into tier 0 by committed backfills and tees.
     pub backfill_bytes: Counter<u64, AtomicU64>,
+    /// Request durations, by method and status class.
+    pub request_duration: Histograms<LatencyLabels>,
+    /// Times to the first byte of the response, by method and status class.
+    pub time_to_first_byte: Histograms<LatencyLabels>,
+    /// Latency of each tier's opens and stats, by tier and operation.
+    pub tier_open_duration: Histograms<TierOpenLabels>,
+    /// How long committed copies into tier 0 took, from their start to their commit.
+    pub backfill_duration: Histogram,
+    /// Sizes of committed copies into tier 0.
+    pub backfill_size: Histogram,
     /// Faults injected by `faulty` tiers, by tier, step and fault.
     #[cfg(feature = "faults")]
     pub faults_injected: Family<FaultLabels, Counter>,
     /// `requests` and `route_requests` counters resolved on first use, by
     /// [`Metrics::request_slot`].
     request_counters: Box<[OnceLock<RequestCounters>]>,
+    /// Latency histograms resolved on first use, per (method, status class).
+    latencies: Box<[OnceLock<Latency>]>,
 }
 
 impl Default for Metrics {
@@ -244,6 +317,45 @@ impl Default for Metrics {
             "Bytes copied into tier 0 by committed copies",
             backfill_bytes.clone(),
         );
+        let request_duration =
+            Histograms::<LatencyLabels>::new_with_constructor(Histogram::seconds);
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a request's head to the end of its response, by method and status class",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let time_to_first_byte =
+            Histograms::<LatencyLabels>::new_with_constructor(Histogram::seconds);
+        registry.register_with_unit(
+            "time_to_first_byte",
+            "Time from a request's head to the first byte of its response body (the head when \
+             there is no body), by method and status class",
+            Unit::Seconds,
+            time_to_first_byte.clone(),
+        );
+        let tier_open_duration =
+            Histograms::<TierOpenLabels>::new_with_constructor(Histogram::seconds);
+        registry.register_with_unit(
+            "tier_open_duration",
+            "Time a tier took to answer an open (bytes) or a stat (metadata), by tier",
+            Unit::Seconds,
+            tier_open_duration.clone(),
+        );
+        let backfill_duration = Histogram::seconds();
+        registry.register_with_unit(
+            "backfill_duration",
+            "Time from a copy into tier 0 starting to its commit, for committed copies",
+            Unit::Seconds,
+            backfill_duration.clone(),
+        );
+        let backfill_size = Histogram::bytes();
+        registry.register_with_unit(
+            "backfill_size",
+            "Sizes of the committed copies into tier 0",
+            Unit::Bytes,
+            backfill_size.clone(),
+        );
         #[cfg(feature = "faults")]
         let faults_injected = Family::<FaultLabels, Counter>::default();
         #[cfg(feature = "faults")]
@@ -266,7 +378,15 @@ impl Default for Metrics {
             backfill_events,
             backfills_in_flight,
             backfill_bytes,
+            request_duration,
+            time_to_first_byte,
+            tier_open_duration,
+            backfill_duration,
+            backfill_size,
             request_counters: (0..Route::ALL.len() * METHODS.len() * STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            latencies: (0..LATENCY_METHODS.len() * STATUS_CLASSES.len())
                 .map(|_| OnceLock::new())
                 .collect(),
         }
@@ -274,10 +394,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one response.
-    pub fn request(&self, route: Route, method: &Method, status: u16) {
+    /// Counts one response and says where its timings go ([`Metrics::latency`]).
+    pub fn request(&self, route: Route, method: &Method, status: u16) -> LatencySlot {
+        let method_idx = METHODS.iter().position(|m| m == method);
         let looked_up;
-        let (requests, route_requests) = match Metrics::request_slot(route, method, status) {
+        let (requests, route_requests) = match Metrics::request_slot(route, method_idx, status) {
             Some(slot) => self.request_counters[slot]
                 .get_or_init(|| self.request_counters_of(route, method, status)),
             None => {
@@ -287,6 +408,36 @@ impl Metrics {
         };
         requests.inc();
         route_requests.inc();
+        let method_idx = method_idx.unwrap_or(LATENCY_METHODS.len() - 1);
+        // The http crate holds statuses to 100..=999; the server sends none past 5xx.
+        let class_idx = usize::from(status / 100).clamp(1, STATUS_CLASSES.len()) - 1;
+        let slot = method_idx * STATUS_CLASSES.len() + class_idx;
+        self.latencies[slot].get_or_init(|| {
+            let labels = LatencyLabels {
+                method: LATENCY_METHODS[method_idx],
+                status_class: STATUS_CLASSES[class_idx],
+            };
+            Latency {
+                duration: self.request_duration.get_or_create(&labels).clone(),
+                first_byte: self.time_to_first_byte.get_or_create(&labels).clone(),
+            }
+        });
+        LatencySlot(u8::try_from(slot).expect("35 slots fit in a byte"))
+    }
+
+    /// The latency histograms of a response counted by [`Metrics::request`].
+    pub fn latency(&self, slot: LatencySlot) -> &Latency {
+        self.latencies[usize::from(slot.0)].get().expect("resolved when the response was counted")
+    }
+
+    /// The `rangecache_tier_open_duration_seconds` histograms of one tier, to keep.
+    pub fn tier_open_latency(&self, tier: &str) -> TierOpenLatency {
+        let histogram = |op| {
+            self.tier_open_duration
+                .get_or_create(&TierOpenLabels { tier: tier.to_owned(), op })
+                .clone()
+        };
+        TierOpenLatency { open: histogram("open"), stat: histogram("stat") }
     }
 
     /// The `rangecache_tier_reads_total` counters of one tier, to keep and increment.
@@ -303,9 +454,9 @@ impl Metrics {
     }
 
     /// Where the counters of (route, method, status) are kept, if they are kept.
-    fn request_slot(route: Route, method: &Method, status: u16) -> Option<usize> {
+    fn request_slot(route: Route, method_idx: Option<usize>, status: u16) -> Option<usize> {
         let route = Route::ALL.iter().position(|r| *r == route)?;
-        let method = METHODS.iter().position(|m| m == method)?;
+        let method = method_idx?;
         let status = STATUSES.iter().position(|s| *s == status)?;
         Some((route * METHODS.len() + method) * STATUSES.len() + status)
     }
@@ -329,7 +480,31 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn latencies_are_resolved_per_method_and_status_class() {
+        let metrics = Metrics::default();
+        let get_206 = metrics.request(Route::Object, &Method::GET, 206);
+        let get_200 = metrics.request(Route::Healthz, &Method::GET, 200);
+        let patch = metrics.request(Route::Other, &Method::PATCH, 405);
+        let brew = metrics.request(Route::Other, &Method::from_bytes(b"BREW").unwrap(), 418);
+        assert_eq!(get_206, get_200, "one slot for every 2xx of a GET, whatever the route");
+        assert_eq!(patch, brew, "methods without a route share the label other");
+        metrics.latency(get_206).duration.observe_duration(Duration::from_millis(2));
+        metrics.latency(patch).first_byte.observe_duration(Duration::from_millis(2));
+        let text = metrics.encode();
+        for line in [
+            "rangecache_request_duration_seconds_count{method=\"GET\",status_class=\"2xx\"} 1",
+            "rangecache_request_duration_seconds_bucket{le=\"0.0025\",method=\"GET\",status_class=\"2xx\"} 1",
+            "rangecache_request_duration_seconds_bucket{le=\"0.001\",method=\"GET\",status_class=\"2xx\"} 0",
+            "rangecache_time_to_first_byte_seconds_count{method=\"other\",status_class=\"4xx\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
 
     #[test]
     fn families_of_the_spec_are_exposed() {
@@ -353,6 +528,8 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(text.contains("# TYPE rangecache_requests counter\n"), "{text}");
+        assert!(text.contains("# TYPE rangecache_request_duration_seconds histogram\n"), "{text}");
+        assert!(text.contains("# TYPE rangecache_backfill_size_bytes histogram\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF:\n{text}");
     }
 }

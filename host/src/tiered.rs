@@ -18,7 +18,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -34,7 +34,7 @@ use rangecache_core::{Body, RangeLimits};
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 
 use crate::http::ApiError;
-use crate::metrics::{Metrics, TierReadCounters};
+use crate::metrics::{Metrics, TierOpenLatency, TierReadCounters};
 use crate::storage::{
     ByteStream, Conditions, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
     WriteCondition,
@@ -51,6 +51,11 @@ pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// How long closing waits for bodies it cut off to be dropped; a body whose client stopped
 /// reading is never polled again, and it reads nothing from the tiers once cut off.
 pub const READ_CUT_WAIT: Duration = Duration::from_secs(1);
+
+/// How long one readiness probe of a tier may take before it counts as unanswered.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest wait between two rounds of readiness probes.
+const PROBE_MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// One configured tier with the limits the host applies to writes into it.
 pub struct TierSlot {
@@ -134,6 +139,8 @@ pub struct Tiered {
     metrics: Arc<Metrics>,
     /// `rangecache_tier_reads_total` of each tier, nearest first.
     read_counters: Vec<TierReadCounters>,
+    /// `rangecache_tier_open_duration_seconds` of each tier, nearest first.
+    open_latency: Vec<TierOpenLatency>,
     backfills: Mutex<Backfills>,
     tasks: Mutex<JoinSet<()>>,
     shutdown: CancellationToken,
@@ -159,6 +166,7 @@ impl Tiered {
                 .iter()
                 .map(|s| metrics.tier_read_counters(s.tier.name()))
                 .collect(),
+            open_latency: slots.iter().map(|s| metrics.tier_open_latency(s.tier.name())).collect(),
             names: slots.iter().map(|s| s.tier.name().to_owned()).collect(),
             slots,
             metrics,
@@ -186,6 +194,55 @@ impl Tiered {
     /// Names of the tiers, nearest first.
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// Asks every tier for the metadata of one key until each has answered, found or not: a
+    /// tier that answers is reachable, and its credentials and certificates are accepted. A
+    /// tier that fails or takes longer than [`PROBE_TIMEOUT`] is asked again after a wait that
+    /// doubles from 100 ms to 5 s. Returns once all have answered, or when shutdown begins.
+    pub async fn probe_until_answered(&self) {
+        // Nobody writes this key; what a tier holds under it makes no difference.
+        let key = ObjectKey {
+            namespace: rangecache_core::Namespace::parse("rangecache").expect("a valid namespace"),
+            key: rangecache_core::Key::from_segment("readiness-probe"),
+        };
+        let mut waiting: Vec<usize> = (0..self.slots.len()).collect();
+        let mut wait = Duration::from_millis(100);
+        while !waiting.is_empty() && !self.is_shutting_down() {
+            let now = crate::http::now();
+            let answers = futures::future::join_all(waiting.iter().map(|idx| {
+                tokio::time::timeout(PROBE_TIMEOUT, self.slots[*idx].tier.stat(&key, now))
+            }))
+            .await;
+            let mut failed = Vec::new();
+            for (idx, answer) in waiting.iter().zip(answers) {
+                let name = self.slots[*idx].tier.name();
+                match answer {
+                    Ok(Ok(_)) => tracing::info!(tier = name, "tier answered its readiness probe"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(tier = name, error = %e, "tier failed its readiness probe");
+                        failed.push(*idx);
+                    }
+                    Err(_) => {
+                        let timeout = PROBE_TIMEOUT;
+                        tracing::warn!(
+                            tier = name,
+                            ?timeout,
+                            "tier did not answer its readiness probe"
+                        );
+                        failed.push(*idx);
+                    }
+                }
+            }
+            waiting = failed;
+            if !waiting.is_empty() {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+                wait = (wait * 2).min(PROBE_MAX_WAIT);
+            }
+        }
     }
 
     /// Stores `body` in every tier; visible only once every tier committed.
@@ -702,7 +759,15 @@ impl Tiered {
                     let (commands, receiver) = mpsc::unbounded_channel();
                     backfills.copies.insert(copy, CopyHandle { token: token.clone(), commands });
                     turn.started.push((copy, key.clone(), mode));
-                    let job = CopyJob { copy, key, from, meta, token, commands: receiver };
+                    let job = CopyJob {
+                        copy,
+                        key,
+                        from,
+                        meta,
+                        started: Instant::now(),
+                        token,
+                        commands: receiver,
+                    };
                     match mode {
                         Mode::Background => {
                             let this = self.clone();
@@ -811,6 +876,8 @@ struct CopyJob {
     key: ObjectKey,
     from: TierIdx,
     meta: ObjectMeta,
+    /// When the manager started the copy, for `rangecache_backfill_duration_seconds`.
+    started: Instant,
     token: CancellationToken,
     commands: mpsc::UnboundedReceiver<CopyCommand>,
 }
@@ -901,6 +968,10 @@ impl Tiered {
                             self.metrics.tier_write(tier0.tier.name(), result);
                             if committed {
                                 self.metrics.backfill_bytes.inc_by(job.meta.size);
+                                self.metrics.backfill_size.observe(job.meta.size);
+                                self.metrics
+                                    .backfill_duration
+                                    .observe_duration(job.started.elapsed());
                             }
                             guard.report(backfill::Input::CommitFinished { copy, committed });
                         }
@@ -1166,7 +1237,10 @@ impl Tiered {
     /// against that revision as it would against an opened one.
     async fn stat_for(&self, key: &ObjectKey, tier: TierIdx, now: Timestamp) -> read::Input {
         let slot = &self.slots[tier.get()];
-        match slot.tier.stat(key, now).await {
+        let started = Instant::now();
+        let stat = slot.tier.stat(key, now).await;
+        self.open_latency[tier.get()].stat.observe_duration(started.elapsed());
+        match stat {
             Ok(Some(meta)) => read::Input::TierOpened { tier, meta, window: None },
             Ok(None) => read::Input::TierMissed { tier },
             Err(e) => {
@@ -1188,7 +1262,10 @@ impl Tiered {
     ) -> read::Input {
         let request = OpenRequest { span, conditions, now };
         let slot = &self.slots[tier.get()];
-        match slot.tier.open(key, &request).await {
+        let started = Instant::now();
+        let opened = slot.tier.open(key, &request).await;
+        self.open_latency[tier.get()].open.observe_duration(started.elapsed());
+        match opened {
             Ok(Opened::Body { meta, window, body }) => {
                 *held = Some(body);
                 read::Input::TierOpened { tier, meta, window: Some(window) }

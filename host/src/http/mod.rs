@@ -1,5 +1,5 @@
-//! The HTTP surface (SPEC §3): `/api/v1` over the tiers, `/metrics` and `/healthz`, served by
-//! hyper from our own connection loop ([`server`]).
+//! The HTTP surface (SPEC §3): `/api/v1` over the tiers, `/metrics`, `/healthz` (liveness) and
+//! `/readyz` (readiness), served by hyper from our own connection loop ([`server`]).
 //!
 //! Every request goes to [`handle`], which parses the path once into a [`Route`] and answers
 //! it, so that every client mistake gets its own clear 4xx. Answers about objects render the
@@ -9,11 +9,13 @@ mod auth;
 mod error;
 mod object;
 mod render;
+mod request_id;
 pub mod server;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ use crate::tiered::Tiered;
 pub use error::ApiError;
 pub use object::{EXPIRES_HEADER, now};
 pub use render::{ACCESS_LOG, Response, ResponseBody};
+pub use request_id::{RequestIds, X_REQUEST_ID};
 
 /// What every request handler reaches.
 pub struct AppState {
@@ -43,6 +46,41 @@ pub struct AppState {
     pub max_object_size: u64,
     /// Timeouts and the connection bound.
     pub limits: Limits,
+    /// Where the ids of requests that bring none come from.
+    pub request_ids: RequestIds,
+    /// What `/readyz` answers.
+    pub readiness: Readiness,
+}
+
+/// Whether the server should be sent traffic: not until every tier has answered a probe, and
+/// no longer once shutdown has begun (`/readyz`). `/healthz` says only that the process serves.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    tiers_answered: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// Every tier answered its probe.
+    pub fn set_tiers_answered(&self) {
+        self.tiers_answered.store(true, Ordering::SeqCst);
+    }
+
+    /// Shutdown has begun: the server still serves, but wants no new traffic.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    fn check(&self, tiered: &Tiered) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::SeqCst) || tiered.is_shutting_down() {
+            return Err("shutting down\n");
+        }
+        if !self.tiers_answered.load(Ordering::SeqCst) {
+            return Err("not ready: waiting for every tier to answer\n");
+        }
+        Ok(())
+    }
 }
 
 /// The request body as a write sees it: chunks, or an error when the client went away.
@@ -62,6 +100,7 @@ pub struct Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route<'a> {
     Healthz,
+    Readyz,
     Metrics,
     Stats,
     Namespaces,
@@ -76,6 +115,7 @@ impl Route<'_> {
     fn parse(path: &str) -> Route<'_> {
         match path.trim_start_matches('/') {
             "healthz" => Route::Healthz,
+            "readyz" => Route::Readyz,
             "metrics" => Route::Metrics,
             "api/v1/stats" => Route::Stats,
             "api/v1/namespaces" => Route::Namespaces,
@@ -99,6 +139,7 @@ impl Route<'_> {
     fn label(self) -> metrics::Route {
         match self {
             Route::Healthz => metrics::Route::Healthz,
+            Route::Readyz => metrics::Route::Readyz,
             Route::Metrics => metrics::Route::Metrics,
             Route::Stats => metrics::Route::Stats,
             Route::Namespaces => metrics::Route::Namespaces,
@@ -115,11 +156,12 @@ pub async fn handle(state: &AppState, req: hyper::Request<Incoming>) -> Response
     let (parts, body) = req.into_parts();
     let request = Request { method: parts.method, uri: parts.uri, headers: parts.headers };
     let route = Route::parse(request.uri.path());
+    let request_id = state.request_ids.for_request(&request.headers);
     let reply = match dispatch(state, &request, route, body).await {
         Ok(reply) => reply,
         Err(error) => error.into_response(),
     };
-    reply.finish(&state.metrics, route.label(), &request.method, &request.uri, started)
+    reply.finish(&state.metrics, route.label(), &request, started, request_id)
 }
 
 async fn dispatch(
@@ -135,6 +177,13 @@ async fn dispatch(
                 render::Reply::text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             } else {
                 render::Reply::text(StatusCode::OK, "ok\n")
+            })
+        }
+        Route::Readyz => {
+            only_reads(req)?;
+            Ok(match state.readiness.check(&state.tiered) {
+                Ok(()) => render::Reply::text(StatusCode::OK, "ready\n"),
+                Err(why) => render::Reply::text(StatusCode::SERVICE_UNAVAILABLE, why),
             })
         }
         Route::Metrics => {
@@ -218,6 +267,7 @@ mod tests {
     fn paths_parse_into_routes() {
         for (path, route) in [
             ("/healthz", Route::Healthz),
+            ("/readyz", Route::Readyz),
             ("/metrics", Route::Metrics),
             ("/api/v1/stats", Route::Stats),
             ("/api/v1/namespaces", Route::Namespaces),

@@ -1,7 +1,8 @@
 //! Turning an answer into a hyper response: a `ResponsePlan` and its body stream, or a small
 //! host reply (JSON, text, metrics). Every response's body is a [`ResponseBody`], which counts
-//! the bytes really sent and, when the access log is on, writes the request's one log line when
-//! the body is done, so the line carries the final byte count and duration.
+//! the bytes really sent, records the request's duration and time to first byte, and, when the
+//! access log is on, writes the request's one log line when the body is done, so the line
+//! carries the final byte count and duration.
 
 use std::io;
 use std::pin::Pin;
@@ -16,7 +17,8 @@ use http_body::{Frame, SizeHint};
 
 use rangecache_core::ResponsePlan;
 
-use crate::metrics::Metrics;
+use super::request_id::X_REQUEST_ID;
+use crate::metrics::{LatencySlot, Metrics};
 use crate::storage::ByteStream;
 
 /// The response type of every route.
@@ -114,28 +116,40 @@ impl Reply {
         self.status
     }
 
-    /// Hands the reply to hyper, counting it and arranging its log line.
+    /// Hands the reply to hyper, counting it, tagging it with its request id and arranging its
+    /// log line.
     pub fn finish(
-        self,
+        mut self,
         metrics: &Arc<Metrics>,
         route: crate::metrics::Route,
-        method: &Method,
-        uri: &Uri,
+        req: &super::Request,
         started: Instant,
+        request_id: HeaderValue,
     ) -> Response {
-        metrics.request(route, method, self.status.as_u16());
-        let chunks = if method == Method::HEAD { Chunks::Empty } else { self.body };
+        let latency = metrics.request(route, &req.method, self.status.as_u16());
+        let chunks = if req.method == Method::HEAD { Chunks::Empty } else { self.body };
+        let first_byte =
+            if matches!(chunks, Chunks::Empty) { FirstByte::Bodiless } else { FirstByte::Awaiting };
         // The line's fields are gathered only when a line may be written: a body that fails is
         // logged at warn level, one that ends well at info.
         let line = tracing::enabled!(target: ACCESS_LOG, tracing::Level::WARN).then(|| LogLine {
-            method: method.clone(),
-            uri: uri.clone(),
+            method: req.method.clone(),
+            uri: req.uri.clone(),
             status: self.status.as_u16(),
             cache_status: self.cache_status,
-            started,
+            request_id: request_id.clone(),
             failed: None,
         });
-        let body = ResponseBody { chunks, sent: 0, metrics: metrics.clone(), line };
+        self.headers.insert(X_REQUEST_ID, request_id);
+        let body = ResponseBody {
+            chunks,
+            sent: 0,
+            metrics: metrics.clone(),
+            latency,
+            started,
+            first_byte,
+            line,
+        };
         let mut response = http::Response::new(body);
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
@@ -155,16 +169,40 @@ struct LogLine {
     uri: Uri,
     status: u16,
     cache_status: Option<HeaderValue>,
-    started: Instant,
+    request_id: HeaderValue,
     failed: Option<String>,
 }
 
-/// The body of every response: counts what is sent and logs once when dropped.
+/// Whether a response's time to first byte is still to be recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstByte {
+    /// The body has handed nothing to the connection yet.
+    Awaiting,
+    /// Recorded.
+    Seen,
+    /// The answer has no body: its head is its first byte, recorded when hyper drops the body
+    /// after writing the head.
+    Bodiless,
+}
+
+/// The body of every response: counts what is sent, records its timings and logs once when
+/// dropped.
 pub struct ResponseBody {
     chunks: Chunks,
     sent: u64,
     metrics: Arc<Metrics>,
+    latency: LatencySlot,
+    /// When the request's head had been read.
+    started: Instant,
+    first_byte: FirstByte,
     line: Option<LogLine>,
+}
+
+impl ResponseBody {
+    fn first_byte_sent(&mut self) {
+        self.first_byte = FirstByte::Seen;
+        self.metrics.latency(self.latency).first_byte.observe_duration(self.started.elapsed());
+    }
 }
 
 impl http_body::Body for ResponseBody {
@@ -187,12 +225,19 @@ impl http_body::Body for ResponseBody {
             Chunks::Stream(stream) => stream.as_mut().poll_next(cx),
         };
         match &polled {
-            Poll::Ready(Some(Ok(chunk))) => this.sent += chunk.len() as u64,
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.sent += chunk.len() as u64;
+                if this.first_byte == FirstByte::Awaiting && !chunk.is_empty() {
+                    this.first_byte_sent();
+                }
+            }
             Poll::Ready(Some(Err(e))) => {
                 if let Some(line) = &mut this.line {
                     line.failed = Some(e.to_string());
                 }
             }
+            // A body that ends without a byte (an empty object's stream): the head went first.
+            Poll::Ready(None) if this.first_byte == FirstByte::Awaiting => this.first_byte_sent(),
             Poll::Ready(None) | Poll::Pending => {}
         }
         polled.map(|item| item.map(|chunk| chunk.map(Frame::data)))
@@ -215,9 +260,17 @@ impl http_body::Body for ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         self.metrics.response_bytes.inc_by(self.sent);
+        let elapsed = self.started.elapsed();
+        let latency = self.metrics.latency(self.latency);
+        latency.duration.observe_duration(elapsed);
+        if self.first_byte == FirstByte::Bodiless {
+            latency.first_byte.observe_duration(elapsed);
+        }
         let Some(line) = &self.line else { return };
-        let cache_status = line.cache_status.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-        let duration_ms = line.started.elapsed().as_secs_f64() * 1000.0;
+        let cache_status = line.cache_status.as_ref().and_then(|v| v.to_str().ok());
+        let request_id = line.request_id.to_str().unwrap_or("-");
+        // Milliseconds to the microsecond: a number in JSON, short in the human format.
+        let duration_ms = (elapsed.as_micros() as f64) / 1000.0;
         let path = line.uri.path_and_query().map_or("/", |p| p.as_str());
         match &line.failed {
             None if !tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO) => {}
@@ -227,8 +280,9 @@ impl Drop for ResponseBody {
                 path = %path,
                 status = line.status,
                 bytes = self.sent,
-                duration_ms = format_args!("{duration_ms:.1}"),
+                duration_ms,
                 cache_status,
+                request_id = %request_id,
                 "request"
             ),
             Some(error) => tracing::warn!(
@@ -237,8 +291,9 @@ impl Drop for ResponseBody {
                 path = %path,
                 status = line.status,
                 bytes = self.sent,
-                duration_ms = format_args!("{duration_ms:.1}"),
+                duration_ms,
                 cache_status,
+                request_id = %request_id,
                 error = %error,
                 "request body ended early"
             ),

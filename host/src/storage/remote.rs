@@ -59,11 +59,24 @@ impl RemoteTier {
         token: Option<String>,
         copy_ttl: Duration,
     ) -> Result<RemoteTier, TierError> {
+        RemoteTier::with_roots(name, base, token, copy_ttl, &[])
+    }
+
+    /// [`RemoteTier::new`], trusting `extra_roots` beside the system's roots for an HTTPS
+    /// upstream (a private CA).
+    pub fn with_roots(
+        name: &str,
+        base: &str,
+        token: Option<String>,
+        copy_ttl: Duration,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<RemoteTier, TierError> {
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .pool_idle_timeout(Duration::from_secs(30))
                 .no_proxy()
+                .tls_certs_merge(extra_roots.iter().cloned())
         };
         let built = |result: reqwest::Result<reqwest::Client>| {
             result.map_err(|e| backend(name, format!("cannot build an HTTP client: {e}")))
@@ -110,6 +123,8 @@ impl RemoteTier {
     }
 
     fn send_error(&self, e: reqwest::Error) -> TierError {
+        // With its causes: "error sending request" alone hides a refused certificate.
+        let e = rangecache_download::http::error_chain(&e);
         backend(&self.name, format!("request failed: {e}"))
     }
 

@@ -90,6 +90,16 @@ pub struct S3Tier {
 impl S3Tier {
     /// A tier over `config`'s bucket; makes no request.
     pub fn new(name: &str, config: &S3Config) -> Result<S3Tier, TierError> {
+        S3Tier::with_roots(name, config, &[])
+    }
+
+    /// [`S3Tier::new`], trusting `extra_roots` beside the system's roots for an HTTPS endpoint
+    /// (a private CA).
+    pub fn with_roots(
+        name: &str,
+        config: &S3Config,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<S3Tier, TierError> {
         let backend = |message: String| TierError::Backend { tier: name.to_owned(), message };
         let mut builder = services::S3::default()
             .bucket(&config.bucket)
@@ -110,7 +120,10 @@ impl S3Tier {
         let op = Operator::new(builder).map_err(|e| backend(e.to_string()))?;
         // A client of its own rather than opendal's process-wide one: its pooled connections
         // belong to the runtime that uses this tier, never to another one that may have ended.
-        let client = reqwest::Client::builder().build().map_err(|e| backend(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .tls_certs_merge(extra_roots.iter().cloned())
+            .build()
+            .map_err(|e| backend(e.to_string()))?;
         let transport = HttpTransporter::new(ReqwestTransport::new(client));
         let context = op.context().with_http_transport(transport);
         let op = op.with_context(context);
@@ -170,7 +183,7 @@ impl S3Tier {
             let found = match self.op.stat(&path(key)).await {
                 Ok(found) => found,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(self.backend(e)),
+                Err(e) => return Err(self.backend(with_cause(&e))),
             };
             let (meta, announced) = decode_meta(&found).map_err(|e| self.backend(e))?;
             if announced.is_some_and(|size| size != meta.size) {
@@ -392,7 +405,7 @@ impl Tier for S3Tier {
                         }
                     }
                 }
-                Err(e) => return Err(self.backend(e)),
+                Err(e) => return Err(self.backend(with_cause(&e))),
             };
             let (meta, announced) = decode_meta(&found).map_err(|e| self.backend(e))?;
             self.learn(key, &meta.etag, found.etag());
@@ -774,4 +787,19 @@ fn exact_length(
             Poll::Pending => Poll::Pending,
         }
     }))
+}
+
+/// An opendal error's message and, when the message does not already say it, its innermost
+/// cause: opendal stops at reqwest's "error sending request", which hides a refused
+/// certificate or a refused connection.
+fn with_cause(error: &opendal::Error) -> String {
+    let message = error.to_string();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(next) = cause.and_then(std::error::Error::source) {
+        cause = Some(next);
+    }
+    match cause.map(ToString::to_string) {
+        Some(cause) if !message.contains(&cause) => format!("{message}: {cause}"),
+        _ => message,
+    }
 }

@@ -3,6 +3,7 @@
 //! on a condition with a deadline.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod pki;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
@@ -48,7 +49,7 @@ pub struct Server {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` when it serves TLS.
     pub base: String,
     /// Its working directory (configuration, log, disk tiers).
     pub dir: PathBuf,
@@ -116,15 +117,17 @@ impl Server {
                 panic!("server did not start in {START_DEADLINE:?}:\n{}", read_log(dir));
             }
         };
-        let Some(addr) = line.trim().strip_prefix("rangecache listening on http://") else {
+        let Some(base) = line.trim().strip_prefix("rangecache listening on ") else {
             let status = child.wait();
             panic!("server did not start ({status:?}): {line:?}\n{}", read_log(dir));
         };
-        let addr: SocketAddr = addr.parse().expect("the printed address parses");
+        let addr = base.strip_prefix("http://").or_else(|| base.strip_prefix("https://"));
+        let addr: SocketAddr =
+            addr.and_then(|addr| addr.parse().ok()).expect("the printed URL names an address");
         Server {
             child: Some(child),
             addr,
-            base: format!("http://{addr}"),
+            base: base.to_owned(),
             dir: dir.to_path_buf(),
             _stdout: Some(stdout),
             own_dir: None,
@@ -148,9 +151,19 @@ impl Server {
 
     /// Sends `signal` (e.g. "TERM") and waits for the exit, at most `deadline`.
     pub fn signal_and_wait(&mut self, signal: &str, deadline: Duration) -> ExitStatus {
+        self.signal(signal);
+        self.wait_for_exit(signal, deadline)
+    }
+
+    /// Sends `signal` (e.g. "TERM") and returns at once.
+    pub fn signal(&self, signal: &str) {
         let pid = self.pid();
         let sent = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the exit that the last `signal` asked for, at most `deadline`.
+    pub fn wait_for_exit(&mut self, signal: &str, deadline: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("server is running");
         let started = Instant::now();
         loop {
