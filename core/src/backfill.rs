@@ -109,7 +109,7 @@ use std::fmt;
 
 use crate::key::ObjectKey;
 use crate::object::ObjectMeta;
-use crate::read::TierIdx;
+use crate::tier::TierIdx;
 use crate::validators::EntityTag;
 
 /// Names one copy; issued by the manager from a counter, never reused.

@@ -25,7 +25,7 @@ use std::fmt;
 
 use http::StatusCode;
 
-use crate::read::TierIdx;
+use crate::tier::TierIdx;
 
 /// What one tier did with the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

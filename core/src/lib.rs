@@ -19,6 +19,7 @@ pub mod key;
 pub mod object;
 pub mod range;
 pub mod read;
+pub mod tier;
 pub mod time;
 pub mod validators;
 
@@ -28,6 +29,6 @@ pub use conditional::{Body, Part, Precondition, RequestHeaders, ResponsePlan, pl
 pub use key::{Key, Namespace, ObjectKey};
 pub use object::ObjectMeta;
 pub use range::{OpenWindow, RangeLimits, RangeSpec, Resolved, Span, Window};
-pub use read::TierIdx;
+pub use tier::TierIdx;
 pub use time::Timestamp;
 pub use validators::{EntityTag, EtagList};

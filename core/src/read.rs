@@ -113,6 +113,7 @@ use crate::cache_status::{CacheStatus, CopyNote, Lookup, Member};
 use crate::conditional::{self, Body, Precondition, RequestHeaders, ResponsePlan};
 use crate::object::ObjectMeta;
 use crate::range::{self, OpenWindow, RangeLimits, Span, Window};
+use crate::tier::TierIdx;
 use crate::time::Timestamp;
 use crate::validators::EntityTag;
 
@@ -126,22 +127,6 @@ pub const TIER_FAILED_STATUS: StatusCode = StatusCode::BAD_GATEWAY;
 
 /// Status when the object kept changing under the read ([`MAX_WALKS`] exhausted).
 pub const UNSTABLE_STATUS: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
-
-/// Index of a tier: 0 is the nearest, the last is authoritative.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TierIdx(usize);
-
-impl TierIdx {
-    /// The tier at position `idx` in the configuration.
-    pub const fn new(idx: usize) -> TierIdx {
-        TierIdx(idx)
-    }
-
-    /// The position in the configuration.
-    pub const fn get(self) -> usize {
-        self.0
-    }
-}
 
 /// The request fields a read depends on, owned (raw field values, joined with `, ` when a
 /// field repeats), and the host's clock.
@@ -559,11 +544,11 @@ impl Machine {
     fn start_walk(&mut self) {
         self.n_walks += 1;
         self.members.clear();
-        self.state = self.probe_tier(TierIdx(0), None, false);
+        self.state = self.probe_tier(TierIdx::new(0), None, false);
     }
 
     fn probe_tier(&mut self, tier: TierIdx, fallback: Option<Candidate>, failed: bool) -> State {
-        if tier.0 >= self.names.len() {
+        if tier.get() >= self.names.len() {
             return self.walk_over(fallback, failed);
         }
         self.outputs.push_back(Output::OpenTier {
@@ -575,7 +560,7 @@ impl Machine {
     }
 
     fn next_tier(&mut self, tier: TierIdx, fallback: Option<Candidate>, failed: bool) -> State {
-        self.probe_tier(TierIdx(tier.0 + 1), fallback, failed)
+        self.probe_tier(TierIdx::new(tier.get() + 1), fallback, failed)
     }
 
     fn on_probe_opened(
@@ -652,7 +637,7 @@ impl Machine {
 
     fn serve(&mut self, answer: Candidate, copy: CopyNote) -> State {
         let Candidate { tier, meta, plan } = answer;
-        if let Some(nearest) = self.members.iter_mut().find(|m| m.tier.0 == 0) {
+        if let Some(nearest) = self.members.iter_mut().find(|m| m.tier.get() == 0) {
             nearest.copy = copy;
         }
         let cache_status = self.cache_status(plan.status);
@@ -727,7 +712,7 @@ impl Machine {
         }
         self.members.push(Member {
             tier,
-            name: self.names[tier.0].clone(),
+            name: self.names[tier.get()].clone(),
             lookup,
             fwd_status: None,
             copy: CopyNote::None,
@@ -744,7 +729,7 @@ impl Machine {
     }
 
     fn copy_mode(&self, answer: &Candidate) -> Option<backfill::Mode> {
-        let tier_0 = self.members.iter().find(|m| m.tier.0 == 0).map(|m| m.lookup);
+        let tier_0 = self.members.iter().find(|m| m.tier.get() == 0).map(|m| m.lookup);
         if !tier_0.is_some_and(|probed| fills_tier_0(probed, answer.tier, self.names.len())) {
             return None;
         }
@@ -815,7 +800,7 @@ pub fn is_definitive(
 /// fragment is never stored as the object), and no copy at all from tier 0 itself, for HEAD, or
 /// for an answer without a body (304, 412, 416).
 pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill::Mode> {
-    if from.0 == 0 || *method != Method::GET {
+    if from.get() == 0 || *method != Method::GET {
         return None;
     }
     match body {
@@ -842,7 +827,7 @@ pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill
 pub fn fills_tier_0(probed: Lookup, from: TierIdx, n_tiers: usize) -> bool {
     match probed {
         Lookup::Missed | Lookup::Expired => true,
-        Lookup::Hit | Lookup::NotAccepted => from.0 + 1 == n_tiers,
+        Lookup::Hit | Lookup::NotAccepted => from.get() + 1 == n_tiers,
         Lookup::Failed => false,
     }
 }

@@ -7,6 +7,7 @@ use http::StatusCode;
 
 use super::render::Reply;
 use crate::storage::TierError;
+use crate::tiered;
 
 /// Why a request was not served as asked.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,17 @@ pub enum ApiError {
     /// A tier failed.
     #[error(transparent)]
     Tier(#[from] TierError),
+}
+
+impl From<tiered::Error> for ApiError {
+    fn from(error: tiered::Error) -> ApiError {
+        match error {
+            tiered::Error::ShuttingDown => ApiError::ShuttingDown,
+            tiered::Error::IncompleteUpload(why) => ApiError::IncompleteUpload(why),
+            tiered::Error::TooLarge(max) => ApiError::TooLarge(max),
+            tiered::Error::Tier(e) => ApiError::Tier(e),
+        }
+    }
 }
 
 impl ApiError {

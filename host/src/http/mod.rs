@@ -28,7 +28,6 @@ use crate::metrics::{self, Metrics};
 use crate::tiered::Tiered;
 
 pub use error::ApiError;
-pub use object::{EXPIRES_HEADER, now};
 pub use render::{ACCESS_LOG, Response, ResponseBody};
 
 /// What every request handler reaches.

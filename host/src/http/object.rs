@@ -35,6 +35,7 @@ use rangecache_core::{Key, Namespace, ObjectKey, Timestamp};
 
 use super::render::Reply;
 use super::{ApiError, AppState, Request, RequestBody};
+use crate::clock::now;
 use crate::storage::WriteCondition;
 use crate::tiered::{ReadRequest, WriteRequest};
 
@@ -208,10 +209,6 @@ async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Reply, 
     Ok(Reply::plan(served.plan, served.body, served.cache_status))
 }
 
-/// When the revision answered expires, on object responses (read back by the remote tier);
-/// the core plans it.
-pub use rangecache_core::object::EXPIRES_HEADER;
-
 /// PUT or POST: store the body in every tier.
 async fn write(
     state: &AppState,
@@ -288,12 +285,14 @@ async fn write(
     };
     let meta = match state.tiered.write(&key, write, &mut body).await {
         Ok(meta) => meta,
-        // Too large for `max_object_size` or for a tier that must hold the object.
-        Err(e) if e.is_too_large() => {
-            linger(&mut body).await;
+        Err(e) => {
+            let e = ApiError::from(e);
+            // Too large for `max_object_size` or for a tier that must hold the object.
+            if e.is_too_large() {
+                linger(&mut body).await;
+            }
             return Err(e);
         }
-        Err(e) => return Err(e),
     };
     *handling = Handling::Written;
     let mut reply = Reply::empty(StatusCode::OK);
@@ -337,14 +336,6 @@ async fn delete(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
 async fn invalidate(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
     state.tiered.invalidate(&key).await?;
     Ok(Reply::empty(StatusCode::OK))
-}
-
-/// The host's clock, read once per request.
-pub fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    Timestamp::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A fresh strong entity-tag: 128 random bits, so two writes never share one.
