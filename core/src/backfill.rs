@@ -3,22 +3,32 @@
 //! One [`Manager`] per server decides which copies start, which commit and which are thrown
 //! away; the host runs the copies (reads the source, writes tier 0) and reports what happened.
 //!
+//! # Copy requests
+//!
+//! A read that asks for a copy ([`crate::read::Output::RequestCopy`]) gets its answer at once
+//! from [`Manager::request_copy`], like a function call: the copy's handle when it starts, or
+//! why it does not. That answer is all the read machine needs, so no host ferries it between
+//! the two machines, and nothing else happens on a request (no output is queued).
+//!
+//! ```text
+//! request_copy(key, seen, from, meta, mode)  Ok(copy)                          a new copy
+//!                                            Err(Deduplicated { copy })        one is in
+//!                                                     flight, or one of this revision
+//!                                                     committed after `seen` was read
+//!                                            Err(TooManyInFlight)              limit reached
+//!                                            Err(KeyChanging)                  a write is running
+//!                                            Err(Superseded)                   key changed (or a
+//!                                                     copy of another revision committed)
+//!                                                     after `seen` was read
+//!                                            Err(TooLarge)                     tier 0 cannot hold it
+//!                                            Err(ShuttingDown)
+//! ```
+//!
 //! # Events and actions
 //!
 //! ```text
 //! host reports (Input)                      manager answers (Output)
 //! ------------------------------------      ---------------------------------------------------
-//! CopyRequested { key, seen, from, meta }   StartCopy { copy, .. }            a new copy
-//!                                           Refuse { why: Deduplicated }      one is in flight,
-//!                                                         or one of this revision committed
-//!                                                         after `seen` was read
-//!                                           Refuse { why: TooManyInFlight }   limit reached
-//!                                           Refuse { why: KeyChanging }       a write is running
-//!                                           Refuse { why: Superseded }        key changed (or a
-//!                                                         copy of another revision committed)
-//!                                                         after `seen` was read
-//!                                           Refuse { why: TooLarge }          tier 0 cannot hold it
-//!                                           Refuse { why: ShuttingDown }
 //! SourceRead { copy, bytes }                Discard { Lagging } past the backlog bound,
 //! ChunkWritten { copy, bytes }              Discard { SizeMismatch } past the expected size,
 //!                                           Commit once all is written after the source's EOF
@@ -41,7 +51,7 @@
 //! # Life of one copy
 //!
 //! ```text
-//!   CopyRequested ──StartCopy──► Copying { read, written }
+//!   request_copy ──Ok(copy)──► Copying { read, written }
 //!                                  │ SourceRead / ChunkWritten (backlog = read - written)
 //!                                  │   backlog > bound ─────────────────► Discard(Lagging)
 //!                                  │ SourceFailed / WriterFailed / ClientClosed ► Discard(..)
@@ -67,8 +77,8 @@
 //!
 //! Generations are the manager's clock: every mutation start, mutation end and committed copy
 //! takes the next one. A read looks up [`Manager::generation`] *before* it opens any tier and
-//! hands it back as `seen` in [`Input::CopyRequested`], which is then judged by what happened
-//! to the key after `seen`:
+//! hands it back as `seen` in its [`CopyRequest`], which is then judged by what happened to the
+//! key after `seen`:
 //!
 //! * a write, delete or invalidate: the copy would carry bytes older than that change, so it
 //!   is refused (`Superseded`). No copy of a key starts while a mutation of it runs, and one
@@ -91,7 +101,7 @@
 //!   seen ──► [ mutation started/ended ]  ──► request: Superseded
 //!   seen ──► [ copy committed, same revision ] ──► request: Deduplicated { committed copy }
 //!   seen ──► [ copy committed, other revision ] ──► request: Superseded
-//!   [ copy committed ] ──► seen ──► request: StartCopy (tier 0 lost it)
+//!   [ copy committed ] ──► seen ──► request: Ok(copy) (tier 0 lost it)
 //! ```
 //!
 //! Idle keys are forgotten to keep the map small. The latest change of the keys forgotten most
@@ -179,22 +189,25 @@ impl Default for Config {
     }
 }
 
+/// A read served from tier `from` > 0 asks for a copy of `meta`'s revision into tier 0
+/// ([`Manager::request_copy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyRequest {
+    /// The object.
+    pub key: ObjectKey,
+    /// [`Manager::generation`] of the key, read before the read opened any tier.
+    pub seen: Generation,
+    /// The tier the bytes come from.
+    pub from: TierIdx,
+    /// The revision served (its entity-tag pins the copy, its size is expected at EOF).
+    pub meta: ObjectMeta,
+    /// Tee of a full read, or a background copy for a ranged read.
+    pub mode: Mode,
+}
+
 /// What the host observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
-    /// A read served from tier `from` > 0 asks for a copy of `meta`'s revision into tier 0.
-    CopyRequested {
-        /// The object.
-        key: ObjectKey,
-        /// [`Manager::generation`] of the key, read before the read opened any tier.
-        seen: Generation,
-        /// The tier the bytes come from.
-        from: TierIdx,
-        /// The revision served (its entity-tag pins the copy, its size is expected at EOF).
-        meta: ObjectMeta,
-        /// Tee of a full read, or a background copy for a ranged read.
-        mode: Mode,
-    },
     /// The copy's source delivered `bytes` more bytes.
     SourceRead {
         /// The copy.
@@ -263,28 +276,6 @@ pub enum Input {
 #[must_use]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Start copy `copy`: for [`Mode::Background`] open tier `from` whole, pinned with
-    /// `If-Match` to `meta.etag`; for [`Mode::Tee`] tee the read already streaming. Write into
-    /// tier 0 a new object described by `meta`, expecting exactly `meta.size` bytes.
-    StartCopy {
-        /// The new copy's handle.
-        copy: CopyId,
-        /// The object.
-        key: ObjectKey,
-        /// The source tier.
-        from: TierIdx,
-        /// The revision copied.
-        meta: ObjectMeta,
-        /// Tee or background.
-        mode: Mode,
-    },
-    /// The request for a copy of `key` is refused; run no copy.
-    Refuse {
-        /// The object.
-        key: ObjectKey,
-        /// Why.
-        why: Refusal,
-    },
     /// Stop the task of `copy`; a [`Output::Discard`] follows once it reported its end.
     Cancel {
         /// The copy.
@@ -318,7 +309,7 @@ pub enum Output {
     ShutdownComplete,
 }
 
-/// Why a copy was not started.
+/// Why a copy was not started ([`Manager::request_copy`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Refusal {
     /// A copy of the key is already in flight and will fill tier 0 for this read too, or a
@@ -563,12 +554,46 @@ impl Manager {
         }
     }
 
+    /// Answers a read's request for a copy into tier 0: the new copy's handle, or why no copy
+    /// starts. On `Ok`, run the copy: for [`Mode::Background`] open tier `from` whole, pinned
+    /// with `If-Match` to `meta.etag`; for [`Mode::Tee`] tee the read already streaming. Either
+    /// way write into tier 0 a new object described by `meta`, expecting exactly `meta.size`
+    /// bytes, and report the copy's progress with [`Manager::handle_input`]. Queues no output.
+    pub fn request_copy(&mut self, request: &CopyRequest) -> Result<CopyId, Refusal> {
+        let CopyRequest { key, seen, from: _, meta, mode: _ } = request;
+        let refusal = match self.phase {
+            Phase::Draining | Phase::Stopped => Some(Refusal::ShuttingDown),
+            Phase::Running => self.refusal(key, *seen, meta),
+        };
+        if let Some(why) = refusal {
+            if why.is_deduplicated() {
+                self.counters.deduped += 1;
+            } else {
+                self.counters.skipped += 1;
+            }
+            return Err(why);
+        }
+        let copy = CopyId(self.next_copy);
+        self.next_copy += 1;
+        let state = self.key_state(key);
+        state.live = Some(copy);
+        self.copies.insert(
+            copy,
+            Copy {
+                key: key.clone(),
+                generation: *seen,
+                etag: meta.etag.clone(),
+                expected: meta.size,
+                state: CopyState::Copying { read: 0, written: 0 },
+            },
+        );
+        self.counters.started += 1;
+        Ok(copy)
+    }
+
     /// Feeds one observation; drain [`Manager::poll_output`] before the next.
     pub fn handle_input(&mut self, input: Input) {
         match input {
-            Input::CopyRequested { key, seen, from, meta, mode } => {
-                self.on_copy_requested(key, seen, from, meta, mode)
-            }
             Input::SourceRead { copy, bytes } => self.on_source_read(copy, bytes),
             Input::ChunkWritten { copy, bytes } => self.on_chunk_written(copy, bytes),
             Input::SourceEnded { copy } => self.on_source_ended(copy),
@@ -623,45 +648,6 @@ impl Manager {
     /// The copy of `key` that may still commit, if any.
     pub fn live_copy(&self, key: &ObjectKey) -> Option<CopyId> {
         self.keys.get(key).and_then(|state| state.live)
-    }
-
-    fn on_copy_requested(
-        &mut self,
-        key: ObjectKey,
-        seen: Generation,
-        from: TierIdx,
-        meta: ObjectMeta,
-        mode: Mode,
-    ) {
-        let refusal = match self.phase {
-            Phase::Draining | Phase::Stopped => Some(Refusal::ShuttingDown),
-            Phase::Running => self.refusal(&key, seen, &meta),
-        };
-        if let Some(why) = refusal {
-            if why.is_deduplicated() {
-                self.counters.deduped += 1;
-            } else {
-                self.counters.skipped += 1;
-            }
-            self.outputs.push_back(Output::Refuse { key, why });
-            return;
-        }
-        let copy = CopyId(self.next_copy);
-        self.next_copy += 1;
-        let state = self.key_state(&key);
-        state.live = Some(copy);
-        self.copies.insert(
-            copy,
-            Copy {
-                key: key.clone(),
-                generation: seen,
-                etag: meta.etag.clone(),
-                expected: meta.size,
-                state: CopyState::Copying { read: 0, written: 0 },
-            },
-        );
-        self.counters.started += 1;
-        self.outputs.push_back(Output::StartCopy { copy, key, from, meta, mode });
     }
 
     fn refusal(&self, key: &ObjectKey, seen: Generation, meta: &ObjectMeta) -> Option<Refusal> {
@@ -1096,15 +1082,22 @@ mod tests {
             self.ask(name, seen, meta(size))
         }
 
-        /// A request from a read that looked up `seen` earlier.
+        /// A request from a read that looked up `seen` earlier; its answer joins the transcript.
         fn ask(&mut self, name: &str, seen: Generation, meta: ObjectMeta) -> &mut Script {
-            self.feed(Input::CopyRequested {
+            let request = CopyRequest {
                 key: key(name),
                 seen,
                 from: TierIdx::new(1),
                 meta,
                 mode: Mode::Background,
-            })
+            };
+            let answer = match self.manager.request_copy(&request) {
+                Ok(copy) => format!("Started({})", copy.0),
+                Err(why) => format!("Refused({why:?})"),
+            };
+            self.transcript.push(answer);
+            assert!(self.manager.poll_output().is_none(), "a request queues no output");
+            self
         }
 
         /// Copies all `size` bytes of copy `n` and commits it.
@@ -1126,8 +1119,6 @@ mod tests {
 
     fn describe(output: &Output) -> String {
         match output {
-            Output::StartCopy { copy, .. } => format!("StartCopy({})", copy.0),
-            Output::Refuse { why, .. } => format!("Refuse({why:?})"),
             Output::Cancel { copy } => format!("Cancel({})", copy.0),
             Output::Commit { copy } => format!("Commit({})", copy.0),
             Output::Finished { copy } => format!("Finished({})", copy.0),
@@ -1141,7 +1132,7 @@ mod tests {
     fn a_revision_larger_than_tier_0_can_hold_is_refused_before_any_byte_is_read() {
         let mut s = Script::new();
         s.request("a", 1001).request("a", 1000);
-        s.expect(&["Refuse(TooLarge)", "StartCopy(0)"]);
+        s.expect(&["Refused(TooLarge)", "Started(0)"]);
         let counters = s.manager.counters();
         assert_eq!((counters.started, counters.skipped), (1, 1));
     }
@@ -1151,7 +1142,7 @@ mod tests {
         let mut s = Script::new();
         s.request("a", 10).copy(0, 6).feed(Input::SourceRead { copy: CopyId(0), bytes: 4 });
         s.feed(Input::SourceEnded { copy: CopyId(0) });
-        s.expect(&["StartCopy(0)"]);
+        s.expect(&["Started(0)"]);
         s.feed(Input::ChunkWritten { copy: CopyId(0), bytes: 4 });
         s.expect(&["Commit(0)"]);
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
@@ -1164,7 +1155,7 @@ mod tests {
     fn a_zero_byte_object_commits_at_eof() {
         let mut s = Script::new();
         s.request("a", 0).feed(Input::SourceEnded { copy: CopyId(0) });
-        s.expect(&["StartCopy(0)", "Commit(0)"]);
+        s.expect(&["Started(0)", "Commit(0)"]);
     }
 
     #[test]
@@ -1172,10 +1163,10 @@ mod tests {
         let mut s = Script::new();
         s.request("a", 10).request("a", 10).request("b", 10).request("c", 10);
         s.expect(&[
-            "StartCopy(0)",
-            "Refuse(Deduplicated { copy: CopyId(0) })",
-            "StartCopy(1)",
-            "Refuse(TooManyInFlight)",
+            "Started(0)",
+            "Refused(Deduplicated { copy: CopyId(0) })",
+            "Started(1)",
+            "Refused(TooManyInFlight)",
         ]);
         let counters = s.manager.counters();
         assert_eq!((counters.started, counters.deduped, counters.skipped), (2, 1, 1));
@@ -1195,7 +1186,7 @@ mod tests {
         for (input, expected) in cases {
             let mut s = Script::new();
             s.request("a", 10).copy(0, 5).feed(input);
-            s.expect(&["StartCopy(0)", expected]);
+            s.expect(&["Started(0)", expected]);
             assert_eq!(s.manager.counters().discarded_total(), 1);
             assert_eq!(s.manager.n_in_flight(), 0);
         }
@@ -1208,7 +1199,7 @@ mod tests {
         let mut s = Script::new();
         s.request("a", 0).feed(Input::SourceEnded { copy: CopyId(0) });
         s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Delete });
-        s.expect(&["StartCopy(0)", "Commit(0)"]);
+        s.expect(&["Started(0)", "Commit(0)"]);
         s.feed(Input::WriterFailed { copy: CopyId(0) });
         s.expect(&["Discard(0, WriterFailed)", "ProceedWithMutation"]);
         assert_eq!(s.manager.n_in_flight(), 0);
@@ -1217,7 +1208,7 @@ mod tests {
         s.request("a", 0).feed(Input::SourceEnded { copy: CopyId(0) });
         s.feed(Input::ClientClosed { copy: CopyId(0) });
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
-        s.expect(&["StartCopy(0)", "Commit(0)", "Finished(0)"]);
+        s.expect(&["Started(0)", "Commit(0)", "Finished(0)"]);
         assert_eq!(s.manager.counters().committed, 1);
     }
 
@@ -1226,7 +1217,7 @@ mod tests {
         let mut s = Script::new();
         s.request("a", 1000).feed(Input::SourceRead { copy: CopyId(0), bytes: 100 });
         s.feed(Input::SourceRead { copy: CopyId(0), bytes: 1 });
-        s.expect(&["StartCopy(0)", "Discard(0, Lagging)"]);
+        s.expect(&["Started(0)", "Discard(0, Lagging)"]);
         assert_eq!(s.manager.counters().discarded(DiscardReason::Lagging), 1);
     }
 
@@ -1240,12 +1231,12 @@ mod tests {
         s.feed(Input::MutationEnded { key: key("a"), kind: MutationKind::Write });
         s.request("a", 10);
         s.expect(&[
-            "StartCopy(0)",
+            "Started(0)",
             "Cancel(0)",
             "ProceedWithMutation",
-            "Refuse(KeyChanging)",
+            "Refused(KeyChanging)",
             "Discard(0, Superseded)",
-            "StartCopy(1)",
+            "Started(1)",
         ]);
         assert_eq!(s.manager.counters().cancelled, 1);
     }
@@ -1256,14 +1247,8 @@ mod tests {
         let seen = s.manager.generation(&key("a"));
         s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Delete });
         s.feed(Input::MutationEnded { key: key("a"), kind: MutationKind::Delete });
-        s.feed(Input::CopyRequested {
-            key: key("a"),
-            seen,
-            from: TierIdx::new(1),
-            meta: meta(10),
-            mode: Mode::Background,
-        });
-        s.expect(&["ProceedWithMutation", "Refuse(Superseded)"]);
+        s.ask("a", seen, meta(10));
+        s.expect(&["ProceedWithMutation", "Refused(Superseded)"]);
     }
 
     #[test]
@@ -1271,7 +1256,7 @@ mod tests {
         let mut s = Script::new();
         s.request("a", 4).copy(0, 4).feed(Input::SourceEnded { copy: CopyId(0) });
         s.feed(Input::MutationStarted { key: key("a"), kind: MutationKind::Invalidate });
-        s.expect(&["StartCopy(0)", "Commit(0)"]);
+        s.expect(&["Started(0)", "Commit(0)"]);
         // A late report about the committing copy changes nothing.
         s.feed(Input::ClientClosed { copy: CopyId(0) });
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
@@ -1288,11 +1273,11 @@ mod tests {
         s.feed(Input::CommitFinished { copy: CopyId(1), committed: true });
         s.feed(Input::ShutdownRequested);
         s.expect(&[
-            "StartCopy(0)",
-            "StartCopy(1)",
+            "Started(0)",
+            "Started(1)",
             "Commit(1)",
             "Cancel(0)",
-            "Refuse(ShuttingDown)",
+            "Refused(ShuttingDown)",
             "Discard(0, ShuttingDown)",
             "Finished(1)",
             "ShutdownComplete",
@@ -1313,7 +1298,7 @@ mod tests {
         let mut s = Script::new();
         s.request("a", 4).feed(Input::SourceFailed { copy: CopyId(0) });
         s.feed(Input::SourceRead { copy: CopyId(0), bytes: 4 });
-        s.expect(&["StartCopy(0)", "Discard(0, SourceFailed)", "Discard(0, Stale)"]);
+        s.expect(&["Started(0)", "Discard(0, SourceFailed)", "Discard(0, Stale)"]);
         assert_eq!(s.manager.counters().discarded_total(), 1);
         assert_eq!(s.manager.counters().discarded(DiscardReason::Stale), 1);
     }
@@ -1340,11 +1325,11 @@ mod tests {
         let third = s.manager.generation(&key("a"));
         s.ask("a", third, meta(10));
         s.expect(&[
-            "StartCopy(0)",
+            "Started(0)",
             "Commit(0)",
             "Finished(0)",
-            "Refuse(Deduplicated { copy: CopyId(0) })",
-            "StartCopy(1)",
+            "Refused(Deduplicated { copy: CopyId(0) })",
+            "Started(1)",
         ]);
         let counters = s.manager.counters();
         assert_eq!((counters.started, counters.deduped, counters.skipped), (2, 1, 0));
@@ -1359,11 +1344,11 @@ mod tests {
         s.ask("a", second, revision("v2", 10));
         s.ask("a", second, revision("v1", 11));
         s.expect(&[
-            "StartCopy(0)",
+            "Started(0)",
             "Commit(0)",
             "Finished(0)",
-            "Refuse(Superseded)",
-            "Refuse(Superseded)",
+            "Refused(Superseded)",
+            "Refused(Superseded)",
         ]);
     }
 
@@ -1375,7 +1360,7 @@ mod tests {
         s.ask("a", first, meta(4)).copy(0, 4).feed(Input::SourceEnded { copy: CopyId(0) });
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: false });
         s.ask("a", second, meta(4));
-        s.expect(&["StartCopy(0)", "Commit(0)", "Finished(0)", "StartCopy(1)"]);
+        s.expect(&["Started(0)", "Commit(0)", "Finished(0)", "Started(1)"]);
     }
 
     #[test]
@@ -1389,13 +1374,13 @@ mod tests {
         s.ask("a", before, meta(4)).ask("a", between, meta(4));
         s.request("a", 4);
         s.expect(&[
-            "StartCopy(0)",
+            "Started(0)",
             "Commit(0)",
             "Finished(0)",
             "ProceedWithMutation",
-            "Refuse(Superseded)",
-            "Refuse(Superseded)",
-            "StartCopy(1)",
+            "Refused(Superseded)",
+            "Refused(Superseded)",
+            "Started(1)",
         ]);
         // The mutation ended the key's memory of the commit, and the copy holds it now.
         assert!(s.manager.keys[&key("a")].filled.is_none());
@@ -1412,12 +1397,12 @@ mod tests {
         s.feed(Input::MutationEnded { key: key("a"), kind: MutationKind::Delete });
         s.ask("a", before, meta(4));
         s.expect(&[
-            "StartCopy(0)",
+            "Started(0)",
             "Commit(0)",
             "Finished(0)",
             "ProceedWithMutation",
-            "Refuse(KeyChanging)",
-            "Refuse(Superseded)",
+            "Refused(KeyChanging)",
+            "Refused(Superseded)",
         ]);
         assert!(s.manager.keys.is_empty());
     }
@@ -1437,7 +1422,7 @@ mod tests {
                 // Still remembered: the racing read is told which copy did its work.
                 s.transcript.clear();
                 s.ask("first", early, meta(1));
-                s.expect(&["Refuse(Deduplicated { copy: CopyId(0) })"]);
+                s.expect(&["Refused(Deduplicated { copy: CopyId(0) })"]);
             }
         }
         // Forgotten now, and the map holds no more than the bound; the racing read is still
@@ -1448,7 +1433,7 @@ mod tests {
         s.transcript.clear();
         s.ask("first", early, meta(1));
         s.request("first", 1);
-        s.expect(&["Refuse(Superseded)", &format!("StartCopy({})", FILLS_REMEMBERED + 1)]);
+        s.expect(&["Refused(Superseded)", &format!("Started({})", FILLS_REMEMBERED + 1)]);
     }
 
     #[test]
@@ -1458,11 +1443,11 @@ mod tests {
         s.ask("a", seen, meta(2)).fill(0, 2).feed(Input::ShutdownRequested);
         s.ask("a", seen, meta(2));
         s.expect(&[
-            "StartCopy(0)",
+            "Started(0)",
             "Commit(0)",
             "Finished(0)",
             "ShutdownComplete",
-            "Refuse(ShuttingDown)",
+            "Refused(ShuttingDown)",
         ]);
     }
 
@@ -1472,7 +1457,7 @@ mod tests {
         s.feed(Input::MutationStarted { key: key("b"), kind: MutationKind::Write });
         s.feed(Input::MutationEnded { key: key("b"), kind: MutationKind::Write });
         s.request("a", 4);
-        s.expect(&["ProceedWithMutation", "StartCopy(0)"]);
+        s.expect(&["ProceedWithMutation", "Started(0)"]);
     }
 
     #[test]
@@ -1489,9 +1474,9 @@ mod tests {
         s.ask("other", other_seen, meta(4));
         s.expect(&[
             "ProceedWithMutation",
-            "StartCopy(0)",
+            "Started(0)",
             "ProceedWithMutation",
-            "Refuse(Superseded)",
+            "Refused(Superseded)",
         ]);
         assert!(!s.manager.keys.contains_key(&key("other")));
     }
@@ -1512,7 +1497,7 @@ mod tests {
         assert!(s.manager.recent.contains_key(&key("a")));
         s.transcript.clear();
         s.ask("fresh", seen, meta(4));
-        s.expect(&["StartCopy(0)"]);
+        s.expect(&["Started(0)"]);
         s.fill(0, 4);
         mutate(&mut s, "last");
         // Pushed out: the change of "a" is kept in the floor, and both memories stay bounded.
@@ -1523,7 +1508,7 @@ mod tests {
         s.transcript.clear();
         s.ask("a", seen, meta(4));
         s.request("a", 4);
-        s.expect(&["Refuse(Superseded)", "StartCopy(1)"]);
+        s.expect(&["Refused(Superseded)", "Started(1)"]);
     }
 
     #[test]

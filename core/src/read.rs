@@ -18,7 +18,7 @@
 //!                                             Serve { plan, source, cache_status }
 //! TierMissed { tier }                         OpenTier { next } / Serve (404, or the fallback)
 //! TierFailed { tier }                         OpenTier { next } / Serve (502, or the fallback)
-//! CopyStarted / CopyRefused { why }           Serve { plan, source, cache_status }
+//! CopyAnswered { answer }                    Serve { plan, source, cache_status }
 //! PartSent { index }                          OpenTier { tier, part, pinned } / (done)
 //! TierOpened for a part                       SendPart { index } / Abort { why }
 //! ```
@@ -36,7 +36,7 @@
 //!   │    body in hand? ──no──► Reopening { tier, want } ──revision changed──┐ (n_walks < 3)
 //!   │         │ yes                    │ same revision, wanted window       │
 //!   │         ▼                        ▼                                    │
-//!   │    tier > 0 and bytes sent? ──yes──► AwaitingCopy ──CopyStarted/Refused─┐
+//!   │    tier > 0 and bytes sent? ──yes──► AwaitingCopy ───CopyAnswered───────┐
 //!   │         │ no                                                          │
 //!   │         ▼                                                             ▼
 //!   │       Serve ◄───────────────────────────────────────────────────────────
@@ -255,12 +255,11 @@ pub enum Input {
         /// The tier.
         tier: TierIdx,
     },
-    /// The backfill manager started the copy asked for by [`Output::RequestCopy`].
-    CopyStarted,
-    /// The backfill manager refused the copy asked for by [`Output::RequestCopy`].
-    CopyRefused {
-        /// Why.
-        why: backfill::Refusal,
+    /// The backfill manager's answer ([`backfill::Manager::request_copy`]) to the copy asked
+    /// for by [`Output::RequestCopy`].
+    CopyAnswered {
+        /// The copy that started, or why none did.
+        answer: Result<backfill::CopyId, backfill::Refusal>,
     },
     /// Part `index` of a multipart body was written to the client.
     PartSent {
@@ -284,7 +283,9 @@ pub enum Output {
         conditions: Conditions,
     },
     /// Ask the backfill manager for a copy of `meta`'s revision from `from` into tier 0, and
-    /// report its answer with [`Input::CopyStarted`] or [`Input::CopyRefused`].
+    /// report its answer with [`Input::CopyAnswered`]. The host adds what only it knows (the
+    /// key, and the generation it took before opening any tier) to make the
+    /// [`backfill::CopyRequest`].
     RequestCopy {
         /// The tier served from.
         from: TierIdx,
@@ -366,7 +367,7 @@ pub struct Machine {
 ///   Probing ──definitive, body in hand──────────────► AwaitingCopy / Done
 ///   Probing ──definitive or fallback, body missing──► Reopening ──► AwaitingCopy / Done
 ///   Reopening ──revision changed──► Probing (tier 0)            (bounded by MAX_WALKS)
-///   AwaitingCopy ──CopyStarted / CopyRefused──► Done, or SendingPart (multipart)
+///   AwaitingCopy ──CopyAnswered──► Done, or SendingPart (multipart)
 ///   SendingPart ──PartSent──► OpeningPart ──TierOpened──► SendingPart ... ──► Done
 /// ```
 #[derive(Debug)]
@@ -467,12 +468,12 @@ impl Machine {
                 self.record(tier, Lookup::Failed);
                 self.respond_without_tier(TIER_FAILED_STATUS)
             }
-            (State::AwaitingCopy { answer }, Input::CopyStarted) => {
-                self.serve(answer, CopyNote::Started)
-            }
-            (State::AwaitingCopy { answer }, Input::CopyRefused { why }) => {
-                let note =
-                    if why.is_deduplicated() { CopyNote::Deduplicated } else { CopyNote::Skipped };
+            (State::AwaitingCopy { answer }, Input::CopyAnswered { answer: copy }) => {
+                let note = match copy {
+                    Ok(_) => CopyNote::Started,
+                    Err(why) if why.is_deduplicated() => CopyNote::Deduplicated,
+                    Err(_) => CopyNote::Skipped,
+                };
                 self.serve(answer, note)
             }
             (State::SendingPart { parts, index }, Input::PartSent { index: i }) if i == index => {
@@ -512,8 +513,7 @@ impl Machine {
                 input @ (Input::TierOpened { .. }
                 | Input::TierMissed { .. }
                 | Input::TierFailed { .. }
-                | Input::CopyStarted
-                | Input::CopyRefused { .. }
+                | Input::CopyAnswered { .. }
                 | Input::PartSent { .. }),
             ) => {
                 if let Input::TierOpened { tier, window: Some(_), .. } = input {
@@ -1021,7 +1021,7 @@ mod tests {
     #[test]
     fn full_read_from_a_deeper_tier_is_teed_into_tier_0() {
         let mut s = Script::new(get(), 2);
-        s.missed(0).opened(1, meta("a", 10), Some(OpenWindow::Whole)).feed(Input::CopyStarted);
+        s.missed(0).opened(1, meta("a", 10), Some(OpenWindow::Whole)).feed(started());
         s.expect(&[
             "OpenTier(0, 0-)",
             "OpenTier(1, 0-)",
@@ -1034,7 +1034,7 @@ mod tests {
     fn ranged_read_from_a_deeper_tier_starts_a_background_copy() {
         let mut s = Script::new(ranged("bytes=2-4"), 3);
         s.missed(0).failed(1).opened(2, meta("a", 10), part(2, 5));
-        s.feed(Input::CopyRefused { why: backfill::Refusal::TooManyInFlight });
+        s.feed(refused(backfill::Refusal::TooManyInFlight));
         s.expect(&[
             "OpenTier(0, 2-5)",
             "OpenTier(1, 2-5)",
@@ -1084,7 +1084,7 @@ mod tests {
         // revision is current by definition it replaces tier 0's.
         let mut s = Script::new(request.clone(), 2);
         s.opened(0, meta("new", 10), None).opened(1, meta("old", 10), Some(OpenWindow::Whole));
-        s.feed(Input::CopyStarted);
+        s.feed(started());
         s.expect(&[
             "OpenTier(0, 0-, if-match \"old\")",
             "OpenTier(1, 0-, if-match \"old\")",
@@ -1116,7 +1116,7 @@ mod tests {
         let request = Request { if_range: Some("\"old\"".into()), ..ranged("bytes=0-3") };
         let mut s = Script::new(request, 2);
         s.opened(0, meta("new", 10), part(0, 4)).opened(1, meta("old", 8), part(0, 4));
-        s.feed(Input::CopyStarted);
+        s.feed(started());
         s.expect(&[
             "OpenTier(0, 0-4)",
             "OpenTier(1, 0-4)",
@@ -1158,7 +1158,7 @@ mod tests {
         let request = Request { if_match: Some("\"v3\"".into()), ..get() };
         let mut s = Script::new(request, 3);
         s.opened(0, meta("v2", 10), None).opened(1, meta("v1", 10), None);
-        s.opened(2, meta("v3", 10), Some(OpenWindow::Whole)).feed(Input::CopyStarted);
+        s.opened(2, meta("v3", 10), Some(OpenWindow::Whole)).feed(started());
         s.expect(&[
             "OpenTier(0, 0-, if-match \"v3\")",
             "OpenTier(1, 0-, if-match \"v3\")",
@@ -1172,7 +1172,7 @@ mod tests {
         let request = Request { if_range: Some("\"v3\"".into()), ..ranged("bytes=2-5") };
         let mut s = Script::new(request, 3);
         s.opened(0, meta("v2", 10), part(2, 6)).opened(1, meta("v1", 10), part(2, 6));
-        s.opened(2, meta("v3", 10), part(2, 6)).feed(Input::CopyStarted);
+        s.opened(2, meta("v3", 10), part(2, 6)).feed(started());
         s.expect(&[
             "OpenTier(0, 2-6)",
             "OpenTier(1, 2-6)",
@@ -1337,7 +1337,7 @@ mod tests {
             meta("a", 10),
             Some(OpenWindow::Whole),
         );
-        s.feed(Input::CopyRefused { why: backfill::Refusal::Deduplicated { copy: first_copy() } });
+        s.feed(refused(backfill::Refusal::Deduplicated { copy: first_copy() }));
         s.expect(&[
             "OpenTier(0, 0-)",
             "OpenTier(1, 0-)",
@@ -1350,7 +1350,7 @@ mod tests {
     fn multipart_is_sent_part_by_part_each_pinned() {
         let mut s = Script::new(ranged("bytes=0-1,500-509"), 2);
         s.missed(0).opened(1, meta("a", 1000), part(0, 2));
-        s.feed(Input::CopyStarted).feed(Input::PartSent { index: 0 });
+        s.feed(started()).feed(Input::PartSent { index: 0 });
         s.opened(1, meta("a", 1000), part(500, 510)).feed(Input::PartSent { index: 1 });
         s.expect(&[
             "OpenTier(0, 0-2)",
@@ -1381,7 +1381,7 @@ mod tests {
     #[test]
     fn an_answer_nobody_asked_for_is_dropped_and_changes_nothing() {
         let mut s = Script::new(get(), 2);
-        s.opened(1, meta("a", 10), Some(OpenWindow::Whole)).feed(Input::CopyStarted);
+        s.opened(1, meta("a", 10), Some(OpenWindow::Whole)).feed(started());
         s.opened(0, meta("a", 10), Some(OpenWindow::Whole));
         s.opened(0, meta("a", 10), Some(OpenWindow::Whole));
         s.expect(&[
@@ -1494,6 +1494,7 @@ mod tests {
         assert!(!Conditions::pinned(&meta("v1", 10).etag).is_empty());
     }
 
+    /// The handle of the first copy a manager starts.
     fn first_copy() -> backfill::CopyId {
         let mut manager = backfill::Manager::new(backfill::Config::default());
         let key = crate::key::ObjectKey {
@@ -1501,16 +1502,23 @@ mod tests {
             key: crate::key::Key::from_segment("k"),
         };
         let seen = manager.generation(&key);
-        manager.handle_input(backfill::Input::CopyRequested {
+        let request = backfill::CopyRequest {
             key,
             seen,
             from: tier(1),
             meta: meta("a", 1),
             mode: backfill::Mode::Tee,
-        });
-        match manager.poll_output() {
-            Some(backfill::Output::StartCopy { copy, .. }) => copy,
-            other => panic!("expected StartCopy, got {other:?}"),
-        }
+        };
+        manager.request_copy(&request).expect("the first request of an idle manager starts")
+    }
+
+    /// The manager's answer that the copy started.
+    fn started() -> Input {
+        Input::CopyAnswered { answer: Ok(first_copy()) }
+    }
+
+    /// The manager's answer that the copy was refused for `why`.
+    fn refused(why: backfill::Refusal) -> Input {
+        Input::CopyAnswered { answer: Err(why) }
     }
 }

@@ -39,9 +39,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use http::{Method, StatusCode};
+use rangecache_core::TierIdx;
 use rangecache_core::backfill::{self, CopyId, DiscardReason, Generation, MutationKind};
 use rangecache_core::range::{OpenWindow, RangeLimits, Span};
-use rangecache_core::read::{self, TierIdx};
+use rangecache_core::read;
 use rangecache_core::validators::EtagList;
 use rangecache_core::{Body, EntityTag, Key, Namespace, ObjectKey, ObjectMeta, Timestamp};
 
@@ -682,43 +683,23 @@ impl Sim {
                     self.fail("a copy from tier 0 into tier 0 was requested");
                 }
                 let seen = self.reads[idx].seen;
-                self.manager.handle_input(backfill::Input::CopyRequested {
-                    key: object_key(key),
-                    seen,
-                    from,
-                    meta: meta.clone(),
-                    mode,
-                });
-                let answer = self.manager.poll_output();
-                let input = match answer {
-                    Some(backfill::Output::StartCopy {
-                        copy,
-                        key: k,
-                        from: f,
-                        meta: m,
-                        mode: md,
-                    }) => {
-                        if k != object_key(key) || f != from || m != meta || md != mode {
-                            self.fail("StartCopy does not echo the request");
-                        }
-                        self.start_copy(idx, copy, from, &meta, mode);
-                        read::Input::CopyStarted
-                    }
-                    Some(backfill::Output::Refuse { key: k, why }) => {
-                        if k != object_key(key) {
-                            self.fail("Refuse names another key");
-                        }
+                let request =
+                    backfill::CopyRequest { key: object_key(key), seen, from, meta, mode };
+                let answer = self.manager.request_copy(&request);
+                if let Some(output) = self.manager.poll_output() {
+                    self.fail(&format!("a copy request queued {output:?}"));
+                }
+                match answer {
+                    Ok(copy) => self.start_copy(idx, copy, from, &request.meta, mode),
+                    Err(why) => {
                         self.note(format!("read k{key} copy refused: {why:?}"));
                         self.check_refusal(idx, why);
                         let label =
                             format!("{why:?}").split([' ', '{']).next().unwrap_or("").to_owned();
                         *self.stats.refused.entry(label).or_default() += 1;
-                        read::Input::CopyRefused { why }
                     }
-                    other => self.fail(&format!("a copy request was answered with {other:?}")),
-                };
-                self.dispatch_manager();
-                self.feed_read(idx, input);
+                }
+                self.feed_read(idx, read::Input::CopyAnswered { answer });
             }
             read::Output::Serve { plan, source, cache_status } => {
                 self.note(format!(
@@ -1331,12 +1312,6 @@ impl Sim {
     fn dispatch_manager(&mut self) {
         while let Some(output) = self.manager.poll_output() {
             match output {
-                backfill::Output::StartCopy { copy, .. } => {
-                    self.fail(&format!("{copy} started outside a copy request"));
-                }
-                backfill::Output::Refuse { why, .. } => {
-                    self.fail(&format!("a refusal ({why:?}) outside a copy request"));
-                }
                 backfill::Output::Cancel { copy } => {
                     self.note(format!("{copy} cancel"));
                     let Some(actor) = self.copies.get(&copy).copied() else {

@@ -301,7 +301,9 @@ export function bind(raw) {
         throw new TypeError(`request.mode must be "tee" or "background", got ${JSON.stringify(request.mode)}`);
       }
       const background = request.mode === "background";
-      this.#raw.copyRequested(seen, request.namespace, request.key, from, size, etag, lastModified, background);
+      return decodeAction(
+        this.#raw.copyRequested(seen, request.namespace, request.key, from, size, etag, lastModified, background),
+      );
     }
 
     sourceRead(copy, bytes) {

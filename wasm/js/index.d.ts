@@ -106,8 +106,8 @@ export type DiscardReason =
   | "shutting_down"
   | "stale";
 
-/** An action the backfill manager asks for; carry out each before the next event. */
-export type BackfillOutput =
+/** The backfill manager's answer to a copy request: the copy started, or why not. */
+export type CopyAnswer =
   | { type: "startCopy"; copy: number; namespace: string; key: string; from: number; mode: "tee" | "background" }
   | {
       type: "refuse";
@@ -122,7 +122,10 @@ export type BackfillOutput =
         | "shuttingDown";
       /** For `deduplicated`: the copy already in flight. */
       copy?: number;
-    }
+    };
+
+/** An action the backfill manager asks for; carry out each before the next event. */
+export type BackfillOutput =
   | { type: "cancel"; copy: number }
   | { type: "commit"; copy: number }
   | { type: "finished"; copy: number }
@@ -142,14 +145,14 @@ export interface CopyRequest {
 
 /**
  * The backfill manager of SPEC §4: at most one copy per key, commit only of a complete copy of
- * a key that did not change meanwhile. After each event method, call `pollOutput()` until it
- * returns `null` and carry out every action.
+ * a key that did not change meanwhile. A copy request is answered at once; after each event
+ * method, call `pollOutput()` until it returns `null` and carry out every action.
  */
 export class BackfillManager {
   constructor(config?: { maxInFlight?: number; maxBacklogBytes?: number });
   free(): void;
   generation(namespace: string, key: string): Seen;
-  copyRequested(seen: Seen, request: CopyRequest): void;
+  copyRequested(seen: Seen, request: CopyRequest): CopyAnswer;
   sourceRead(copy: number, bytes: number): void;
   chunkWritten(copy: number, bytes: number): void;
   sourceEnded(copy: number): void;

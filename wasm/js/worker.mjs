@@ -133,10 +133,6 @@ function edgeFor(store) {
 function drain(edge) {
   for (let action = edge.manager.pollOutput(); action !== null; action = edge.manager.pollOutput()) {
     switch (action.type) {
-      case "startCopy":
-        break; // the fill that asked records its copy from this action (see Fill.begin)
-      case "refuse":
-        break; // the fill that asked streams without a copy
       case "commit":
         edge.copies.get(action.copy)?.commit();
         break;
@@ -215,15 +211,14 @@ class Fill {
     this.mode = mode;
     if (mode !== null && this.meta.size !== undefined) {
       const { manager } = this.edge;
-      manager.copyRequested(this.seen, {
+      const action = manager.copyRequested(this.seen, {
         namespace: this.namespace,
         key: this.key,
         from: ORIGIN_TIER,
         object: this.meta,
         mode,
       });
-      const action = manager.pollOutput();
-      if (action?.type === "startCopy") {
+      if (action.type === "startCopy") {
         this.copy = action.copy;
         this.edge.copies.set(action.copy, this);
       }

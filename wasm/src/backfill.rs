@@ -58,8 +58,9 @@ impl BackfillRaw {
         Ok(Seen { generation: self.manager.generation(&key) })
     }
 
-    /// `Input::CopyRequested`: a read served from tier `from` asks for a copy of the revision
-    /// (`size`, `etag`, `last_modified`) into tier 0, teed or in the background.
+    /// `Manager::request_copy`: a read served from tier `from` asks for a copy of the revision
+    /// (`size`, `etag`, `last_modified`) into tier 0, teed or in the background. Answers at
+    /// once, in the wire form of `pollOutput`: `startCopy, ...` or `refuse, ...`.
     #[allow(clippy::too_many_arguments)]
     #[wasm_bindgen(js_name = copyRequested)]
     pub fn copy_requested(
@@ -72,21 +73,49 @@ impl BackfillRaw {
         etag: Option<String>,
         last_modified: Option<String>,
         background: bool,
-    ) -> Result<(), JsValue> {
+    ) -> Result<String, JsValue> {
         let key = object_key(namespace, key)?;
         let from = usize::try_from(size_of(from, "request.from")?)
             .map_err(|_| type_error("request.from is too large"))?;
         let size = size_of(size, "request.object.size")?;
         let object = object_arg(size, etag.as_deref(), last_modified.as_deref(), Vec::new())?;
         let mode = if background { Mode::Background } else { Mode::Tee };
-        self.manager.handle_input(backfill::Input::CopyRequested {
+        let request = backfill::CopyRequest {
             key,
             seen: seen.generation,
             from: TierIdx::new(from),
             meta: meta_of(object),
             mode,
-        });
-        Ok(())
+        };
+        let mut out = String::new();
+        match self.manager.request_copy(&request) {
+            Ok(copy) => {
+                // Numbers are issued in increasing order, so this is nearly always a push.
+                if let Err(at) = self.issued.binary_search_by_key(&copy.get(), |c| c.get()) {
+                    self.issued.insert(at, copy);
+                }
+                let mode = match mode {
+                    Mode::Tee => "tee",
+                    Mode::Background => "background",
+                };
+                let key = &request.key;
+                fields(&mut out, &["startCopy"]);
+                push_number(&mut out, copy.get());
+                fields(&mut out, &[ns(key), k(key)]);
+                push_number(&mut out, from as u64);
+                fields(&mut out, &[mode]);
+            }
+            Err(why) => {
+                let (why, copy) = refusal(why);
+                fields(&mut out, &["refuse", ns(&request.key), k(&request.key), why]);
+                match copy {
+                    Some(copy) => push_number(&mut out, copy.get()),
+                    None => out.push(SEP),
+                }
+            }
+        }
+        out.pop();
+        Ok(out)
     }
 
     /// An event about copy `copy`: 0 `SourceRead { bytes }`, 1 `ChunkWritten { bytes }`,
@@ -141,36 +170,12 @@ impl BackfillRaw {
         self.manager.handle_input(backfill::Input::ShutdownRequested);
     }
 
-    /// The next action, as `type` and its fields: `startCopy, copy, namespace, key, from, mode`;
-    /// `refuse, namespace, key, why, copy or empty`; `cancel, copy`; `commit, copy`;
+    /// The next action, as `type` and its fields: `cancel, copy`; `commit, copy`;
     /// `finished, copy`; `discard, copy, why`; `proceedWithMutation, namespace, key`; `shutdownComplete`.
     #[wasm_bindgen(js_name = pollOutput)]
     pub fn poll_output(&mut self) -> Option<String> {
         let mut out = String::new();
         match self.manager.poll_output()? {
-            backfill::Output::StartCopy { copy, key, from, meta: _, mode } => {
-                // Numbers are issued in increasing order, so this is nearly always a push.
-                if let Err(at) = self.issued.binary_search_by_key(&copy.get(), |c| c.get()) {
-                    self.issued.insert(at, copy);
-                }
-                let mode = match mode {
-                    Mode::Tee => "tee",
-                    Mode::Background => "background",
-                };
-                fields(&mut out, &["startCopy"]);
-                push_number(&mut out, copy.get());
-                fields(&mut out, &[ns(&key), k(&key)]);
-                push_number(&mut out, from.get() as u64);
-                fields(&mut out, &[mode]);
-            }
-            backfill::Output::Refuse { key, why } => {
-                let (why, copy) = refusal(why);
-                fields(&mut out, &["refuse", ns(&key), k(&key), why]);
-                match copy {
-                    Some(copy) => push_number(&mut out, copy.get()),
-                    None => out.push(SEP),
-                }
-            }
             backfill::Output::Cancel { copy } => {
                 fields(&mut out, &["cancel"]);
                 push_number(&mut out, copy.get());

@@ -58,10 +58,6 @@ enum CopyCommand {
 /// What one turn of the manager asked of the caller itself (the rest is carried out).
 #[derive(Default)]
 pub(super) struct Turn {
-    /// `StartCopy` outputs, for the caller to run (a tee) or that were spawned (background).
-    pub(super) started: Vec<(CopyId, ObjectKey, Mode)>,
-    /// `Refuse` outputs.
-    pub(super) refused: Vec<(ObjectKey, Refusal)>,
     /// Copies discarded this turn.
     pub(super) discarded: Vec<CopyId>,
 }
@@ -73,6 +69,38 @@ impl Tiered {
         self.backfills.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Asks the manager for a copy into tier 0 and, when it starts one, starts it: a background
+    /// copy's task at once, a tee when its read's body is wrapped ([`Tiered::tee`]). The answer
+    /// goes straight back to the read machine.
+    pub(super) fn request_copy(
+        self: &Arc<Self>,
+        request: backfill::CopyRequest,
+    ) -> Result<CopyId, Refusal> {
+        let mut backfills = self.backfills();
+        let answer = backfills.manager.request_copy(&request);
+        if let Ok(copy) = answer {
+            let backfill::CopyRequest { key, from, meta, mode, .. } = request;
+            let token = self.shutdown.child_token();
+            let (commands, receiver) = mpsc::unbounded_channel();
+            backfills.copies.insert(copy, CopyHandle { token: token.clone(), commands });
+            let job = CopyJob { copy, key, from, meta, token, commands: receiver };
+            match mode {
+                Mode::Background => {
+                    let this = self.clone();
+                    self.spawn(async move {
+                        let mut guard = CopyTaskGuard::new(&this, job.copy);
+                        this.run_background_copy(job, &mut guard).await;
+                    });
+                }
+                Mode::Tee => {
+                    backfills.pending_tees.insert(copy, job);
+                }
+            }
+        }
+        self.export_counters(&mut backfills);
+        answer
+    }
+
     /// Hands one input to the manager and carries out every output. The lock is held only for
     /// the input and the drain; spawning and signalling tasks never awaits.
     pub(super) fn handle(self: &Arc<Self>, input: backfill::Input) -> Turn {
@@ -81,26 +109,6 @@ impl Tiered {
         backfills.manager.handle_input(input);
         while let Some(output) = backfills.manager.poll_output() {
             match output {
-                backfill::Output::StartCopy { copy, key, from, meta, mode } => {
-                    let token = self.shutdown.child_token();
-                    let (commands, receiver) = mpsc::unbounded_channel();
-                    backfills.copies.insert(copy, CopyHandle { token: token.clone(), commands });
-                    turn.started.push((copy, key.clone(), mode));
-                    let job = CopyJob { copy, key, from, meta, token, commands: receiver };
-                    match mode {
-                        Mode::Background => {
-                            let this = self.clone();
-                            self.spawn(async move {
-                                let mut guard = CopyTaskGuard::new(&this, job.copy);
-                                this.run_background_copy(job, &mut guard).await;
-                            });
-                        }
-                        Mode::Tee => {
-                            backfills.pending_tees.insert(copy, job);
-                        }
-                    }
-                }
-                backfill::Output::Refuse { key, why } => turn.refused.push((key, why)),
                 backfill::Output::Cancel { copy } => {
                     if let Some(handle) = backfills.copies.get(&copy) {
                         handle.token.cancel();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use rangecache_core::backfill::{self, CopyId, Mode, Refusal};
+use rangecache_core::backfill::{self, CopyId, Mode};
 use rangecache_core::range::Span;
 use rangecache_core::read;
 use rangecache_core::{Body, ObjectKey, RangeLimits, TierIdx, Timestamp};
@@ -45,24 +45,13 @@ impl Tiered {
                 }
                 read::Output::DropBody { .. } => held = None,
                 read::Output::RequestCopy { from, meta, mode } => {
-                    let turn = self.handle(backfill::Input::CopyRequested {
-                        key: key.clone(),
-                        seen,
-                        from,
-                        meta,
-                        mode,
-                    });
-                    let input = match (turn.started.first(), turn.refused.first()) {
-                        (Some((copy, _, started_mode)), _) => {
-                            if *started_mode == Mode::Tee {
-                                tee_copy = Some(*copy);
-                            }
-                            read::Input::CopyStarted
-                        }
-                        (None, Some((_, why))) => read::Input::CopyRefused { why: *why },
-                        (None, None) => read::Input::CopyRefused { why: Refusal::ShuttingDown },
-                    };
-                    machine.handle_input(input);
+                    let key = key.clone();
+                    let answer =
+                        self.request_copy(backfill::CopyRequest { key, seen, from, meta, mode });
+                    if mode == Mode::Tee {
+                        tee_copy = answer.ok();
+                    }
+                    machine.handle_input(read::Input::CopyAnswered { answer });
                 }
                 read::Output::Serve { plan, source, cache_status } => {
                     for member in &cache_status.members {

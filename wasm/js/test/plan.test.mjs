@@ -268,13 +268,18 @@ test("the backfill manager dedupes a key's copies and commits only a complete on
     return out;
   };
   const request = { namespace: "ns", key: "k", from: 1, object: { size: 10, etag: '"v1"' }, mode: "background" };
-  manager.copyRequested(manager.generation("ns", "k"), request);
-  const [start] = drain();
+  const start = manager.copyRequested(manager.generation("ns", "k"), request);
+  assert.deepEqual(drain(), [], "a request is answered at once and queues nothing");
   assert.equal(start.type, "startCopy");
   assert.equal(start.mode, "background");
   assert.equal(start.key, objectKey("ns", "k").slice(3));
-  manager.copyRequested(manager.generation("ns", "k"), request);
-  assert.deepEqual(drain(), [{ type: "refuse", namespace: "ns", key: start.key, why: "deduplicated", copy: start.copy }]);
+  assert.deepEqual(manager.copyRequested(manager.generation("ns", "k"), request), {
+    type: "refuse",
+    namespace: "ns",
+    key: start.key,
+    why: "deduplicated",
+    copy: start.copy,
+  });
   manager.sourceRead(start.copy, 10);
   manager.chunkWritten(start.copy, 10);
   assert.deepEqual(drain(), []);
@@ -289,8 +294,7 @@ test("the backfill manager dedupes a key's copies and commits only a complete on
   assert.equal(counters.inFlight, 0);
   // A write during a copy cancels it; the copy is then discarded, never committed.
   const seen = manager.generation("ns", "k");
-  manager.copyRequested(seen, request);
-  const [second] = drain();
+  const second = manager.copyRequested(seen, request);
   manager.mutationStarted("ns", "k", "write");
   assert.deepEqual(drain(), [
     { type: "cancel", copy: second.copy },
@@ -300,8 +304,7 @@ test("the backfill manager dedupes a key's copies and commits only a complete on
   assert.deepEqual(drain(), [{ type: "discard", copy: second.copy, why: "superseded" }]);
   manager.mutationEnded("ns", "k", "write");
   // A read that took its generation before the write is refused.
-  manager.copyRequested(seen, request);
-  assert.equal(drain()[0].why, "superseded");
+  assert.equal(manager.copyRequested(seen, request).why, "superseded");
 });
 
 test("the raw exports never trap, whatever bytes and numbers they are given", async () => {
