@@ -8,7 +8,7 @@
 //!
 //! Decisions that need only their arguments are pure functions (`conditional::plan_response`,
 //! `range::parse_range`); decisions that depend on what happened before are state machines
-//! with one way in and one way out (`read` and `backfill`).
+//! with one way in and one way out (`read`, `backfill` and `write`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -22,6 +22,7 @@ pub mod read;
 pub mod tier;
 pub mod time;
 pub mod validators;
+pub mod write;
 
 pub use backfill::{CopyId, Generation};
 pub use cache_status::CacheStatus;

@@ -746,7 +746,8 @@ impl Machine {
         let mut members = self.members.clone();
         for member in &mut members {
             member.fwd_status = match member.lookup {
-                Lookup::Hit => None,
+                // A read records neither of the last two; they answer mutations.
+                Lookup::Hit | Lookup::Method | Lookup::Bypassed => None,
                 Lookup::Failed if !self.members.iter().any(|d| d.tier > member.tier) => None,
                 Lookup::Missed | Lookup::Expired | Lookup::NotAccepted | Lookup::Failed => {
                     let deeper = self.members.iter().filter(|d| d.tier > member.tier);
@@ -829,6 +830,8 @@ pub fn fills_tier_0(probed: Lookup, from: TierIdx, n_tiers: usize) -> bool {
         Lookup::Missed | Lookup::Expired => true,
         Lookup::Hit | Lookup::NotAccepted => from.get() + 1 == n_tiers,
         Lookup::Failed => false,
+        // Never recorded by a read: they answer mutations.
+        Lookup::Method | Lookup::Bypassed => false,
     }
 }
 

@@ -37,10 +37,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use rangecache_core::backfill;
+use rangecache_core::write::Failure;
 use rangecache_core::{EntityTag, Timestamp};
 
 use crate::metrics::{Metrics, TierReadCounters};
-use crate::storage::{ByteStream, Tier, TierError, TierStats, WriteCondition};
+use crate::storage::{ByteStream, Tier, TierError, TierStats};
 
 pub use copy::COMMIT_DEADLINE;
 pub use lifecycle::{CLOSE_WAIT, READ_CUT_WAIT};
@@ -77,8 +78,10 @@ pub struct WriteRequest {
     pub ttl_millis: Option<u64>,
     /// End-to-end headers to store.
     pub headers: Vec<(String, String)>,
-    /// The write's precondition.
-    pub condition: WriteCondition,
+    /// `If-Match`, as received (joined when repeated).
+    pub if_match: Option<String>,
+    /// `If-None-Match`, as received (joined when repeated).
+    pub if_none_match: Option<String>,
     /// Content-Length, when announced.
     pub content_length: Option<u64>,
     /// Largest object accepted.
@@ -120,21 +123,46 @@ pub struct TierStatsEntry {
 }
 
 /// Why the driver did not carry out a request; the HTTP layer turns it into an answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum Error {
-    /// The server is shutting down: the request was refused before it touched a tier, or cut
-    /// off before anything was committed.
-    #[error("shutting down")]
+    /// The server is shutting down: the request was refused before it touched a tier.
     ShuttingDown,
-    /// The client sent fewer or more bytes than it announced, or went away mid-upload.
-    #[error("incomplete upload: {0}")]
-    IncompleteUpload(String),
-    /// The body is larger than the largest object allowed.
-    #[error("object larger than the {0} bytes allowed")]
-    TooLarge(u64),
+    /// The write machine failed a write, delete or invalidation; nothing of it was committed.
+    Failed {
+        /// Why, as the machine decided (its status included).
+        failure: Failure,
+        /// The answer's `Cache-Status` field, as the machine decided it.
+        cache_status: String,
+        /// What the failing tier or the body said, when one failed.
+        cause: Option<String>,
+    },
     /// A tier failed.
-    #[error(transparent)]
-    Tier(#[from] TierError),
+    Tier(TierError),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::ShuttingDown => f.write_str("shutting down"),
+            Error::Failed { failure: Failure::BodyFailed, cause: Some(cause), .. } => {
+                write!(f, "{}: {cause}", Failure::BodyFailed)
+            }
+            // A tier's own message names the tier.
+            Error::Failed { failure: Failure::Tier { .. }, cause: Some(cause), .. } => {
+                f.write_str(cause)
+            }
+            Error::Failed { failure, .. } => write!(f, "{failure}"),
+            Error::Tier(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<TierError> for Error {
+    fn from(e: TierError) -> Error {
+        Error::Tier(e)
+    }
 }
 
 /// The tiers and the machines that drive them.

@@ -55,7 +55,9 @@ impl Tiered {
                 }
                 read::Output::Serve { plan, source, cache_status } => {
                     for member in &cache_status.members {
-                        self.read_counters[member.tier.get()].inc(member.lookup.metric_label());
+                        if let Some(label) = member.lookup.metric_label() {
+                            self.read_counters[member.tier.get()].inc(label);
+                        }
                     }
                     let cache_status = cache_status.to_field_value();
                     let body = match source {

@@ -1,196 +1,65 @@
-//! Writes, deletes and invalidations: every mutation of a key first reports itself to the
-//! backfill manager (which cancels the key's copies and holds the mutation back while a commit of
-//! the key is under way), then touches the tiers under the key's commit lock.
+//! Writes, deletes and invalidations, as the core's write machine (`rangecache_core::write`)
+//! decides them: which tier is asked what and in which order, which failure fails the mutation
+//! and which only leaves a nearer tier out, and the answer. This file creates writers, moves the
+//! body's chunks, commits and deletes, and reports what each tier answered.
+//!
+//! Every mutation reports itself to the backfill manager, which cancels the key's copies and
+//! holds the mutation back while a commit of the key is under way, and commits under the key's
+//! commit lock ([`KeyLocks`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use rangecache_core::backfill::{self, MutationKind};
 use rangecache_core::object::expires_at;
-use rangecache_core::{ObjectKey, ObjectMeta};
+use rangecache_core::write::{self, Failure};
+use rangecache_core::{ObjectKey, TierIdx};
 
 use super::lifecycle::OpKind;
-use super::{Error, Tiered, WriteBody, WriteRequest, millis};
-use crate::storage::{NewObject, TierError, TierWriter, WriteCondition};
+use super::{Error, Served, Tiered, WriteBody, WriteRequest, millis};
+use crate::storage::{NewObject, TierError, TierWriter};
 
 impl Tiered {
-    /// Stores `body` in every tier; visible only once every tier committed.
-    ///
-    /// Tiers commit deepest first, so the authoritative tier checks the write's condition
-    /// before any nearer copy exists. A nearer tier too small for the object, or whose commit
-    /// fails once the authoritative tier committed, is left out of the write and its copy of the
-    /// key dropped, so it never serves an older revision; the write stands, since the
-    /// authoritative tier holds it. Only a failure of the authoritative tier fails the write,
-    /// and then no nearer tier has committed anything.
+    /// Stores `body` in every tier as the write machine asks; visible only once the
+    /// authoritative tier committed, and answered as the machine decides.
     pub async fn write(
         self: &Arc<Self>,
         key: &ObjectKey,
         write: WriteRequest,
         body: &mut WriteBody,
-    ) -> Result<ObjectMeta, Error> {
+    ) -> Result<Served, Error> {
         if self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
         let _operation = self.enter(OpKind::Mutation)?;
-        // A write cancels any copy of the key under way and waits for a commit in progress.
-        let _mutation = self.start_mutation(key, MutationKind::Write).await?;
-        let last = self.slots.len() - 1;
-        let mut writers: Vec<Option<Box<dyn TierWriter>>> = Vec::with_capacity(self.slots.len());
-        let mut left_out: Vec<usize> = Vec::new();
-        for (idx, slot) in self.slots.iter().enumerate() {
-            let new = NewObject {
-                etag: write.etag.clone(),
-                last_modified: write.last_modified,
-                headers: write.headers.clone(),
-                expires: expires_at(write.now, write.ttl_millis, millis(slot.max_ttl)),
-                // Only the authoritative tier judges the condition; nearer tiers follow it.
-                condition: if idx == last { write.condition.clone() } else { WriteCondition::None },
-                expected_size: write.content_length,
-            };
-            match slot.tier.create(key, new).await {
-                Ok(writer) => writers.push(Some(writer)),
-                Err(TierError::TooLarge { .. } | TierError::Busy { .. }) if idx < last => {
-                    left_out.push(idx);
-                    writers.push(None);
-                }
-                Err(e) => {
-                    abort_all(writers).await;
-                    return Err(e.into());
-                }
-            }
-        }
-        let mut received: u64 = 0;
-        loop {
-            let chunk = tokio::select! {
-                chunk = body.next() => chunk,
-                () = self.shutdown.cancelled() => {
-                    abort_all(writers).await;
-                    return Err(Error::ShuttingDown);
-                }
-            };
-            let chunk = match chunk {
-                None => break,
-                Some(Ok(chunk)) => chunk,
-                Some(Err(e)) => {
-                    abort_all(writers).await;
-                    return Err(Error::IncompleteUpload(e.to_string()));
-                }
-            };
-            received += chunk.len() as u64;
-            self.metrics.request_bytes.inc_by(chunk.len() as u64);
-            if received > write.max_size {
-                abort_all(writers).await;
-                return Err(Error::TooLarge(write.max_size));
-            }
-            if let Some(expected) = write.content_length
-                && received > expected
-            {
-                abort_all(writers).await;
-                return Err(Error::IncompleteUpload(format!(
-                    "received more than the {expected} bytes announced"
-                )));
-            }
-            let results = futures::future::join_all(writers.iter_mut().map(|w| async {
-                match w {
-                    Some(writer) => writer.write(chunk.clone()).await,
-                    None => Ok(()),
-                }
-            }))
-            .await;
-            for (idx, result) in results.into_iter().enumerate() {
-                match result {
-                    Ok(()) => {}
-                    Err(TierError::TooLarge { .. } | TierError::Busy { .. }) if idx < last => {
-                        if let Some(writer) = writers[idx].take() {
-                            writer.abort().await;
-                        }
-                        left_out.push(idx);
-                    }
-                    Err(e) => {
-                        abort_all(writers).await;
-                        return Err(e.into());
-                    }
-                }
-            }
-        }
-        if let Some(expected) = write.content_length
-            && received != expected
-        {
-            abort_all(writers).await;
-            return Err(Error::IncompleteUpload(format!(
-                "received {received} of the {expected} bytes announced"
-            )));
-        }
-        // Concurrent writes of one key commit one after the other, each deepest first, so every
-        // tier ends with the same revision.
-        let _commits = self.commit_locks.lock(key).await;
-        if self.closing.is_cancelled() {
-            // The tiers are closing: committing now could write into a closed tier.
-            abort_all(writers).await;
-            return Err(Error::ShuttingDown);
-        }
-        let mut meta = None;
-        while let Some(writer) = writers.pop() {
-            let idx = writers.len();
-            let Some(writer) = writer else { continue };
-            match writer.commit().await {
-                Ok(m) => {
-                    self.metrics.tier_write(self.slots[idx].tier.name(), "committed");
-                    meta.get_or_insert(m);
-                }
-                Err(e) if idx == last => {
-                    // Nothing committed yet: the write fails as a whole, leaving every tier as
-                    // it was.
-                    self.metrics.tier_write(self.slots[idx].tier.name(), "error");
-                    abort_all(writers).await;
-                    return Err(e.into());
-                }
-                Err(e) => {
-                    // The authoritative tier already holds the new revision; losing it to a
-                    // nearer tier's failure would lose the write.
-                    self.metrics.tier_write(self.slots[idx].tier.name(), "error");
-                    tracing::warn!(tier = self.slots[idx].tier.name(), %key, error = %e,
-                        "a nearer tier failed to commit; its copy is dropped");
-                    left_out.push(idx);
-                }
-            }
-        }
-        for idx in left_out {
-            tracing::debug!(tier = self.slots[idx].tier.name(), %key, "tier left out of a write");
-            if let Err(e) = self.slots[idx].tier.delete(key).await {
-                tracing::warn!(%key, error = %e, "dropping an older copy the write left out");
-            }
-        }
-        Ok(meta.expect("the authoritative tier committed"))
+        let request = write::Request {
+            if_match: write.if_match.clone(),
+            if_none_match: write.if_none_match.clone(),
+            content_length: write.content_length,
+            max_size: write.max_size,
+            now: write.now,
+        };
+        let machine = write::Machine::write(request, &self.names);
+        Mutation::new(self, key, machine, Some(Upload { write, body })).run().await
     }
 
-    /// Removes the object from every tier; true if any tier held it.
-    pub async fn delete(self: &Arc<Self>, key: &ObjectKey) -> Result<bool, Error> {
+    /// Removes the object from every tier as the write machine asks; answered 404 when no tier
+    /// held it.
+    pub async fn delete(self: &Arc<Self>, key: &ObjectKey) -> Result<Served, Error> {
         let _operation = self.enter(OpKind::Mutation)?;
-        let _mutation = self.start_mutation(key, MutationKind::Delete).await?;
-        let _commits = self.commit_locks.lock(key).await;
-        let mut existed = false;
-        // Nearest first: once the authoritative copy is gone nothing can bring it back, and a
-        // nearer copy that outlived it would be served.
-        for slot in &self.slots {
-            existed |= slot.tier.delete(key).await?;
-        }
-        Ok(existed)
+        Mutation::new(self, key, write::Machine::delete(&self.names), None).run().await
     }
 
-    /// Drops the copies held by the non-authoritative tiers.
-    pub async fn invalidate(self: &Arc<Self>, key: &ObjectKey) -> Result<(), Error> {
+    /// Drops the copies held by the non-authoritative tiers, as the write machine asks.
+    pub async fn invalidate(self: &Arc<Self>, key: &ObjectKey) -> Result<Served, Error> {
         let _operation = self.enter(OpKind::Mutation)?;
-        let _mutation = self.start_mutation(key, MutationKind::Invalidate).await?;
-        let _commits = self.commit_locks.lock(key).await;
-        for slot in &self.slots[..self.slots.len() - 1] {
-            slot.tier.invalidate(key).await?;
-        }
-        Ok(())
+        Mutation::new(self, key, write::Machine::invalidate(&self.names), None).run().await
     }
+
     /// Reports a mutation of `key` and waits until the manager lets it touch the tiers; the
     /// guard reports its end when dropped, whatever the outcome.
     pub(super) async fn start_mutation(
@@ -207,6 +76,256 @@ impl Tiered {
             () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
         }
         Ok(guard)
+    }
+}
+
+/// A write's own part: what the host supplied and the body to read.
+struct Upload<'a> {
+    write: WriteRequest,
+    body: &'a mut WriteBody,
+}
+
+/// One mutation being carried out: its machine and what the host holds for it. Fields drop in
+/// order: the commit lock is released before the backfill manager hears that the mutation
+/// ended, so the next writer of the key may go on at once.
+struct Mutation<'a> {
+    tiered: &'a Arc<Tiered>,
+    key: &'a ObjectKey,
+    machine: write::Machine,
+    upload: Option<Upload<'a>>,
+    /// Each tier's writer, while it has one.
+    writers: Vec<Option<Box<dyn TierWriter>>>,
+    /// The chunk just received, until it is written.
+    chunk: Option<Bytes>,
+    /// The body is being read, as `ReceiveBody` asked.
+    receiving: bool,
+    /// Inputs for the machine, in the order they were observed.
+    pending: VecDeque<write::Input>,
+    /// What each tier's latest failure said, and the body's, for the answer's message.
+    causes: Vec<Option<String>>,
+    body_cause: Option<String>,
+    lock: Option<KeyLockGuard<'a>>,
+    mutation: Option<MutationGuard>,
+}
+
+impl<'a> Mutation<'a> {
+    fn new(
+        tiered: &'a Arc<Tiered>,
+        key: &'a ObjectKey,
+        machine: write::Machine,
+        upload: Option<Upload<'a>>,
+    ) -> Mutation<'a> {
+        let n_tiers = tiered.slots.len();
+        Mutation {
+            tiered,
+            key,
+            machine,
+            upload,
+            writers: (0..n_tiers).map(|_| None).collect(),
+            chunk: None,
+            receiving: false,
+            pending: VecDeque::new(),
+            causes: vec![None; n_tiers],
+            body_cause: None,
+            lock: None,
+            mutation: None,
+        }
+    }
+
+    /// Carries out every output, handing the machine what was observed, until it answers.
+    async fn run(mut self) -> Result<Served, Error> {
+        loop {
+            while let Some(output) = self.machine.poll_output() {
+                if let Some(answer) = self.carry_out(output).await {
+                    return answer;
+                }
+            }
+            if let Some(input) = self.pending.pop_front() {
+                self.machine.handle_input(input);
+            } else if self.receiving {
+                let input = self.receive().await;
+                self.machine.handle_input(input);
+            } else {
+                unreachable!("the write machine waits for nothing and has not answered");
+            }
+        }
+    }
+
+    /// Carries out one output; `Some` with the answer once the machine gave it.
+    async fn carry_out(&mut self, output: write::Output) -> Option<Result<Served, Error>> {
+        let tiered = self.tiered;
+        let key = self.key;
+        match output {
+            write::Output::StatTier { tier } => {
+                let slot = &tiered.slots[tier.get()];
+                let input = match slot.tier.stat(key, crate::clock::now()).await {
+                    Ok(meta) => write::Input::TierStatted { tier, meta },
+                    Err(e) => {
+                        tracing::warn!(tier = slot.tier.name(), %key, error = %e, "tier stat failed");
+                        self.failed(tier, &e)
+                    }
+                };
+                self.pending.push_back(input);
+            }
+            write::Output::StartMutation { kind } => {
+                // Cancels any copy of the key under way and waits for a commit in progress.
+                let input = match tiered.start_mutation(key, kind).await {
+                    Ok(guard) => {
+                        self.mutation = Some(guard);
+                        write::Input::MutationProceeded
+                    }
+                    Err(_) => write::Input::ShuttingDown,
+                };
+                self.pending.push_back(input);
+            }
+            write::Output::CreateWriter { tier, guard } => {
+                let write = &self.upload.as_ref().expect("only a write creates writers").write;
+                let slot = &tiered.slots[tier.get()];
+                let new = NewObject {
+                    etag: write.etag.clone(),
+                    last_modified: write.last_modified,
+                    headers: write.headers.clone(),
+                    expires: expires_at(write.now, write.ttl_millis, millis(slot.max_ttl)),
+                    condition: guard.into(),
+                    expected_size: write.content_length,
+                };
+                let input = match slot.tier.create(key, new).await {
+                    Ok(writer) => {
+                        self.writers[tier.get()] = Some(writer);
+                        write::Input::WriterCreated { tier }
+                    }
+                    Err(e) => self.failed(tier, &e),
+                };
+                self.pending.push_back(input);
+            }
+            write::Output::ReceiveBody => self.receiving = true,
+            write::Output::WriteChunk => {
+                let chunk = self.chunk.take().expect("WriteChunk follows ChunkReceived");
+                let results = futures::future::join_all(self.writers.iter_mut().map(|w| async {
+                    match w {
+                        Some(writer) => writer.write(chunk.clone()).await,
+                        None => Ok(()),
+                    }
+                }))
+                .await;
+                for (idx, result) in results.into_iter().enumerate() {
+                    if let Err(e) = result {
+                        let input = self.failed(TierIdx::new(idx), &e);
+                        self.pending.push_back(input);
+                    }
+                }
+            }
+            write::Output::AbortWriter { tier } => {
+                tracing::debug!(tier = tiered.slots[tier.get()].tier.name(), %key, "tier left out of a write");
+                if let Some(writer) = self.writers[tier.get()].take() {
+                    writer.abort().await;
+                }
+            }
+            write::Output::LockKey => {
+                self.lock = Some(tiered.commit_locks.lock(key).await);
+                // Once the tiers are closing, committing could write into a closed tier.
+                let input = if tiered.closing.is_cancelled() {
+                    write::Input::ShuttingDown
+                } else {
+                    write::Input::KeyLocked
+                };
+                self.pending.push_back(input);
+            }
+            write::Output::CommitTier { tier } => {
+                let writer = self.writers[tier.get()]
+                    .take()
+                    .expect("the machine commits only tiers whose writer was created");
+                let name = tiered.slots[tier.get()].tier.name();
+                let input = match writer.commit().await {
+                    Ok(meta) => {
+                        tiered.metrics.tier_write(name, "committed");
+                        write::Input::Committed { tier, meta }
+                    }
+                    Err(e) => {
+                        tiered.metrics.tier_write(name, "error");
+                        tracing::warn!(tier = name, %key, error = %e, "a tier failed to commit");
+                        self.failed(tier, &e)
+                    }
+                };
+                self.pending.push_back(input);
+            }
+            write::Output::DropCopy { tier } => {
+                let slot = &tiered.slots[tier.get()];
+                tracing::debug!(tier = slot.tier.name(), %key, "tier left out of a write");
+                if let Err(e) = slot.tier.delete(key).await {
+                    tracing::warn!(%key, error = %e, "dropping an older copy the write left out");
+                }
+            }
+            write::Output::RemoveTier { tier } => {
+                let input = match tiered.slots[tier.get()].tier.delete(key).await {
+                    Ok(existed) => write::Input::TierRemoved { tier, existed },
+                    Err(e) => self.failed(tier, &e),
+                };
+                self.pending.push_back(input);
+            }
+            write::Output::InvalidateTier { tier } => {
+                let input = match tiered.slots[tier.get()].tier.invalidate(key).await {
+                    Ok(()) => write::Input::TierRemoved { tier, existed: false },
+                    Err(e) => self.failed(tier, &e),
+                };
+                self.pending.push_back(input);
+            }
+            write::Output::Finish { plan, cache_status } => {
+                let cache_status = cache_status.to_field_value();
+                return Some(Ok(Served { plan, body: None, cache_status }));
+            }
+            write::Output::Fail { failure, cache_status } => {
+                abort_all(&mut self.writers).await;
+                let cause = match failure {
+                    Failure::Tier { tier, .. } => self.causes[tier.get()].take(),
+                    Failure::BodyFailed => self.body_cause.take(),
+                    Failure::ShuttingDown
+                    | Failure::PreconditionFailed
+                    | Failure::CurrentUnknown
+                    | Failure::TooLarge { .. }
+                    | Failure::LongerThanAnnounced { .. }
+                    | Failure::ShorterThanAnnounced { .. } => None,
+                };
+                let cache_status = cache_status.to_field_value();
+                return Some(Err(Error::Failed { failure, cache_status, cause }));
+            }
+        }
+        None
+    }
+
+    /// The next piece of the body, as an input.
+    async fn receive(&mut self) -> write::Input {
+        let body = &mut self.upload.as_mut().expect("only a write reads a body").body;
+        let chunk = tokio::select! {
+            chunk = body.next() => chunk,
+            () = self.tiered.shutdown.cancelled() => {
+                self.receiving = false;
+                return write::Input::ShuttingDown;
+            }
+        };
+        match chunk {
+            Some(Ok(chunk)) => {
+                let bytes = chunk.len() as u64;
+                self.tiered.metrics.request_bytes.inc_by(bytes);
+                self.chunk = Some(chunk);
+                write::Input::ChunkReceived { bytes }
+            }
+            Some(Err(e)) => {
+                self.receiving = false;
+                self.body_cause = Some(e.to_string());
+                write::Input::BodyFailed
+            }
+            None => {
+                self.receiving = false;
+                write::Input::BodyEnded
+            }
+        }
+    }
+
+    /// Tier `tier` failed with `error`: the input reporting it, its message kept.
+    fn failed(&mut self, tier: TierIdx, error: &TierError) -> write::Input {
+        self.causes[tier.get()] = Some(error.to_string());
+        write::Input::TierFailed { tier, fault: error.fault() }
     }
 }
 
@@ -268,8 +387,8 @@ impl Drop for KeyLockGuard<'_> {
     }
 }
 
-async fn abort_all(writers: Vec<Option<Box<dyn TierWriter>>>) {
-    futures::future::join_all(writers.into_iter().flatten().map(|w| w.abort())).await;
+async fn abort_all(writers: &mut [Option<Box<dyn TierWriter>>]) {
+    futures::future::join_all(writers.iter_mut().filter_map(Option::take).map(|w| w.abort())).await;
 }
 
 #[cfg(test)]
