@@ -445,17 +445,17 @@ impl Counters {
 pub struct Manager {
     config: Config,
     phase: Phase,
-    keys: BTreeMap<ObjectKey, KeyState>,
-    copies: BTreeMap<CopyId, Copy>,
+    /// What is remembered of each key: its state while it is active, its latest change once
+    /// it was forgotten lately (at most [`FORGOTTEN_REMEMBERED`] of those).
+    keys: Keys,
+    copies: Copies,
     next_copy: u64,
     /// The last generation issued.
     clock: u64,
-    /// The latest change of every key in neither `keys` nor `recent`: the floor.
+    /// The latest change of every key `keys` does not remember: the floor.
     forgotten: u64,
-    /// The latest change of each key forgotten lately, at most [`FORGOTTEN_REMEMBERED`].
-    recent: BTreeMap<ObjectKey, Generation>,
-    /// The order `recent` was filled in, oldest first; an entry whose generation `recent` no
-    /// longer holds for its key is stale and skipped.
+    /// The order forgotten keys were remembered in, oldest first; an entry whose generation
+    /// `keys` no longer holds for its key is stale and skipped.
     recent_order: VecDeque<(ObjectKey, Generation)>,
     /// Commits remembered by their keys, oldest first; see [`FILLS_REMEMBERED`].
     fills: VecDeque<(ObjectKey, CopyId)>,
@@ -541,12 +541,11 @@ impl Manager {
         Manager {
             config,
             phase: Phase::Running,
-            keys: BTreeMap::new(),
-            copies: BTreeMap::new(),
+            keys: Keys::default(),
+            copies: Copies::default(),
             next_copy: 0,
             clock: 0,
             forgotten: 0,
-            recent: BTreeMap::new(),
             recent_order: VecDeque::new(),
             fills: VecDeque::new(),
             counters: Counters::default(),
@@ -945,13 +944,11 @@ impl Manager {
         }
     }
 
-    /// The entry of `key`, made if it was forgotten: it changed last at its remembered change,
-    /// or if that memory is gone, possibly as late as the floor.
+    /// The entry of `key`, made if it was forgotten (its queue entry then goes stale): it changed
+    /// last at its remembered change, or if that memory is gone, possibly as late as the floor.
     fn key_state(&mut self, key: &ObjectKey) -> &mut KeyState {
         if !self.keys.contains_key(key) {
             let changed = self.forgotten_change(key);
-            // The entry carries the change from now on; its queue entry goes stale.
-            self.recent.remove(key);
             self.keys.insert(
                 key.clone(),
                 KeyState { changed, filled: None, live: None, n_mutating: 0, n_waiting: 0 },
@@ -963,19 +960,19 @@ impl Manager {
     /// The latest change of `key`, which is not in `keys`: its remembered change, else the
     /// floor.
     fn forgotten_change(&self, key: &ObjectKey) -> Generation {
-        self.recent.get(key).copied().unwrap_or(Generation(self.forgotten))
+        self.keys.forgotten(key).unwrap_or(Generation(self.forgotten))
     }
 
     /// Keeps `changed` as the latest change of the forgotten `key`; the oldest memory past
     /// [`FORGOTTEN_REMEMBERED`] is folded into the floor.
     fn remember_forgotten(&mut self, key: ObjectKey, changed: Generation) {
         let changed = changed.max(self.forgotten_change(&key));
-        self.recent.insert(key.clone(), changed);
+        self.keys.forget(key.clone(), changed);
         self.recent_order.push_back((key, changed));
         while self.recent_order.len() > FORGOTTEN_REMEMBERED {
             let (key, at) = self.recent_order.pop_front().expect("longer than the bound");
-            if self.recent.get(&key) == Some(&at) {
-                self.recent.remove(&key);
+            if self.keys.forgotten(&key) == Some(at) {
+                self.keys.remove_forgotten(&key);
                 self.forgotten = self.forgotten.max(at.0);
             }
         }
@@ -1023,6 +1020,136 @@ impl Manager {
             self.phase = Phase::Stopped;
             self.outputs.push_back(Output::ShutdownComplete);
         }
+    }
+}
+
+/// What the manager remembers of each key, in one ordered map: the state of an active key, or
+/// the latest change of one forgotten lately. One map rather than two keeps a single map type in
+/// the wasm module (each instantiation costs kilobytes there).
+#[derive(Debug, Default)]
+struct Keys(BTreeMap<ObjectKey, Remembered>);
+
+#[derive(Debug)]
+enum Remembered {
+    Active(KeyState),
+    Forgotten(Generation),
+}
+
+impl Keys {
+    /// The state of `key`, if it is active.
+    fn get(&self, key: &ObjectKey) -> Option<&KeyState> {
+        match self.0.get(key)? {
+            Remembered::Active(state) => Some(state),
+            Remembered::Forgotten(_) => None,
+        }
+    }
+
+    fn get_mut(&mut self, key: &ObjectKey) -> Option<&mut KeyState> {
+        match self.0.get_mut(key)? {
+            Remembered::Active(state) => Some(state),
+            Remembered::Forgotten(_) => None,
+        }
+    }
+
+    fn contains_key(&self, key: &ObjectKey) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Makes `key` active with `state`, replacing what was remembered of it.
+    fn insert(&mut self, key: ObjectKey, state: KeyState) {
+        self.0.insert(key, Remembered::Active(state));
+    }
+
+    /// Forgets the active `key` entirely.
+    fn remove(&mut self, key: &ObjectKey) {
+        if self.contains_key(key) {
+            self.0.remove(key);
+        }
+    }
+
+    /// The latest change of `key`, if it was forgotten and is still remembered.
+    fn forgotten(&self, key: &ObjectKey) -> Option<Generation> {
+        match self.0.get(key)? {
+            Remembered::Active(_) => None,
+            Remembered::Forgotten(changed) => Some(*changed),
+        }
+    }
+
+    /// Remembers `changed` as the latest change of the forgotten (not active) `key`.
+    fn forget(&mut self, key: ObjectKey, changed: Generation) {
+        let previous = self.0.insert(key, Remembered::Forgotten(changed));
+        debug_assert!(
+            !matches!(previous, Some(Remembered::Active(_))),
+            "only a key no longer active is forgotten"
+        );
+    }
+
+    /// Stops remembering the forgotten `key`.
+    fn remove_forgotten(&mut self, key: &ObjectKey) {
+        if self.forgotten(key).is_some() {
+            self.0.remove(key);
+        }
+    }
+
+    /// Active keys (for tests).
+    #[cfg(test)]
+    fn n_active(&self) -> usize {
+        self.0.values().filter(|r| matches!(r, Remembered::Active(_))).count()
+    }
+
+    /// Forgotten keys still remembered (for tests).
+    #[cfg(test)]
+    fn n_forgotten(&self) -> usize {
+        self.0.len() - self.n_active()
+    }
+}
+
+/// The copies alive, ordered by handle: a vector rather than a map, since there are at most
+/// [`Config::max_in_flight`] of them and handles are issued in increasing order (a new one is
+/// pushed at the end), which also spares the wasm module another map type.
+#[derive(Debug, Default)]
+struct Copies(Vec<(CopyId, Copy)>);
+
+impl Copies {
+    fn position(&self, copy: CopyId) -> Option<usize> {
+        self.0.binary_search_by_key(&copy, |(id, _)| *id).ok()
+    }
+
+    fn get(&self, copy: &CopyId) -> Option<&Copy> {
+        self.position(*copy).map(|at| &self.0[at].1)
+    }
+
+    fn get_mut(&mut self, copy: &CopyId) -> Option<&mut Copy> {
+        self.position(*copy).map(|at| &mut self.0[at].1)
+    }
+
+    fn insert(&mut self, copy: CopyId, found: Copy) {
+        debug_assert!(self.0.last().is_none_or(|(last, _)| *last < copy), "handles only grow");
+        self.0.push((copy, found));
+    }
+
+    fn remove(&mut self, copy: &CopyId) -> Option<Copy> {
+        self.position(*copy).map(|at| self.0.remove(at).1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&CopyId, &Copy)> {
+        self.0.iter().map(|(id, found)| (id, found))
+    }
+}
+
+impl std::ops::Index<&CopyId> for Copies {
+    type Output = Copy;
+
+    fn index(&self, copy: &CopyId) -> &Copy {
+        self.get(copy).expect("indexing a copy that exists")
     }
 }
 
@@ -1383,7 +1510,7 @@ mod tests {
             "Started(1)",
         ]);
         // The mutation ended the key's memory of the commit, and the copy holds it now.
-        assert!(s.manager.keys[&key("a")].filled.is_none());
+        assert!(s.manager.keys.get(&key("a")).expect("active").filled.is_none());
     }
 
     #[test]
@@ -1404,7 +1531,7 @@ mod tests {
             "Refused(KeyChanging)",
             "Refused(Superseded)",
         ]);
-        assert!(s.manager.keys.is_empty());
+        assert_eq!(s.manager.keys.n_active(), 0);
     }
 
     #[test]
@@ -1428,7 +1555,7 @@ mod tests {
         // Forgotten now, and the map holds no more than the bound; the racing read is still
         // refused, only without naming the copy.
         assert!(!s.manager.keys.contains_key(&key("first")));
-        assert_eq!(s.manager.keys.len(), FILLS_REMEMBERED);
+        assert_eq!(s.manager.keys.n_active(), FILLS_REMEMBERED);
         assert_eq!(s.manager.fills.len(), FILLS_REMEMBERED);
         s.transcript.clear();
         s.ask("first", early, meta(1));
@@ -1494,17 +1621,17 @@ mod tests {
             mutate(&mut s, &format!("k{n}"));
         }
         // Still remembered by key: a read of an unchanged key that began as early is free.
-        assert!(s.manager.recent.contains_key(&key("a")));
+        assert!(s.manager.keys.forgotten(&key("a")).is_some());
         s.transcript.clear();
         s.ask("fresh", seen, meta(4));
         s.expect(&["Started(0)"]);
         s.fill(0, 4);
         mutate(&mut s, "last");
         // Pushed out: the change of "a" is kept in the floor, and both memories stay bounded.
-        assert!(!s.manager.recent.contains_key(&key("a")));
-        assert!(s.manager.recent.len() <= FORGOTTEN_REMEMBERED);
+        assert!(s.manager.keys.forgotten(&key("a")).is_none());
+        assert!(s.manager.keys.n_forgotten() <= FORGOTTEN_REMEMBERED);
         assert!(s.manager.recent_order.len() <= FORGOTTEN_REMEMBERED);
-        assert!(s.manager.keys.len() <= 1);
+        assert!(s.manager.keys.n_active() <= 1);
         s.transcript.clear();
         s.ask("a", seen, meta(4));
         s.request("a", 4);
@@ -1517,7 +1644,7 @@ mod tests {
         let seen = s.manager.generation(&key("a"));
         s.feed(Input::MutationStarted { key: key("b"), kind: MutationKind::Write });
         s.feed(Input::MutationEnded { key: key("b"), kind: MutationKind::Write });
-        assert!(s.manager.keys.is_empty());
+        assert_eq!(s.manager.keys.n_active(), 0);
         assert!(s.manager.generation(&key("b")) > seen);
     }
 }
