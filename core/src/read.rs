@@ -710,14 +710,12 @@ impl Machine {
             member.lookup = lookup;
             return;
         }
-        self.members.push(Member {
-            tier,
-            name: self.names[tier.get()].clone(),
-            lookup,
-            fwd_status: None,
-            copy: CopyNote::None,
-        });
-        self.members.sort_by_key(|m| m.tier);
+        // Kept in tier order by inserting in place (a sort would add its routine to the wasm
+        // module for a list of at most a few tiers).
+        let at = self.members.iter().position(|m| m.tier > tier).unwrap_or(self.members.len());
+        let name = self.names[tier.get()].clone();
+        self.members
+            .insert(at, Member { tier, name, lookup, fwd_status: None, copy: CopyNote::None });
     }
 
     fn plan(&self, meta: &ObjectMeta) -> ResponsePlan {
