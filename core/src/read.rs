@@ -53,9 +53,8 @@
 //! revision fails If-Match or If-Unmodified-Since) or when an If-Range holding a strong
 //! entity-tag changed its plan (it holds another revision than the one named; a date or a weak
 //! tag names none, so it never sends the read deeper): deeper tiers are then asked for the
-//! named revision with the same conditions. The first such answer is kept as the fallback. When the walk is
-//! over without a definitive answer ([`is_definitive`] decides, for hosts that walk tiers
-//! without this machine too):
+//! named revision with the same conditions. The first such answer is kept as the fallback.
+//! When the walk is over without a definitive answer (`is_definitive` decides):
 //!
 //! * a fallback whose plan sends the object (If-Range: the whole current object with 200)
 //!   stands, even if a tier failed: that answer is right whatever the failed tier held;
@@ -86,13 +85,14 @@
 //! A GET whose plan sends bytes from tier `i > 0` asks for a copy into tier 0 before it is
 //! served: [`Output::RequestCopy`] with [`backfill::Mode::Tee`] when the whole object is sent
 //! (the response stream is teed), else [`backfill::Mode::Background`] (a fragment is never
-//! stored as the object). HEAD, 304, 412 and 416 read no bytes and copy nothing. [`copy_mode`]
-//! decides, for hosts that walk tiers without this machine too. The host asks
-//! the [`backfill::Manager`] and reports its answer, which decides `stored` in `Cache-Status`.
+//! stored as the object). HEAD, 304, 412 and 416 read no bytes and copy nothing (`copy_mode`
+//! decides). The host asks the [`backfill::Manager`] and reports its answer, which decides
+//! `stored` in `Cache-Status`. Every host walks its tiers with this machine (the edge worker
+//! too, through the wasm build), so none of these rules is written twice.
 //!
 //! Tier 0 is filled when its probe showed it held no live copy (it missed, or its copy had
 //! expired), and when the bytes come from the last tier, which is authoritative: its revision is
-//! current by definition, so copying it can only bring tier 0 up to date ([`fills_tier_0`]
+//! current by definition, so copying it can only bring tier 0 up to date (`fills_tier_0`
 //! decides). That is how a stale tier 0 is refreshed, for instance after another server of the
 //! fleet wrote the shared last tier and a client's If-Match or If-Range names the new revision.
 //! When tier 0 held a live revision the request's validators did not accept (a failed
@@ -774,7 +774,7 @@ impl Machine {
 /// Only a strong entity-tag names a revision another tier might hold: a date never holds
 /// (Last-Modified is weak, `ObjectMeta::is_last_modified_strong`) and neither does a weak tag,
 /// so those get the whole object from the first tier without a deeper look.
-pub fn is_definitive(
+fn is_definitive(
     request: &RequestHeaders<'_>,
     meta: &ObjectMeta,
     plan: &ResponsePlan,
@@ -798,7 +798,7 @@ pub fn is_definitive(
 /// response stream is teed), [`backfill::Mode::Background`] when it sends a range or parts (a
 /// fragment is never stored as the object), and no copy at all from tier 0 itself, for HEAD, or
 /// for an answer without a body (304, 412, 416).
-pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill::Mode> {
+fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill::Mode> {
     if from.get() == 0 || *method != Method::GET {
         return None;
     }
@@ -821,9 +821,7 @@ pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill
 /// * A tier 0 that failed is not filled, whatever the source: a copy into a tier that just
 ///   failed would most likely fail too, and would read the object from a deeper tier a second
 ///   time on every read while tier 0 is down.
-///
-/// Hosts that walk tiers without [`Machine`] ask this as well as [`copy_mode`].
-pub fn fills_tier_0(probed: Lookup, from: TierIdx, n_tiers: usize) -> bool {
+fn fills_tier_0(probed: Lookup, from: TierIdx, n_tiers: usize) -> bool {
     match probed {
         Lookup::Missed | Lookup::Expired => true,
         Lookup::Hit | Lookup::NotAccepted => from.get() + 1 == n_tiers,
