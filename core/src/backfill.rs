@@ -29,6 +29,9 @@
 //! ```text
 //! host reports (Input)                      manager answers (Output)
 //! ------------------------------------      ---------------------------------------------------
+//! SourceOpened { copy, etag, size }         Discard { SourceFailed } unless it is the revision
+//!                                           the copy was started for (strongly the same
+//!                                           entity-tag, the same size)
 //! SourceRead { copy, bytes }                Discard { Lagging } past the backlog bound,
 //! ChunkWritten { copy, bytes }              Discard { SizeMismatch } past the expected size,
 //!                                           Commit once all is written after the source's EOF
@@ -208,6 +211,18 @@ pub struct CopyRequest {
 /// What the host observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
+    /// The source of a background copy, opened whole and pinned to the copy's entity-tag,
+    /// answered with the revision `etag` of `size` bytes. Some backends ignore the pin, so the
+    /// manager checks the revision itself. (A tee's source is the read being served, whose
+    /// revision the read machine checked.)
+    SourceOpened {
+        /// The copy.
+        copy: CopyId,
+        /// The entity-tag of the revision opened.
+        etag: EntityTag,
+        /// Its size.
+        size: u64,
+    },
     /// The copy's source delivered `bytes` more bytes.
     SourceRead {
         /// The copy.
@@ -593,6 +608,7 @@ impl Manager {
     /// Feeds one observation; drain [`Manager::poll_output`] before the next.
     pub fn handle_input(&mut self, input: Input) {
         match input {
+            Input::SourceOpened { copy, etag, size } => self.on_source_opened(copy, &etag, size),
             Input::SourceRead { copy, bytes } => self.on_source_read(copy, bytes),
             Input::ChunkWritten { copy, bytes } => self.on_chunk_written(copy, bytes),
             Input::SourceEnded { copy } => self.on_source_ended(copy),
@@ -687,6 +703,21 @@ impl Manager {
             return Some(Refusal::TooManyInFlight);
         }
         None
+    }
+
+    fn on_source_opened(&mut self, copy: CopyId, etag: &EntityTag, size: u64) {
+        let Some(state) = self.state_of(copy) else { return };
+        match state {
+            CopyState::Copying { .. } | CopyState::Flushing { .. } => {
+                let found = &self.copies[&copy];
+                // Only the revision the read served may fill tier 0 (SPEC §1: one revision's
+                // bytes under one revision's metadata).
+                if !(etag.strong_eq(&found.etag) && size == found.expected) {
+                    self.discard(copy, DiscardReason::SourceFailed);
+                }
+            }
+            CopyState::Committing | CopyState::Cancelling { .. } => {}
+        }
     }
 
     fn on_source_read(&mut self, copy: CopyId, bytes: u64) {
@@ -1337,6 +1368,34 @@ mod tests {
         s.feed(Input::CommitFinished { copy: CopyId(0), committed: true });
         s.expect(&["Started(0)", "Commit(0)", "Finished(0)"]);
         assert_eq!(s.manager.counters().committed, 1);
+    }
+
+    #[test]
+    fn a_source_of_another_revision_is_discarded_before_any_byte_is_copied() {
+        let opened = |etag: &str, size: u64| Input::SourceOpened {
+            copy: CopyId(0),
+            etag: EntityTag::strong(etag).expect("valid"),
+            size,
+        };
+        for (input, expected) in [
+            (opened("v1", 10), None),
+            (opened("v2", 10), Some("Discard(0, SourceFailed)")),
+            (opened("v1", 11), Some("Discard(0, SourceFailed)")),
+        ] {
+            let mut s = Script::new();
+            s.request("a", 10).feed(input);
+            let mut transcript = vec!["Started(0)"];
+            transcript.extend(expected);
+            s.expect(&transcript);
+        }
+        // A weak tag names no revision to copy.
+        let mut s = Script::new();
+        s.request("a", 10).feed(Input::SourceOpened {
+            copy: CopyId(0),
+            etag: EntityTag::parse("W/\"v1\"").expect("valid"),
+            size: 10,
+        });
+        s.expect(&["Started(0)", "Discard(0, SourceFailed)"]);
     }
 
     #[test]

@@ -121,11 +121,13 @@ fn simulation_holds_every_invariant() {
     );
     eprintln!(
         "sim: {} writes stored, {} tiers left out of a write, {} conditional writes looked up \
-         the live revision, {} deletes of nothing; mutations failed by reason {:?}",
+         the live revision, {} deletes of nothing, {} copy sources of another revision; \
+         mutations failed by reason {:?}",
         totals.writes_stored,
         totals.left_out,
         totals.lookups,
         totals.deletes_of_nothing,
+        totals.wrong_source,
         totals.failed_by,
     );
     eprintln!("sim: discarded by reason {:?}", totals.discarded_by);
@@ -148,6 +150,7 @@ fn simulation_holds_every_invariant() {
         assert!(totals.left_out > 0, "no write ever left a nearer tier out");
         assert!(totals.lookups > 0, "no conditional write ever looked up the live revision");
         assert!(totals.deletes_of_nothing > 0, "no delete ever found nothing");
+        assert!(totals.wrong_source > 0, "no copy's source ever answered another revision");
         for failure in ["PreconditionFailed", "TooLarge", "Tier", "ShuttingDown", "BodyFailed"] {
             assert!(totals.failed_by.contains_key(failure), "no mutation ever failed: {failure}");
         }
@@ -195,6 +198,7 @@ struct Totals {
     left_out: u64,
     lookups: u64,
     deletes_of_nothing: u64,
+    wrong_source: u64,
     failed_by: BTreeMap<String, u64>,
 }
 
@@ -232,6 +236,7 @@ impl Totals {
         self.left_out += sim.stats.left_out;
         self.lookups += sim.stats.lookups;
         self.deletes_of_nothing += sim.stats.deletes_of_nothing;
+        self.wrong_source += sim.stats.wrong_source;
         for (why, n) in &sim.stats.failed_by {
             *self.failed_by.entry(why.clone()).or_default() += n;
         }
@@ -437,6 +442,8 @@ struct Stats {
     lookups: u64,
     /// Deletes answered 404.
     deletes_of_nothing: u64,
+    /// Background copies whose pinned source answered another revision.
+    wrong_source: u64,
 }
 
 struct Sim {
@@ -539,6 +546,7 @@ impl Sim {
                 failed_by: BTreeMap::new(),
                 lookups: 0,
                 deletes_of_nothing: 0,
+                wrong_source: 0,
             },
         };
         // Start with keys held by the deeper tiers only, some everywhere, some nowhere.
@@ -1257,16 +1265,39 @@ impl Sim {
     fn background_read(&mut self, copy: CopyId) {
         let actor = self.copies.get_mut(&copy).expect("exists");
         if !actor.opened {
-            // The pinned open: only the very version planned will do.
-            let holds = self.tiers[actor.from.get()][actor.key] == Some(actor.version);
-            if !holds || self.rng.u8(0..30) == 0 {
+            // The pinned open. A tier answers another revision with 412 (a failed open), except
+            // a backend that ignores the pin and sends whatever it holds: the manager must
+            // refuse that revision itself.
+            let found = self.tiers[actor.from.get()][actor.key];
+            let holds = found == Some(actor.version);
+            let ignores_pin = self.rng.u8(0..3) == 0;
+            let answered = match found {
+                Some(other) if holds || ignores_pin => Some(other),
+                Some(_) | None => None,
+            };
+            let Some(opened) = answered.filter(|_| self.rng.u8(0..30) != 0) else {
                 actor.source_failed = true;
                 self.note(format!("{copy} pinned source open failed (holds: {holds})"));
                 self.manager.handle_input(backfill::Input::SourceFailed { copy });
                 self.dispatch_manager();
                 return;
-            }
+            };
             actor.opened = true;
+            actor.source_failed = !holds;
+            self.note(format!("{copy} source opened: v{}", opened.id));
+            self.manager.handle_input(backfill::Input::SourceOpened {
+                copy,
+                etag: opened.etag(),
+                size: opened.size,
+            });
+            self.dispatch_manager();
+            if !holds {
+                if self.copies.contains_key(&copy) {
+                    self.fail(&format!("{copy} goes on from another revision, v{}", opened.id));
+                }
+                self.stats.wrong_source += 1;
+                return;
+            }
         }
         let actor = self.copies.get_mut(&copy).expect("exists");
         let left = actor.version.size - actor.read;
@@ -1787,9 +1818,21 @@ impl Sim {
     /// Another server writes or deletes the key in the shared (last) tier, or a tier loses its
     /// copy (eviction): the manager is not told, as it would not be.
     fn drift(&mut self) {
-        let key = self.rng.usize(0..N_KEYS);
-        let tier = self.rng.usize(0..self.n_tiers);
-        if tier == self.n_tiers - 1 && self.rng.bool() {
+        let last = self.n_tiers - 1;
+        // Half the time the key of a background copy from the last tier that has not opened its
+        // source yet: another server replaces what the copy is about to read.
+        let copying: Vec<usize> = self
+            .copies
+            .values()
+            .filter(|c| c.mode == backfill::Mode::Background && !c.opened && c.from.get() == last)
+            .map(|c| c.key)
+            .collect();
+        let (key, tier) = if !copying.is_empty() && self.rng.bool() {
+            (copying[self.rng.usize(0..copying.len())], last)
+        } else {
+            (self.rng.usize(0..N_KEYS), self.rng.usize(0..self.n_tiers))
+        };
+        if tier == last && self.rng.bool() {
             let version = self.new_version();
             self.note(format!("drift: tier {tier} k{key} becomes v{}", version.id));
             self.tiers[tier][key] = Some(version);

@@ -237,13 +237,16 @@ impl Tiered {
             }
         };
         match source {
-            // The revision the manager started the copy of, and no other.
-            Ok(Opened::Body { meta, body, .. })
-                if meta.etag.strong_eq(&job.meta.etag) && meta.size == job.meta.size =>
-            {
+            Ok(Opened::Body { meta, body, .. }) => {
+                // The manager checks that this is the revision it started the copy of; if not,
+                // its Discard reaches the copy's commands before any byte is written.
+                let (etag, size) = (meta.etag, meta.size);
+                self.handle(backfill::Input::SourceOpened { copy: job.copy, etag, size });
                 self.run_copy(job, writer, body, true, guard).await;
             }
-            Ok(_) | Err(_) => {
+            Ok(Opened::NotFound | Opened::NotSatisfiable { .. })
+            | Ok(Opened::PreconditionFailed { .. } | Opened::NotModified { .. })
+            | Err(_) => {
                 writer.abort().await;
                 guard.report(backfill::Input::SourceFailed { copy: job.copy });
             }
