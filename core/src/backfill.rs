@@ -5,7 +5,7 @@
 //!
 //! # Copy requests
 //!
-//! A read that asks for a copy ([`crate::read::Output::RequestCopy`]) gets its answer at once
+//! A read that asks for a copy (`read::Output::RequestCopy`) gets its answer at once
 //! from [`Manager::request_copy`], like a function call: the copy's handle when it starts, or
 //! why it does not. That answer is all the read machine needs, so no host ferries it between
 //! the two machines, and nothing else happens on a request (no output is queued).

@@ -22,7 +22,7 @@ impl TierIdx {
 
 /// The kind of failure a host saw from a tier, as far as a decision depends on it: a nearer
 /// tier that cannot take an object is left out of a write, and the answer to a failed write
-/// says why ([`crate::write::Failure::status`]).
+/// says why (`write::Failure::status`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TierFault {
     /// The object is larger than the tier can ever hold.
