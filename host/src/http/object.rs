@@ -1,8 +1,10 @@
 //! The object routes: read (GET, HEAD), write (PUT, POST), delete and invalidate.
 //!
-//! Reads hand the request's raw fields to the tiered driver, which drives the core and returns
-//! the plan to render with its body. Writes turn headers into a `NewObject` (the host supplies
-//! what the core cannot: a fresh entity-tag and the time) and stream the body into every tier.
+//! Reads hand the request's raw fields to the tiered driver, which drives the core's read machine
+//! and returns the plan to render with its body. Writes turn headers into a `WriteRequest` (the
+//! host supplies what the core cannot: a fresh entity-tag and the time) and hand it and the body
+//! to the tiered driver, which carries out the core's write machine; deletes and invalidations
+//! likewise. This file renders what the machines answered and decides nothing about an object.
 //!
 //! Every answer about an object carries an RFC 9211 `Cache-Status` (SPEC §3), one member per
 //! tier, deepest first. A read's comes from the core's read machine, a write's, delete's or
