@@ -11,6 +11,8 @@
 //! | held an expired copy                                 | `fwd=stale`                    |
 //! | held a copy the request's validators did not accept  | `fwd=request`                  |
 //! | failed (I/O, network)                                | `fwd=miss; detail=error`       |
+//! | was asked to change (write, delete, invalidate)      | `fwd=method`                   |
+//! | was left alone (a request refused before any tier was asked, the authoritative tier of an invalidation) | `fwd=bypass` |
 //!
 //! A forwarding member carries `fwd-status` (§2.3) when what its forwarded request got differs
 //! from the response's status (absent, it defaults to that status): a tier deeper than the one
@@ -19,13 +21,17 @@
 //! none. Tier 0
 //! carries `stored` when a copy into it was started for this response (§2.5), and a `detail`
 //! says `error` for a failed tier, or why tier 0 got no copy (`backfill-deduplicated`,
-//! `backfill-skipped`).
+//! `backfill-skipped`). A write that succeeded is `stored` in the authoritative tier, which
+//! committed it (a nearer tier may have been left out).
+//!
+//! `fwd=method` says the method is not one a cache answers from a stored copy (§2.2), which is
+//! what a write, a delete or an invalidation is to each tier it asks to change.
 
 use std::fmt;
 
 use http::StatusCode;
 
-use crate::read::TierIdx;
+use crate::tier::TierIdx;
 
 /// What one tier did with the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,25 +47,33 @@ pub enum Lookup {
     NotAccepted,
     /// The tier failed.
     Failed,
+    /// The tier was asked to change, not to answer from a stored copy (a write, a delete, an
+    /// invalidation).
+    Method,
+    /// The tier was not asked at all: the request was refused before any tier was, or an
+    /// invalidation leaves the authoritative tier alone.
+    Bypassed,
 }
 
 impl Lookup {
-    /// The metric label of `rangecache_tier_reads_total{result}`: `hit`, `miss` or `error`.
-    pub fn metric_label(self) -> &'static str {
+    /// The metric label of `rangecache_tier_reads_total{result}`: `hit`, `miss` or `error`;
+    /// `None` when the tier was not read.
+    pub fn metric_label(self) -> Option<&'static str> {
         match self {
-            Lookup::Hit => "hit",
-            Lookup::Missed | Lookup::Expired | Lookup::NotAccepted => "miss",
-            Lookup::Failed => "error",
+            Lookup::Hit => Some("hit"),
+            Lookup::Missed | Lookup::Expired | Lookup::NotAccepted => Some("miss"),
+            Lookup::Failed => Some("error"),
+            Lookup::Method | Lookup::Bypassed => None,
         }
     }
 }
 
-/// What happened to the copy into tier 0 that a response asked for.
+/// What a response stored into a tier: the copy into tier 0 a read asked for, or a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CopyNote {
-    /// No copy was asked for (served from tier 0, or no bytes were read).
+    /// Nothing (served from tier 0, no bytes were read, or the tier was not written).
     None,
-    /// A copy was started: `stored`.
+    /// A copy was started, or a write committed: `stored`.
     Started,
     /// A copy of the same key was already in flight.
     Deduplicated,
@@ -90,6 +104,23 @@ pub struct CacheStatus {
 }
 
 impl CacheStatus {
+    /// Every tier of `names` (nearest first) left alone: the field of an answer refused before
+    /// any tier was asked (a malformed request, a missing token, shutdown).
+    pub fn bypassed(names: &[impl AsRef<str>]) -> CacheStatus {
+        let members = names
+            .iter()
+            .enumerate()
+            .map(|(idx, name)| Member {
+                tier: TierIdx::new(idx),
+                name: name.as_ref().to_owned(),
+                lookup: Lookup::Bypassed,
+                fwd_status: None,
+                copy: CopyNote::None,
+            })
+            .collect();
+        CacheStatus { members }
+    }
+
     /// The member of `tier`, if it was consulted.
     pub fn member(&self, tier: TierIdx) -> Option<&Member> {
         self.members.iter().find(|m| m.tier == tier)
@@ -136,6 +167,8 @@ impl Member {
             Lookup::Expired => f.write_str("; fwd=stale")?,
             Lookup::NotAccepted => f.write_str("; fwd=request")?,
             Lookup::Failed => f.write_str("; fwd=miss")?,
+            Lookup::Method => f.write_str("; fwd=method")?,
+            Lookup::Bypassed => f.write_str("; fwd=bypass")?,
         }
         if let Some(status) = self.fwd_status {
             f.write_str("; fwd-status=")?;
@@ -247,9 +280,17 @@ mod tests {
 
     #[test]
     fn metric_labels_are_hit_miss_or_error() {
-        assert_eq!(Lookup::Hit.metric_label(), "hit");
-        assert_eq!(Lookup::NotAccepted.metric_label(), "miss");
-        assert_eq!(Lookup::Expired.metric_label(), "miss");
-        assert_eq!(Lookup::Failed.metric_label(), "error");
+        assert_eq!(Lookup::Hit.metric_label(), Some("hit"));
+        assert_eq!(Lookup::NotAccepted.metric_label(), Some("miss"));
+        assert_eq!(Lookup::Expired.metric_label(), Some("miss"));
+        assert_eq!(Lookup::Failed.metric_label(), Some("error"));
+        assert_eq!(Lookup::Method.metric_label(), None, "a write reads nothing");
+        assert_eq!(Lookup::Bypassed.metric_label(), None);
+    }
+
+    #[test]
+    fn a_refused_request_bypasses_every_tier_deepest_first() {
+        let status = CacheStatus::bypassed(&["memory", "disk"]);
+        assert_eq!(status.to_string(), "disk; fwd=bypass, memory; fwd=bypass");
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! Decisions that need only their arguments are pure functions (`conditional::plan_response`,
 //! `range::parse_range`); decisions that depend on what happened before are state machines
-//! with one way in and one way out (`read` and `backfill`).
+//! with one way in and one way out (`read`, `backfill` and `write`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -19,8 +19,10 @@ pub mod key;
 pub mod object;
 pub mod range;
 pub mod read;
+pub mod tier;
 pub mod time;
 pub mod validators;
+pub mod write;
 
 pub use backfill::{CopyId, Generation};
 pub use cache_status::CacheStatus;
@@ -28,6 +30,6 @@ pub use conditional::{Body, Part, Precondition, RequestHeaders, ResponsePlan, pl
 pub use key::{Key, Namespace, ObjectKey};
 pub use object::ObjectMeta;
 pub use range::{OpenWindow, RangeLimits, RangeSpec, Resolved, Span, Window};
-pub use read::TierIdx;
+pub use tier::TierIdx;
 pub use time::Timestamp;
 pub use validators::{EntityTag, EtagList};

@@ -2,7 +2,6 @@
 //! that object is planned from, with the write-side policy that fills it (stored end-to-end
 //! headers, SPEC §3, and the `Time-To-Live` header).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -160,21 +159,25 @@ pub fn select_stored_headers<'a>(
         .map(|token| token.trim_matches([' ', '\t']).to_ascii_lowercase())
         .filter(|token| !token.is_empty())
         .collect();
-    let mut kept: BTreeMap<String, String> = BTreeMap::new();
+    // Kept sorted by inserting in place: a request has few fields, and a vector spares the wasm
+    // module a map type of its own.
+    let mut kept: Vec<(String, String)> = Vec::new();
     for (name, value) in headers {
         let name = name.to_ascii_lowercase();
         if !is_stored_header(&name) || hop_by_hop.contains(&name) {
             continue;
         }
         let value = value.trim_matches([' ', '\t']);
-        kept.entry(name)
-            .and_modify(|joined| {
+        match kept.binary_search_by(|(kept_name, _)| kept_name.as_str().cmp(&name)) {
+            Ok(at) => {
+                let joined = &mut kept[at].1;
                 joined.push_str(", ");
                 joined.push_str(value);
-            })
-            .or_insert_with(|| value.to_owned());
+            }
+            Err(at) => kept.insert(at, (name, value.to_owned())),
+        }
     }
-    kept.into_iter().collect()
+    kept
 }
 
 /// Why a `Time-To-Live` header was refused (answered with 400).

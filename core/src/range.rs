@@ -305,8 +305,16 @@ fn coalesce(windows: Vec<Window>, gap: u64) -> Vec<Window> {
     if windows.len() < 2 {
         return windows;
     }
+    // An insertion sort: there are at most `RangeLimits::max_ranges` windows (16 by default),
+    // where it is as fast as a general sort, and the wasm module then carries no sort routine.
     let mut sorted = windows.clone();
-    sorted.sort_unstable();
+    for i in 1..sorted.len() {
+        let mut j = i;
+        while j > 0 && sorted[j - 1] > sorted[j] {
+            sorted.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     let mut merged: Vec<Window> = Vec::with_capacity(sorted.len());
     for window in sorted {
         match merged.last_mut() {

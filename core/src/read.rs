@@ -18,7 +18,7 @@
 //!                                             Serve { plan, source, cache_status }
 //! TierMissed { tier }                         OpenTier { next } / Serve (404, or the fallback)
 //! TierFailed { tier }                         OpenTier { next } / Serve (502, or the fallback)
-//! CopyStarted / CopyRefused { why }           Serve { plan, source, cache_status }
+//! CopyAnswered { answer }                    Serve { plan, source, cache_status }
 //! PartSent { index }                          OpenTier { tier, part, pinned } / (done)
 //! TierOpened for a part                       SendPart { index } / Abort { why }
 //! ```
@@ -36,7 +36,7 @@
 //!   │    body in hand? ──no──► Reopening { tier, want } ──revision changed──┐ (n_walks < 3)
 //!   │         │ yes                    │ same revision, wanted window       │
 //!   │         ▼                        ▼                                    │
-//!   │    tier > 0 and bytes sent? ──yes──► AwaitingCopy ──CopyStarted/Refused─┐
+//!   │    tier > 0 and bytes sent? ──yes──► AwaitingCopy ───CopyAnswered───────┐
 //!   │         │ no                                                          │
 //!   │         ▼                                                             ▼
 //!   │       Serve ◄───────────────────────────────────────────────────────────
@@ -53,9 +53,8 @@
 //! revision fails If-Match or If-Unmodified-Since) or when an If-Range holding a strong
 //! entity-tag changed its plan (it holds another revision than the one named; a date or a weak
 //! tag names none, so it never sends the read deeper): deeper tiers are then asked for the
-//! named revision with the same conditions. The first such answer is kept as the fallback. When the walk is
-//! over without a definitive answer ([`is_definitive`] decides, for hosts that walk tiers
-//! without this machine too):
+//! named revision with the same conditions. The first such answer is kept as the fallback.
+//! When the walk is over without a definitive answer (`is_definitive` decides):
 //!
 //! * a fallback whose plan sends the object (If-Range: the whole current object with 200)
 //!   stands, even if a tier failed: that answer is right whatever the failed tier held;
@@ -86,13 +85,14 @@
 //! A GET whose plan sends bytes from tier `i > 0` asks for a copy into tier 0 before it is
 //! served: [`Output::RequestCopy`] with [`backfill::Mode::Tee`] when the whole object is sent
 //! (the response stream is teed), else [`backfill::Mode::Background`] (a fragment is never
-//! stored as the object). HEAD, 304, 412 and 416 read no bytes and copy nothing. [`copy_mode`]
-//! decides, for hosts that walk tiers without this machine too. The host asks
-//! the [`backfill::Manager`] and reports its answer, which decides `stored` in `Cache-Status`.
+//! stored as the object). HEAD, 304, 412 and 416 read no bytes and copy nothing (`copy_mode`
+//! decides). The host asks the [`backfill::Manager`] and reports its answer, which decides
+//! `stored` in `Cache-Status`. Every host walks its tiers with this machine (the edge worker
+//! too, through the wasm build), so none of these rules is written twice.
 //!
 //! Tier 0 is filled when its probe showed it held no live copy (it missed, or its copy had
 //! expired), and when the bytes come from the last tier, which is authoritative: its revision is
-//! current by definition, so copying it can only bring tier 0 up to date ([`fills_tier_0`]
+//! current by definition, so copying it can only bring tier 0 up to date (`fills_tier_0`
 //! decides). That is how a stale tier 0 is refreshed, for instance after another server of the
 //! fleet wrote the shared last tier and a client's If-Match or If-Range names the new revision.
 //! When tier 0 held a live revision the request's validators did not accept (a failed
@@ -113,6 +113,7 @@ use crate::cache_status::{CacheStatus, CopyNote, Lookup, Member};
 use crate::conditional::{self, Body, Precondition, RequestHeaders, ResponsePlan};
 use crate::object::ObjectMeta;
 use crate::range::{self, OpenWindow, RangeLimits, Span, Window};
+use crate::tier::TierIdx;
 use crate::time::Timestamp;
 use crate::validators::EntityTag;
 
@@ -126,22 +127,6 @@ pub const TIER_FAILED_STATUS: StatusCode = StatusCode::BAD_GATEWAY;
 
 /// Status when the object kept changing under the read ([`MAX_WALKS`] exhausted).
 pub const UNSTABLE_STATUS: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
-
-/// Index of a tier: 0 is the nearest, the last is authoritative.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TierIdx(usize);
-
-impl TierIdx {
-    /// The tier at position `idx` in the configuration.
-    pub const fn new(idx: usize) -> TierIdx {
-        TierIdx(idx)
-    }
-
-    /// The position in the configuration.
-    pub const fn get(self) -> usize {
-        self.0
-    }
-}
 
 /// The request fields a read depends on, owned (raw field values, joined with `, ` when a
 /// field repeats), and the host's clock.
@@ -270,12 +255,11 @@ pub enum Input {
         /// The tier.
         tier: TierIdx,
     },
-    /// The backfill manager started the copy asked for by [`Output::RequestCopy`].
-    CopyStarted,
-    /// The backfill manager refused the copy asked for by [`Output::RequestCopy`].
-    CopyRefused {
-        /// Why.
-        why: backfill::Refusal,
+    /// The backfill manager's answer ([`backfill::Manager::request_copy`]) to the copy asked
+    /// for by [`Output::RequestCopy`].
+    CopyAnswered {
+        /// The copy that started, or why none did.
+        answer: Result<backfill::CopyId, backfill::Refusal>,
     },
     /// Part `index` of a multipart body was written to the client.
     PartSent {
@@ -299,7 +283,9 @@ pub enum Output {
         conditions: Conditions,
     },
     /// Ask the backfill manager for a copy of `meta`'s revision from `from` into tier 0, and
-    /// report its answer with [`Input::CopyStarted`] or [`Input::CopyRefused`].
+    /// report its answer with [`Input::CopyAnswered`]. The host adds what only it knows (the
+    /// key, and the generation it took before opening any tier) to make the
+    /// [`backfill::CopyRequest`].
     RequestCopy {
         /// The tier served from.
         from: TierIdx,
@@ -381,7 +367,7 @@ pub struct Machine {
 ///   Probing ──definitive, body in hand──────────────► AwaitingCopy / Done
 ///   Probing ──definitive or fallback, body missing──► Reopening ──► AwaitingCopy / Done
 ///   Reopening ──revision changed──► Probing (tier 0)            (bounded by MAX_WALKS)
-///   AwaitingCopy ──CopyStarted / CopyRefused──► Done, or SendingPart (multipart)
+///   AwaitingCopy ──CopyAnswered──► Done, or SendingPart (multipart)
 ///   SendingPart ──PartSent──► OpeningPart ──TierOpened──► SendingPart ... ──► Done
 /// ```
 #[derive(Debug)]
@@ -482,12 +468,12 @@ impl Machine {
                 self.record(tier, Lookup::Failed);
                 self.respond_without_tier(TIER_FAILED_STATUS)
             }
-            (State::AwaitingCopy { answer }, Input::CopyStarted) => {
-                self.serve(answer, CopyNote::Started)
-            }
-            (State::AwaitingCopy { answer }, Input::CopyRefused { why }) => {
-                let note =
-                    if why.is_deduplicated() { CopyNote::Deduplicated } else { CopyNote::Skipped };
+            (State::AwaitingCopy { answer }, Input::CopyAnswered { answer: copy }) => {
+                let note = match copy {
+                    Ok(_) => CopyNote::Started,
+                    Err(why) if why.is_deduplicated() => CopyNote::Deduplicated,
+                    Err(_) => CopyNote::Skipped,
+                };
                 self.serve(answer, note)
             }
             (State::SendingPart { parts, index }, Input::PartSent { index: i }) if i == index => {
@@ -527,8 +513,7 @@ impl Machine {
                 input @ (Input::TierOpened { .. }
                 | Input::TierMissed { .. }
                 | Input::TierFailed { .. }
-                | Input::CopyStarted
-                | Input::CopyRefused { .. }
+                | Input::CopyAnswered { .. }
                 | Input::PartSent { .. }),
             ) => {
                 if let Input::TierOpened { tier, window: Some(_), .. } = input {
@@ -559,11 +544,11 @@ impl Machine {
     fn start_walk(&mut self) {
         self.n_walks += 1;
         self.members.clear();
-        self.state = self.probe_tier(TierIdx(0), None, false);
+        self.state = self.probe_tier(TierIdx::new(0), None, false);
     }
 
     fn probe_tier(&mut self, tier: TierIdx, fallback: Option<Candidate>, failed: bool) -> State {
-        if tier.0 >= self.names.len() {
+        if tier.get() >= self.names.len() {
             return self.walk_over(fallback, failed);
         }
         self.outputs.push_back(Output::OpenTier {
@@ -575,7 +560,7 @@ impl Machine {
     }
 
     fn next_tier(&mut self, tier: TierIdx, fallback: Option<Candidate>, failed: bool) -> State {
-        self.probe_tier(TierIdx(tier.0 + 1), fallback, failed)
+        self.probe_tier(TierIdx::new(tier.get() + 1), fallback, failed)
     }
 
     fn on_probe_opened(
@@ -652,7 +637,7 @@ impl Machine {
 
     fn serve(&mut self, answer: Candidate, copy: CopyNote) -> State {
         let Candidate { tier, meta, plan } = answer;
-        if let Some(nearest) = self.members.iter_mut().find(|m| m.tier.0 == 0) {
+        if let Some(nearest) = self.members.iter_mut().find(|m| m.tier.get() == 0) {
             nearest.copy = copy;
         }
         let cache_status = self.cache_status(plan.status);
@@ -725,14 +710,12 @@ impl Machine {
             member.lookup = lookup;
             return;
         }
-        self.members.push(Member {
-            tier,
-            name: self.names[tier.0].clone(),
-            lookup,
-            fwd_status: None,
-            copy: CopyNote::None,
-        });
-        self.members.sort_by_key(|m| m.tier);
+        // Kept in tier order by inserting in place (a sort would add its routine to the wasm
+        // module for a list of at most a few tiers).
+        let at = self.members.iter().position(|m| m.tier > tier).unwrap_or(self.members.len());
+        let name = self.names[tier.get()].clone();
+        self.members
+            .insert(at, Member { tier, name, lookup, fwd_status: None, copy: CopyNote::None });
     }
 
     fn plan(&self, meta: &ObjectMeta) -> ResponsePlan {
@@ -744,7 +727,7 @@ impl Machine {
     }
 
     fn copy_mode(&self, answer: &Candidate) -> Option<backfill::Mode> {
-        let tier_0 = self.members.iter().find(|m| m.tier.0 == 0).map(|m| m.lookup);
+        let tier_0 = self.members.iter().find(|m| m.tier.get() == 0).map(|m| m.lookup);
         if !tier_0.is_some_and(|probed| fills_tier_0(probed, answer.tier, self.names.len())) {
             return None;
         }
@@ -761,7 +744,8 @@ impl Machine {
         let mut members = self.members.clone();
         for member in &mut members {
             member.fwd_status = match member.lookup {
-                Lookup::Hit => None,
+                // A read records neither of the last two; they answer mutations.
+                Lookup::Hit | Lookup::Method | Lookup::Bypassed => None,
                 Lookup::Failed if !self.members.iter().any(|d| d.tier > member.tier) => None,
                 Lookup::Missed | Lookup::Expired | Lookup::NotAccepted | Lookup::Failed => {
                     let deeper = self.members.iter().filter(|d| d.tier > member.tier);
@@ -790,7 +774,7 @@ impl Machine {
 /// Only a strong entity-tag names a revision another tier might hold: a date never holds
 /// (Last-Modified is weak, `ObjectMeta::is_last_modified_strong`) and neither does a weak tag,
 /// so those get the whole object from the first tier without a deeper look.
-pub fn is_definitive(
+fn is_definitive(
     request: &RequestHeaders<'_>,
     meta: &ObjectMeta,
     plan: &ResponsePlan,
@@ -814,8 +798,8 @@ pub fn is_definitive(
 /// response stream is teed), [`backfill::Mode::Background`] when it sends a range or parts (a
 /// fragment is never stored as the object), and no copy at all from tier 0 itself, for HEAD, or
 /// for an answer without a body (304, 412, 416).
-pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill::Mode> {
-    if from.0 == 0 || *method != Method::GET {
+fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill::Mode> {
+    if from.get() == 0 || *method != Method::GET {
         return None;
     }
     match body {
@@ -837,13 +821,13 @@ pub fn copy_mode(method: &Method, from: TierIdx, body: &Body) -> Option<backfill
 /// * A tier 0 that failed is not filled, whatever the source: a copy into a tier that just
 ///   failed would most likely fail too, and would read the object from a deeper tier a second
 ///   time on every read while tier 0 is down.
-///
-/// Hosts that walk tiers without [`Machine`] ask this as well as [`copy_mode`].
-pub fn fills_tier_0(probed: Lookup, from: TierIdx, n_tiers: usize) -> bool {
+fn fills_tier_0(probed: Lookup, from: TierIdx, n_tiers: usize) -> bool {
     match probed {
         Lookup::Missed | Lookup::Expired => true,
-        Lookup::Hit | Lookup::NotAccepted => from.0 + 1 == n_tiers,
+        Lookup::Hit | Lookup::NotAccepted => from.get() + 1 == n_tiers,
         Lookup::Failed => false,
+        // Never recorded by a read: they answer mutations.
+        Lookup::Method | Lookup::Bypassed => false,
     }
 }
 
@@ -1036,7 +1020,7 @@ mod tests {
     #[test]
     fn full_read_from_a_deeper_tier_is_teed_into_tier_0() {
         let mut s = Script::new(get(), 2);
-        s.missed(0).opened(1, meta("a", 10), Some(OpenWindow::Whole)).feed(Input::CopyStarted);
+        s.missed(0).opened(1, meta("a", 10), Some(OpenWindow::Whole)).feed(started());
         s.expect(&[
             "OpenTier(0, 0-)",
             "OpenTier(1, 0-)",
@@ -1049,7 +1033,7 @@ mod tests {
     fn ranged_read_from_a_deeper_tier_starts_a_background_copy() {
         let mut s = Script::new(ranged("bytes=2-4"), 3);
         s.missed(0).failed(1).opened(2, meta("a", 10), part(2, 5));
-        s.feed(Input::CopyRefused { why: backfill::Refusal::TooManyInFlight });
+        s.feed(refused(backfill::Refusal::TooManyInFlight));
         s.expect(&[
             "OpenTier(0, 2-5)",
             "OpenTier(1, 2-5)",
@@ -1099,7 +1083,7 @@ mod tests {
         // revision is current by definition it replaces tier 0's.
         let mut s = Script::new(request.clone(), 2);
         s.opened(0, meta("new", 10), None).opened(1, meta("old", 10), Some(OpenWindow::Whole));
-        s.feed(Input::CopyStarted);
+        s.feed(started());
         s.expect(&[
             "OpenTier(0, 0-, if-match \"old\")",
             "OpenTier(1, 0-, if-match \"old\")",
@@ -1131,7 +1115,7 @@ mod tests {
         let request = Request { if_range: Some("\"old\"".into()), ..ranged("bytes=0-3") };
         let mut s = Script::new(request, 2);
         s.opened(0, meta("new", 10), part(0, 4)).opened(1, meta("old", 8), part(0, 4));
-        s.feed(Input::CopyStarted);
+        s.feed(started());
         s.expect(&[
             "OpenTier(0, 0-4)",
             "OpenTier(1, 0-4)",
@@ -1173,7 +1157,7 @@ mod tests {
         let request = Request { if_match: Some("\"v3\"".into()), ..get() };
         let mut s = Script::new(request, 3);
         s.opened(0, meta("v2", 10), None).opened(1, meta("v1", 10), None);
-        s.opened(2, meta("v3", 10), Some(OpenWindow::Whole)).feed(Input::CopyStarted);
+        s.opened(2, meta("v3", 10), Some(OpenWindow::Whole)).feed(started());
         s.expect(&[
             "OpenTier(0, 0-, if-match \"v3\")",
             "OpenTier(1, 0-, if-match \"v3\")",
@@ -1187,7 +1171,7 @@ mod tests {
         let request = Request { if_range: Some("\"v3\"".into()), ..ranged("bytes=2-5") };
         let mut s = Script::new(request, 3);
         s.opened(0, meta("v2", 10), part(2, 6)).opened(1, meta("v1", 10), part(2, 6));
-        s.opened(2, meta("v3", 10), part(2, 6)).feed(Input::CopyStarted);
+        s.opened(2, meta("v3", 10), part(2, 6)).feed(started());
         s.expect(&[
             "OpenTier(0, 2-6)",
             "OpenTier(1, 2-6)",
@@ -1352,7 +1336,7 @@ mod tests {
             meta("a", 10),
             Some(OpenWindow::Whole),
         );
-        s.feed(Input::CopyRefused { why: backfill::Refusal::Deduplicated { copy: first_copy() } });
+        s.feed(refused(backfill::Refusal::Deduplicated { copy: first_copy() }));
         s.expect(&[
             "OpenTier(0, 0-)",
             "OpenTier(1, 0-)",
@@ -1365,7 +1349,7 @@ mod tests {
     fn multipart_is_sent_part_by_part_each_pinned() {
         let mut s = Script::new(ranged("bytes=0-1,500-509"), 2);
         s.missed(0).opened(1, meta("a", 1000), part(0, 2));
-        s.feed(Input::CopyStarted).feed(Input::PartSent { index: 0 });
+        s.feed(started()).feed(Input::PartSent { index: 0 });
         s.opened(1, meta("a", 1000), part(500, 510)).feed(Input::PartSent { index: 1 });
         s.expect(&[
             "OpenTier(0, 0-2)",
@@ -1396,7 +1380,7 @@ mod tests {
     #[test]
     fn an_answer_nobody_asked_for_is_dropped_and_changes_nothing() {
         let mut s = Script::new(get(), 2);
-        s.opened(1, meta("a", 10), Some(OpenWindow::Whole)).feed(Input::CopyStarted);
+        s.opened(1, meta("a", 10), Some(OpenWindow::Whole)).feed(started());
         s.opened(0, meta("a", 10), Some(OpenWindow::Whole));
         s.opened(0, meta("a", 10), Some(OpenWindow::Whole));
         s.expect(&[
@@ -1509,6 +1493,7 @@ mod tests {
         assert!(!Conditions::pinned(&meta("v1", 10).etag).is_empty());
     }
 
+    /// The handle of the first copy a manager starts.
     fn first_copy() -> backfill::CopyId {
         let mut manager = backfill::Manager::new(backfill::Config::default());
         let key = crate::key::ObjectKey {
@@ -1516,16 +1501,23 @@ mod tests {
             key: crate::key::Key::from_segment("k"),
         };
         let seen = manager.generation(&key);
-        manager.handle_input(backfill::Input::CopyRequested {
+        let request = backfill::CopyRequest {
             key,
             seen,
             from: tier(1),
             meta: meta("a", 1),
             mode: backfill::Mode::Tee,
-        });
-        match manager.poll_output() {
-            Some(backfill::Output::StartCopy { copy, .. }) => copy,
-            other => panic!("expected StartCopy, got {other:?}"),
-        }
+        };
+        manager.request_copy(&request).expect("the first request of an idle manager starts")
+    }
+
+    /// The manager's answer that the copy started.
+    fn started() -> Input {
+        Input::CopyAnswered { answer: Ok(first_copy()) }
+    }
+
+    /// The manager's answer that the copy was refused for `why`.
+    fn refused(why: backfill::Refusal) -> Input {
+        Input::CopyAnswered { answer: Err(why) }
     }
 }

@@ -2,7 +2,6 @@
 //! comparison (§8.8.3.2), and HTTP dates (§5.6.7).
 
 use std::fmt;
-use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
@@ -143,12 +142,164 @@ impl EtagList {
 /// IMF-fixdate, the obsolete RFC 850 form and asctime; `None` for anything else.
 ///
 /// An RFC 850 two-digit year is read as 1970–2069 (the core has no clock to apply the
-/// "more than 50 years in the future" rule against). Dates before 1970 or after 9999 are
-/// refused.
+/// "more than 50 years in the future" rule against). Dates before 1970 or after 9999, days
+/// their month does not have and a day of the week that is not the date's are refused.
+///
+/// Accepts exactly what the `httpdate` crate accepts (a test holds the two together), parsed
+/// here as bytes: that crate builds a `SystemTime` and checks it by formatting it back, which
+/// alone cost the wasm module several kilobytes.
 pub fn parse_http_date(value: &str) -> Option<Timestamp> {
-    let time = httpdate::parse_http_date(value.trim_matches(is_ows)).ok()?;
-    let since_epoch = time.duration_since(UNIX_EPOCH).ok()?;
-    Some(Timestamp::from_secs(since_epoch.as_secs()))
+    let value = value.trim_matches(is_ows);
+    if !value.is_ascii() {
+        return None;
+    }
+    let s = trim_whitespace(value.as_bytes());
+    let date =
+        parse_imf_fixdate(s).or_else(|| parse_rfc850_date(s)).or_else(|| parse_asctime(s))?;
+    date.timestamp()
+}
+
+/// The parts of an HTTP-date as written, before they are checked against each other.
+struct DateParts {
+    year: u64,
+    /// 1–12.
+    month: u64,
+    day: u64,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    /// 0 (Monday) to 6 (Sunday).
+    weekday: u64,
+}
+
+impl DateParts {
+    /// The instant, if the date exists, lies in 1970–9999 and falls on the weekday written.
+    fn timestamp(&self) -> Option<Timestamp> {
+        let in_range = self.second < 60
+            && self.minute < 60
+            && self.hour < 24
+            && (1..=12).contains(&self.month)
+            && (1..=31).contains(&self.day)
+            && (1970..=9999).contains(&self.year);
+        if !in_range {
+            return None;
+        }
+        let days = days_from_civil(self.year, self.month, self.day);
+        // A day its month does not have lands in the next month; 1970-01-01 was a Thursday.
+        let exists = civil_from_days(days) == (self.year, self.month, self.day);
+        if !exists || (days + 3) % 7 != self.weekday {
+            return None;
+        }
+        Some(Timestamp::from_secs(
+            days * 86_400 + self.hour * 3_600 + self.minute * 60 + self.second,
+        ))
+    }
+}
+
+const MONTH_NAMES: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+const DAY_NAMES: [&[u8]; 7] =
+    [b"Monday", b"Tuesday", b"Wednesday", b"Thursday", b"Friday", b"Saturday", b"Sunday"];
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`
+fn parse_imf_fixdate(s: &[u8]) -> Option<DateParts> {
+    if s.len() != 29 || &s[3..5] != b", " || s[7] != b' ' || s[11] != b' ' || &s[25..] != b" GMT" {
+        return None;
+    }
+    if s[16] != b' ' {
+        return None;
+    }
+    let (hour, minute, second) = time_of_day(&s[17..25])?;
+    Some(DateParts {
+        year: digits(&s[12..16])?,
+        month: month(&s[8..11])?,
+        day: digits(&s[5..7])?,
+        hour,
+        minute,
+        second,
+        weekday: short_weekday(&s[..3])?,
+    })
+}
+
+/// `Sunday, 06-Nov-94 08:49:37 GMT`
+fn parse_rfc850_date(s: &[u8]) -> Option<DateParts> {
+    let weekday = DAY_NAMES.iter().position(|name| s.starts_with(name))?;
+    let s = s[DAY_NAMES[weekday].len()..].strip_prefix(b", ")?;
+    if s.len() != 22 || s[2] != b'-' || s[6] != b'-' || &s[18..] != b" GMT" {
+        return None;
+    }
+    // No separator is required between the year and the time, as `httpdate` requires none.
+    let (hour, minute, second) = time_of_day(&s[10..18])?;
+    let short_year = digits(&s[7..9])?;
+    Some(DateParts {
+        year: if short_year < 70 { 2000 + short_year } else { 1900 + short_year },
+        month: month(&s[3..6])?,
+        day: digits(&s[..2])?,
+        hour,
+        minute,
+        second,
+        weekday: weekday as u64,
+    })
+}
+
+/// `Sun Nov  6 08:49:37 1994`
+fn parse_asctime(s: &[u8]) -> Option<DateParts> {
+    if s.len() != 24 || s[3] != b' ' || s[7] != b' ' || s[10] != b' ' || s[19] != b' ' {
+        return None;
+    }
+    let (hour, minute, second) = time_of_day(&s[11..19])?;
+    let day = match s[8] {
+        b' ' => digits(&s[9..10])?,
+        _ => digits(&s[8..10])?,
+    };
+    Some(DateParts {
+        year: digits(&s[20..24])?,
+        month: month(&s[4..7])?,
+        day,
+        hour,
+        minute,
+        second,
+        weekday: short_weekday(&s[..3])?,
+    })
+}
+
+/// `HH:MM:SS` as (hour, minute, second).
+fn time_of_day(s: &[u8]) -> Option<(u64, u64, u64)> {
+    if s.len() != 8 || s[2] != b':' || s[5] != b':' {
+        return None;
+    }
+    Some((digits(&s[..2])?, digits(&s[3..5])?, digits(&s[6..])?))
+}
+
+/// ASCII digits as a number; `None` if any byte is not one.
+fn digits(s: &[u8]) -> Option<u64> {
+    s.iter().try_fold(0, |n, &b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
+}
+
+fn month(s: &[u8]) -> Option<u64> {
+    MONTH_NAMES.iter().position(|name| s == *name).map(|i| i as u64 + 1)
+}
+
+fn short_weekday(s: &[u8]) -> Option<u64> {
+    DAY_NAMES.iter().position(|name| s == &name[..3]).map(|i| i as u64)
+}
+
+/// `s` without the whitespace `str::trim` removes from an ASCII string (vertical tab
+/// included, which `trim_ascii` keeps).
+fn trim_whitespace(mut s: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| b.is_ascii_whitespace() || *b == 0x0b;
+    while let [first, rest @ ..] = s
+        && is_space(first)
+    {
+        s = rest;
+    }
+    while let [rest @ .., last] = s
+        && is_space(last)
+    {
+        s = rest;
+    }
+    s
 }
 
 /// Formats an instant as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), dropping the
@@ -187,6 +338,19 @@ pub fn format_http_date(at: Timestamp) -> String {
     out[23..25].copy_from_slice(&two(second_of_day % 60));
     out[25..].copy_from_slice(b" GMT");
     String::from_utf8(out.to_vec()).expect("an IMF-fixdate is ASCII")
+}
+
+/// Days since 1970-01-01 of the proleptic Gregorian `year` (1970 or later), `month` (1–12) and
+/// `day`, by Howard Hinnant's `days_from_civil`; a day past the month's end counts on into the
+/// next month.
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    // Years start in March, so the leap day is the last day of the year.
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// The proleptic Gregorian (year, month 1–12, day 1–31) of `days` since 1970-01-01, by Howard
@@ -273,9 +437,83 @@ mod tests {
         EntityTag::parse(s).expect("test tags are valid")
     }
 
+    /// What `httpdate` makes of `value`, trimmed of OWS as `parse_http_date` trims it.
+    fn httpdate_parse(value: &str) -> Option<Timestamp> {
+        let time = httpdate::parse_http_date(value.trim_matches(is_ows)).ok()?;
+        let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(Timestamp::from_secs(since_epoch.as_secs()))
+    }
+
+    #[test]
+    fn http_dates_are_parsed_as_httpdate_parses_them() {
+        // Every format of many instants, then each of them with one byte changed, cut or
+        // padded: the two parsers must agree on every one, valid or not.
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut secs: Vec<u64> = vec![0, 59, 86_399, 951_782_400, 253_402_300_799, 4_107_542_400];
+        secs.extend((0..2_000).map(|_| rng.u64(..=253_402_300_799)));
+        let mut values = vec![
+            String::new(),
+            " ".into(),
+            "Sun, 06 Nov 1994 08:49:37 GMT".into(),
+            "Sunday, 06-Nov-94 08:49:37 GMT".into(),
+            "Sun Nov  6 08:49:37 1994".into(),
+            "Sun, 06 Nov 1994 08:49:37 UTC".into(),
+            "Mon, 06 Nov 1994 08:49:37 GMT".into(),
+            "Thu, 29 Feb 2001 00:00:00 GMT".into(),
+            "Thu, 29 Feb 1996 00:00:00 GMT".into(),
+            "Wed, 31 Dec 1969 23:59:59 GMT".into(),
+            "Friday, 31-Dec-99 23:59:59 GMT".into(),
+            "Sunday, 06-Nov-94X08:49:37 GMT".into(),
+            "\t Sun, 06 Nov 1994 08:49:37 GMT \u{b}\n".into(),
+            "Sun, 06 Nov 1994 08:49:37 GMT\u{e9}".into(),
+        ];
+        for secs in secs {
+            let imf = format_http_date(Timestamp::from_secs(secs));
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let date = httpdate::HttpDate::from(time);
+            assert_eq!(date.to_string(), imf);
+            // The other two forms, rebuilt from the IMF-fixdate's parts.
+            let (weekday, day, month, year, clock) =
+                (&imf[..3], &imf[5..7], &imf[8..11], &imf[12..16], &imf[17..25]);
+            let long = DAY_NAMES.iter().find(|d| d.starts_with(weekday.as_bytes())).unwrap();
+            let long = std::str::from_utf8(long).unwrap();
+            values.push(format!("{long}, {day}-{month}-{} {clock} GMT", &year[2..]));
+            let asc_day = day.strip_prefix('0').map_or(day.to_owned(), |d| format!(" {d}"));
+            values.push(format!("{weekday} {month} {asc_day} {clock} {year}"));
+            values.push(imf);
+        }
+        let mut mutated = Vec::new();
+        for value in &values {
+            for _ in 0..4 {
+                let mut bytes = value.clone().into_bytes();
+                if bytes.is_empty() {
+                    continue;
+                }
+                let at = rng.usize(..bytes.len());
+                match rng.u8(..4) {
+                    0 => bytes[at] = b" -:,0123456789GMTSunNov\t"[rng.usize(..24)],
+                    1 => bytes.truncate(at),
+                    2 => bytes.insert(at, b' '),
+                    _ => bytes[at] = bytes[at].wrapping_add(1),
+                }
+                if let Ok(text) = String::from_utf8(bytes) {
+                    mutated.push(text);
+                }
+            }
+        }
+        values.extend(mutated);
+        let mut n_valid = 0;
+        for value in &values {
+            let expected = httpdate_parse(value);
+            assert_eq!(parse_http_date(value), expected, "{value:?}");
+            n_valid += usize::from(expected.is_some());
+        }
+        assert!(n_valid > 6_000, "{n_valid} of {} values were dates", values.len());
+    }
+
     #[test]
     fn http_dates_are_formatted_as_httpdate_formats_them() {
-        use std::time::Duration;
+        use std::time::{Duration, UNIX_EPOCH};
         let mut secs = vec![0, 59, 86_399, 86_400, 784_111_777, 951_782_400, 4_107_542_400];
         secs.extend([253_402_300_799, 1_700_000_000, 2_147_483_647, 68_256_000_000]);
         // Every day of four years around a leap year, at a second that moves through the day.

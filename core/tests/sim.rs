@@ -1,10 +1,14 @@
-//! Deterministic simulation of the tiered read and the backfill manager (SPEC §4).
+//! Deterministic simulation of the tiered read, the writes and the backfill manager (SPEC §3,
+//! §4).
 //!
-//! The real [`read::Machine`]s and one real [`backfill::Manager`] are driven by a simulated
-//! host: a seeded RNG picks, step by step, which of many concurrent actors moves next (reads
-//! of several keys over 2–3 tiers, copies, writes, deletes, invalidations, another server
-//! changing the shared tier behind our back, shutdown). The host keeps a small model of what
-//! every tier holds (version numbers) and checks after every step:
+//! The real [`read::Machine`]s, [`write::Machine`]s and one real [`backfill::Manager`] are
+//! driven by a simulated host: a seeded RNG picks, step by step, which of many concurrent actors
+//! moves next (reads of several keys over 2–3 tiers, copies, writes (some conditional, some too
+//! large or cut short), deletes, invalidations, another server changing the shared tier behind
+//! our back, shutdown). Every decision about a write is the write machine's; the host only
+//! carries out its outputs on a small model of what every tier holds (version numbers), with
+//! tiers that refuse writers, fail chunks and commits, and judge the write's guard at commit,
+//! and a per-key commit lock. It checks after every step:
 //!
 //! * no fragment is ever committed as a whole object: a commit carries exactly the bytes of
 //!   one whole version;
@@ -29,7 +33,13 @@
 //!   are sent, no expired version is served, and If-Match / If-Range are honoured;
 //! * every discard has a cause the host can see, and so has every request refused as
 //!   superseded (a mutation of its key, or a commit of its key into tier 0, since the read
-//!   began; a change of another key is no cause).
+//!   began; a change of another key is no cause);
+//! * a write commits the authoritative tier first and never leaves it out, hands its condition
+//!   to that tier only, and when it answers 200 every tier holds its version or nothing (a tier
+//!   left out has its older copy dropped), unless another server changed the key meanwhile; a
+//!   write that fails left its version in no tier; a delete empties every tier and answers 404
+//!   exactly when no tier held the key; an invalidation empties every tier but the last and
+//!   never touches it.
 //!
 //! No threads, no clock: time is a step counter. `cargo test` runs a fixed budget; set
 //! `RANGECACHE_SIM_SEED` (first seed), `RANGECACHE_SIM_STEPS` (total steps) or
@@ -39,10 +49,14 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use http::{Method, StatusCode};
+use rangecache_core::TierIdx;
 use rangecache_core::backfill::{self, CopyId, DiscardReason, Generation, MutationKind};
+use rangecache_core::conditional::{self, WriteGuard};
 use rangecache_core::range::{OpenWindow, RangeLimits, Span};
-use rangecache_core::read::{self, TierIdx};
+use rangecache_core::read;
+use rangecache_core::tier::TierFault;
 use rangecache_core::validators::EtagList;
+use rangecache_core::write;
 use rangecache_core::{Body, EntityTag, Key, Namespace, ObjectKey, ObjectMeta, Timestamp};
 
 /// Steps of one seed; long enough for shutdown to meet copies in every state.
@@ -58,6 +72,9 @@ const MAX_READS: usize = 8;
 const MAX_MUTATIONS: usize = 3;
 const BACKLOG_BOUND: u64 = 128;
 const MAX_IN_FLIGHT: usize = 2;
+/// The largest object a write may store: within the sizes `new_version` draws, so that some
+/// writes are refused as too large, announced or counted.
+const MAX_OBJECT_SIZE: u64 = 360;
 
 #[test]
 fn simulation_holds_every_invariant() {
@@ -102,6 +119,17 @@ fn simulation_holds_every_invariant() {
         totals.kept_tier_0,
         totals.refreshed_tier_0,
     );
+    eprintln!(
+        "sim: {} writes stored, {} tiers left out of a write, {} conditional writes looked up \
+         the live revision, {} deletes of nothing, {} copy sources of another revision; \
+         mutations failed by reason {:?}",
+        totals.writes_stored,
+        totals.left_out,
+        totals.lookups,
+        totals.deletes_of_nothing,
+        totals.wrong_source,
+        totals.failed_by,
+    );
     eprintln!("sim: discarded by reason {:?}", totals.discarded_by);
     eprintln!("sim: refused by reason {:?}", totals.refused_by);
     // The budget must exercise what the invariants are about, or it proves nothing.
@@ -118,6 +146,14 @@ fn simulation_holds_every_invariant() {
         assert!(totals.deduped_by_commit > 0, "no request ever met a copy that had committed");
         assert!(totals.kept_tier_0 > 0, "no read from a deeper tier ever met a live tier 0");
         assert!(totals.refreshed_tier_0 > 0, "no copy from the last tier ever refreshed tier 0");
+        assert!(totals.writes_stored > 0, "no write was ever stored");
+        assert!(totals.left_out > 0, "no write ever left a nearer tier out");
+        assert!(totals.lookups > 0, "no conditional write ever looked up the live revision");
+        assert!(totals.deletes_of_nothing > 0, "no delete ever found nothing");
+        assert!(totals.wrong_source > 0, "no copy's source ever answered another revision");
+        for failure in ["PreconditionFailed", "TooLarge", "Tier", "ShuttingDown", "BodyFailed"] {
+            assert!(totals.failed_by.contains_key(failure), "no mutation ever failed: {failure}");
+        }
     }
 }
 
@@ -158,6 +194,12 @@ struct Totals {
     deduped_by_commit: u64,
     kept_tier_0: u64,
     refreshed_tier_0: u64,
+    writes_stored: u64,
+    left_out: u64,
+    lookups: u64,
+    deletes_of_nothing: u64,
+    wrong_source: u64,
+    failed_by: BTreeMap<String, u64>,
 }
 
 impl Totals {
@@ -190,6 +232,14 @@ impl Totals {
         self.deduped_by_commit += sim.stats.deduped_by_commit;
         self.kept_tier_0 += sim.stats.kept_tier_0;
         self.refreshed_tier_0 += sim.stats.refreshed_tier_0;
+        self.writes_stored += sim.stats.writes_stored;
+        self.left_out += sim.stats.left_out;
+        self.lookups += sim.stats.lookups;
+        self.deletes_of_nothing += sim.stats.deletes_of_nothing;
+        self.wrong_source += sim.stats.wrong_source;
+        for (why, n) in &sim.stats.failed_by {
+            *self.failed_by.entry(why.clone()).or_default() += n;
+        }
     }
 }
 
@@ -322,12 +372,47 @@ struct CopyActor {
     writer_failed: bool,
 }
 
+/// A write, delete or invalidation: the real write machine, carried out on the model tiers.
 struct MutationActor {
+    id: u64,
     key: usize,
     kind: MutationKind,
+    /// The version a write stores.
     version: Version,
-    /// Tiers still to change, once allowed to proceed.
-    todo: Option<Vec<usize>>,
+    machine: write::Machine,
+    /// Outputs not carried out yet, in order.
+    outputs: VecDeque<write::Output>,
+    /// What the host observed, not yet handed to the machine, in order.
+    inputs: VecDeque<write::Input>,
+    /// What the actor waits for outside its machine.
+    wait: Wait,
+    /// Whether each tier's writer is held.
+    writers: Vec<bool>,
+    /// The guard the last tier checks when it commits.
+    guard: WriteGuard,
+    /// Bytes of the body the client sends, and how many it sent so far.
+    body_size: u64,
+    sent: u64,
+    /// `MutationStarted` was reported, so `MutationEnded` is owed.
+    started: bool,
+    /// Whether a tier held a copy when this delete removed it.
+    existed: bool,
+    /// Whether the authoritative tier committed this write.
+    committed_last: bool,
+    /// `drifts[key]` when the key's lock was taken.
+    drifts_at_lock: u64,
+}
+
+/// What a mutation waits for outside its machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Nothing,
+    /// The backfill manager's `ProceedWithMutation`.
+    Proceed,
+    /// The key's commit lock.
+    Lock,
+    /// The next piece of the body.
+    Body,
 }
 
 struct Stats {
@@ -348,6 +433,17 @@ struct Stats {
     not_definitive: u64,
     mutations: u64,
     drain_steps: u64,
+    /// Writes that stored their version, and how many tiers they left out.
+    writes_stored: u64,
+    left_out: u64,
+    /// Mutations that failed, by failure.
+    failed_by: BTreeMap<String, u64>,
+    /// Conditional writes that looked up the live revision first.
+    lookups: u64,
+    /// Deletes answered 404.
+    deletes_of_nothing: u64,
+    /// Background copies whose pinned source answered another revision.
+    wrong_source: u64,
 }
 
 struct Sim {
@@ -365,6 +461,15 @@ struct Sim {
     reads: Vec<ReadActor>,
     copies: BTreeMap<CopyId, CopyActor>,
     mutations: Vec<MutationActor>,
+    next_mutation: u64,
+    /// Per key, the mutations that reported `MutationStarted` and wait for their
+    /// `ProceedWithMutation`, in order; one that gave up (shutdown) keeps its place, as a host's
+    /// dropped waiter does.
+    proceed_queue: Vec<VecDeque<u64>>,
+    /// Per key, the mutation holding the commit lock and those waiting for it, in order.
+    lock_queue: Vec<VecDeque<u64>>,
+    /// Per key, how many times another server or an eviction changed a tier.
+    drifts: Vec<u64>,
     /// Copies that finished, for late reports.
     finished: Vec<CopyId>,
     shutdown_requested: bool,
@@ -414,6 +519,10 @@ impl Sim {
             reads: Vec::new(),
             copies: BTreeMap::new(),
             mutations: Vec::new(),
+            next_mutation: 0,
+            proceed_queue: vec![VecDeque::new(); N_KEYS],
+            lock_queue: vec![VecDeque::new(); N_KEYS],
+            drifts: vec![0; N_KEYS],
             finished: Vec::new(),
             shutdown_requested: false,
             shutdown_complete: false,
@@ -432,6 +541,12 @@ impl Sim {
                 not_definitive: 0,
                 mutations: 0,
                 drain_steps: 0,
+                writes_stored: 0,
+                left_out: 0,
+                failed_by: BTreeMap::new(),
+                lookups: 0,
+                deletes_of_nothing: 0,
+                wrong_source: 0,
             },
         };
         // Start with keys held by the deeper tiers only, some everywhere, some nowhere.
@@ -682,43 +797,23 @@ impl Sim {
                     self.fail("a copy from tier 0 into tier 0 was requested");
                 }
                 let seen = self.reads[idx].seen;
-                self.manager.handle_input(backfill::Input::CopyRequested {
-                    key: object_key(key),
-                    seen,
-                    from,
-                    meta: meta.clone(),
-                    mode,
-                });
-                let answer = self.manager.poll_output();
-                let input = match answer {
-                    Some(backfill::Output::StartCopy {
-                        copy,
-                        key: k,
-                        from: f,
-                        meta: m,
-                        mode: md,
-                    }) => {
-                        if k != object_key(key) || f != from || m != meta || md != mode {
-                            self.fail("StartCopy does not echo the request");
-                        }
-                        self.start_copy(idx, copy, from, &meta, mode);
-                        read::Input::CopyStarted
-                    }
-                    Some(backfill::Output::Refuse { key: k, why }) => {
-                        if k != object_key(key) {
-                            self.fail("Refuse names another key");
-                        }
+                let request =
+                    backfill::CopyRequest { key: object_key(key), seen, from, meta, mode };
+                let answer = self.manager.request_copy(&request);
+                if let Some(output) = self.manager.poll_output() {
+                    self.fail(&format!("a copy request queued {output:?}"));
+                }
+                match answer {
+                    Ok(copy) => self.start_copy(idx, copy, from, &request.meta, mode),
+                    Err(why) => {
                         self.note(format!("read k{key} copy refused: {why:?}"));
                         self.check_refusal(idx, why);
                         let label =
                             format!("{why:?}").split([' ', '{']).next().unwrap_or("").to_owned();
                         *self.stats.refused.entry(label).or_default() += 1;
-                        read::Input::CopyRefused { why }
                     }
-                    other => self.fail(&format!("a copy request was answered with {other:?}")),
-                };
-                self.dispatch_manager();
-                self.feed_read(idx, input);
+                }
+                self.feed_read(idx, read::Input::CopyAnswered { answer });
             }
             read::Output::Serve { plan, source, cache_status } => {
                 self.note(format!(
@@ -1170,16 +1265,39 @@ impl Sim {
     fn background_read(&mut self, copy: CopyId) {
         let actor = self.copies.get_mut(&copy).expect("exists");
         if !actor.opened {
-            // The pinned open: only the very version planned will do.
-            let holds = self.tiers[actor.from.get()][actor.key] == Some(actor.version);
-            if !holds || self.rng.u8(0..30) == 0 {
+            // The pinned open. A tier answers another revision with 412 (a failed open), except
+            // a backend that ignores the pin and sends whatever it holds: the manager must
+            // refuse that revision itself.
+            let found = self.tiers[actor.from.get()][actor.key];
+            let holds = found == Some(actor.version);
+            let ignores_pin = self.rng.u8(0..3) == 0;
+            let answered = match found {
+                Some(other) if holds || ignores_pin => Some(other),
+                Some(_) | None => None,
+            };
+            let Some(opened) = answered.filter(|_| self.rng.u8(0..30) != 0) else {
                 actor.source_failed = true;
                 self.note(format!("{copy} pinned source open failed (holds: {holds})"));
                 self.manager.handle_input(backfill::Input::SourceFailed { copy });
                 self.dispatch_manager();
                 return;
-            }
+            };
             actor.opened = true;
+            actor.source_failed = !holds;
+            self.note(format!("{copy} source opened: v{}", opened.id));
+            self.manager.handle_input(backfill::Input::SourceOpened {
+                copy,
+                etag: opened.etag(),
+                size: opened.size,
+            });
+            self.dispatch_manager();
+            if !holds {
+                if self.copies.contains_key(&copy) {
+                    self.fail(&format!("{copy} goes on from another revision, v{}", opened.id));
+                }
+                self.stats.wrong_source += 1;
+                return;
+            }
         }
         let actor = self.copies.get_mut(&copy).expect("exists");
         let left = actor.version.size - actor.read;
@@ -1280,42 +1398,441 @@ impl Sim {
             _ => MutationKind::Invalidate,
         };
         let version = self.new_version();
-        self.note(format!("mutation {kind:?} k{key} start (v{})", version.id));
-        self.marks[key].started += 1;
-        self.stats.mutations += 1;
-        self.mutations.push(MutationActor { key, kind, version, todo: None });
-        self.manager.handle_input(backfill::Input::MutationStarted { key: object_key(key), kind });
-        self.dispatch_manager();
-        if self.mutations.iter().any(|m| m.key == key && m.todo.is_none()) {
-            self.stats.waited += 1;
+        let (machine, body_size) = match kind {
+            MutationKind::Write => {
+                let request = self.random_write(key, version);
+                self.note(format!(
+                    "mutation Write k{key} v{} start: If-Match {:?}, If-None-Match {:?}, \
+                     Content-Length {:?}",
+                    version.id, request.if_match, request.if_none_match, request.content_length
+                ));
+                // Now and then the client sends a byte more or less than it announced.
+                let body_size = match (request.content_length, self.rng.u8(0..40)) {
+                    (Some(length), 0) => length + 1,
+                    (Some(length), 1) => length.saturating_sub(1),
+                    (Some(_) | None, _) => version.size,
+                };
+                (write::Machine::write(request, &self.names), body_size)
+            }
+            MutationKind::Delete => (write::Machine::delete(&self.names), 0),
+            MutationKind::Invalidate => (write::Machine::invalidate(&self.names), 0),
+        };
+        if kind != MutationKind::Write {
+            self.note(format!("mutation {kind:?} k{key} start"));
+        }
+        let id = self.next_mutation;
+        self.next_mutation += 1;
+        let mut actor = MutationActor {
+            id,
+            key,
+            kind,
+            version,
+            machine,
+            outputs: VecDeque::new(),
+            inputs: VecDeque::new(),
+            wait: Wait::Nothing,
+            writers: vec![false; self.n_tiers],
+            guard: WriteGuard::None,
+            body_size,
+            sent: 0,
+            started: false,
+            existed: false,
+            committed_last: false,
+            drifts_at_lock: 0,
+        };
+        while let Some(output) = actor.machine.poll_output() {
+            actor.outputs.push_back(output);
+        }
+        self.mutations.push(actor);
+    }
+
+    /// A write's fields: mostly unconditional, sometimes a condition the authoritative tier
+    /// judges alone, sometimes one that needs the live revision looked up first; now and then
+    /// larger than allowed, or sent without Content-Length.
+    fn random_write(&mut self, key: usize, version: Version) -> write::Request {
+        let some_etag = |sim: &mut Sim| {
+            let held: Vec<u64> =
+                (0..sim.n_tiers).filter_map(|t| sim.tiers[t][key]).map(|v| v.id).collect();
+            let id = if !held.is_empty() && sim.rng.u8(0..3) != 0 {
+                held[sim.rng.usize(0..held.len())]
+            } else {
+                sim.rng.u64(1..sim.next_version + 1)
+            };
+            format!("\"v{id}\"")
+        };
+        let (if_match, if_none_match) = match self.rng.u8(0..12) {
+            0 => (None, Some("*".to_owned())),
+            1 => (Some(some_etag(self)), None),
+            2 => (None, Some(some_etag(self))),
+            3 => (Some(some_etag(self)), Some(some_etag(self))),
+            _ => (None, None),
+        };
+        write::Request {
+            if_match,
+            if_none_match,
+            content_length: (self.rng.u8(0..5) != 0).then_some(version.size),
+            max_size: MAX_OBJECT_SIZE,
+            now: clock(self.step),
         }
     }
 
+    /// Moves a mutation on by a few actions (its machine takes many more steps than the other
+    /// actors, each a chance for them to interleave), stopping where it must wait.
     fn advance_mutation(&mut self, idx: usize) {
-        let MutationActor { key, kind, version, .. } = self.mutations[idx];
-        let Some(todo) = self.mutations[idx].todo.as_mut() else {
-            return; // still waiting for ProceedWithMutation
-        };
-        if let Some(tier) = todo.pop() {
-            match kind {
-                MutationKind::Write => self.tiers[tier][key] = Some(version),
-                MutationKind::Delete | MutationKind::Invalidate => self.tiers[tier][key] = None,
+        let id = self.mutations[idx].id;
+        loop {
+            let ready = {
+                let actor = &self.mutations[idx];
+                !actor.outputs.is_empty() || !actor.inputs.is_empty() || actor.wait == Wait::Body
+            };
+            self.mutation_action(idx);
+            let still_here = self.mutations.get(idx).is_some_and(|m| m.id == id);
+            if !ready || !still_here || self.rng.u8(0..4) == 0 {
+                return;
             }
+        }
+    }
+
+    /// One action of a mutation: an output carried out, an observation handed to its machine,
+    /// or a step of what it waits for.
+    fn mutation_action(&mut self, idx: usize) {
+        if let Some(output) = self.mutations[idx].outputs.pop_front() {
+            self.carry_out_mutation(idx, output);
             return;
         }
-        self.mutations.swap_remove(idx);
-        self.marks[key].ended += 1;
-        self.note(format!("mutation {kind:?} k{key} end"));
-        self.manager.handle_input(backfill::Input::MutationEnded { key: object_key(key), kind });
-        self.dispatch_manager();
+        if let Some(input) = self.mutations[idx].inputs.pop_front() {
+            self.feed_mutation(idx, input);
+            return;
+        }
+        let MutationActor { id, key, wait, .. } = self.mutations[idx];
+        match wait {
+            Wait::Nothing => {
+                if !self.mutations[idx].machine.is_done() {
+                    self.fail("a mutation waits for nothing and has not answered");
+                }
+            }
+            // A host stops waiting once the server is shutting down.
+            Wait::Proceed if self.shutdown_requested && self.rng.u8(0..4) == 0 => {
+                self.note(format!("mutation k{key} gives up waiting: shutting down"));
+                self.mutations[idx].wait = Wait::Nothing;
+                self.feed_mutation(idx, write::Input::ShuttingDown);
+            }
+            Wait::Proceed => {}
+            Wait::Lock => {
+                if self.lock_queue[key].front() != Some(&id) {
+                    return;
+                }
+                self.mutations[idx].wait = Wait::Nothing;
+                self.mutations[idx].drifts_at_lock = self.drifts[key];
+                // Once the tiers are closing, committing could write into a closed tier.
+                let input = if self.shutdown_requested {
+                    write::Input::ShuttingDown
+                } else {
+                    write::Input::KeyLocked
+                };
+                self.feed_mutation(idx, input);
+            }
+            Wait::Body => self.send_body(idx),
+        }
+    }
+
+    fn send_body(&mut self, idx: usize) {
+        let actor = &mut self.mutations[idx];
+        let input = if self.shutdown_requested && self.rng.u8(0..3) == 0 {
+            write::Input::ShuttingDown
+        } else if self.rng.u8(0..80) == 0 {
+            write::Input::BodyFailed
+        } else if actor.sent == actor.body_size {
+            write::Input::BodyEnded
+        } else {
+            let bytes = (actor.body_size - actor.sent).min(self.rng.u64(1..=64));
+            actor.sent += bytes;
+            write::Input::ChunkReceived { bytes }
+        };
+        match input {
+            write::Input::ChunkReceived { .. } => {}
+            _ => actor.wait = Wait::Nothing,
+        }
+        self.feed_mutation(idx, input);
+    }
+
+    fn feed_mutation(&mut self, idx: usize, input: write::Input) {
+        let actor = &mut self.mutations[idx];
+        actor.machine.handle_input(input);
+        while let Some(output) = actor.machine.poll_output() {
+            actor.outputs.push_back(output);
+        }
+    }
+
+    /// Carries out one output of a mutation's machine against the model tiers; what the tiers
+    /// answer is queued as the machine's next input.
+    fn carry_out_mutation(&mut self, idx: usize, output: write::Output) {
+        let MutationActor { id, key, kind, version, .. } = self.mutations[idx];
+        let last = self.n_tiers - 1;
+        let answer = match output {
+            write::Output::StatTier { tier } => {
+                self.stats.lookups += u64::from(tier.get() == 0);
+                if self.rng.u8(0..25) == 0 {
+                    Some(write::Input::TierFailed { tier, fault: TierFault::Io })
+                } else {
+                    let meta = self.tiers[tier.get()][key].map(Version::meta);
+                    Some(write::Input::TierStatted { tier, meta })
+                }
+            }
+            write::Output::StartMutation { kind: k } => {
+                if k != kind {
+                    self.fail(&format!("a {kind:?} started as a {k:?}"));
+                }
+                self.marks[key].started += 1;
+                self.stats.mutations += 1;
+                let actor = &mut self.mutations[idx];
+                actor.started = true;
+                actor.wait = Wait::Proceed;
+                self.proceed_queue[key].push_back(id);
+                self.manager
+                    .handle_input(backfill::Input::MutationStarted { key: object_key(key), kind });
+                self.dispatch_manager();
+                if self.mutations[idx].wait == Wait::Proceed {
+                    self.stats.waited += 1;
+                }
+                None
+            }
+            write::Output::CreateWriter { tier, guard } => {
+                if tier.get() < last && guard != WriteGuard::None {
+                    self.fail("a nearer tier was handed the write's condition");
+                }
+                let roll = self.rng.u8(0..60);
+                let fault = match (tier.get() == last, roll) {
+                    (false, 0..=3) => Some(TierFault::TooLarge),
+                    (false, 4..=5) => Some(TierFault::Busy),
+                    (true, 0) => Some(TierFault::Backend),
+                    (true, 1) => Some(TierFault::TooLarge),
+                    (false | true, _) => None,
+                };
+                Some(match fault {
+                    Some(fault) => write::Input::TierFailed { tier, fault },
+                    None => {
+                        let actor = &mut self.mutations[idx];
+                        actor.writers[tier.get()] = true;
+                        if tier.get() == last {
+                            actor.guard = guard;
+                        }
+                        write::Input::WriterCreated { tier }
+                    }
+                })
+            }
+            write::Output::ReceiveBody => {
+                self.mutations[idx].wait = Wait::Body;
+                None
+            }
+            write::Output::WriteChunk => {
+                let held: Vec<usize> =
+                    (0..self.n_tiers).filter(|t| self.mutations[idx].writers[*t]).collect();
+                for tier in held {
+                    let fault = match (tier == last, self.rng.u16(0..300)) {
+                        (false, 0) => Some(TierFault::Busy),
+                        (false, 1) => Some(TierFault::Io),
+                        (true, 0) => Some(TierFault::Io),
+                        (true, 1) => Some(TierFault::Busy),
+                        (false | true, _) => None,
+                    };
+                    if let Some(fault) = fault {
+                        let input = write::Input::TierFailed { tier: TierIdx::new(tier), fault };
+                        self.mutations[idx].inputs.push_back(input);
+                    }
+                }
+                None
+            }
+            write::Output::AbortWriter { tier } => {
+                if tier.get() == last {
+                    self.fail("the authoritative tier was left out of a write");
+                }
+                self.mutations[idx].writers[tier.get()] = false;
+                self.stats.left_out += 1;
+                None
+            }
+            write::Output::LockKey => {
+                self.mutations[idx].wait = Wait::Lock;
+                self.lock_queue[key].push_back(id);
+                None
+            }
+            write::Output::CommitTier { tier } => Some(self.commit_write(idx, tier)),
+            write::Output::DropCopy { tier } => {
+                if tier.get() == last {
+                    self.fail("a write dropped the authoritative copy");
+                }
+                if self.mutations[idx].writers[tier.get()] {
+                    self.stats.left_out += 1;
+                }
+                self.mutations[idx].writers[tier.get()] = false;
+                self.tiers[tier.get()][key] = None;
+                None
+            }
+            write::Output::RemoveTier { tier } | write::Output::InvalidateTier { tier } => {
+                if kind == MutationKind::Invalidate && tier.get() == last {
+                    self.fail("an invalidation touched the authoritative tier");
+                }
+                if self.rng.u8(0..40) == 0 {
+                    Some(write::Input::TierFailed { tier, fault: TierFault::Io })
+                } else {
+                    let existed = self.tiers[tier.get()][key].take().is_some();
+                    self.mutations[idx].existed |= existed;
+                    Some(write::Input::TierRemoved { tier, existed })
+                }
+            }
+            write::Output::Finish { plan, cache_status } => {
+                self.check_finished(idx, &plan, &cache_status.to_string());
+                self.end_mutation(idx);
+                None
+            }
+            write::Output::Fail { failure, cache_status } => {
+                self.note(format!("mutation {kind:?} k{key} v{} failed: {failure:?}", version.id));
+                if cache_status.members.len() != self.n_tiers {
+                    self.fail("a failed mutation's Cache-Status does not name every tier");
+                }
+                // Nothing of a failed write was committed anywhere.
+                if (0..self.n_tiers).any(|t| self.tiers[t][key] == Some(version)) {
+                    self.fail(&format!("a failed write left v{} in a tier", version.id));
+                }
+                let label =
+                    format!("{failure:?}").split([' ', '{']).next().unwrap_or("").to_owned();
+                *self.stats.failed_by.entry(label).or_default() += 1;
+                self.end_mutation(idx);
+                None
+            }
+        };
+        if let Some(input) = answer {
+            self.mutations[idx].inputs.push_back(input);
+        }
+    }
+
+    /// The commit of a write's writer in tier `tier`: the authoritative tier checks the
+    /// write's guard against its live revision atomically, as the storage tiers do.
+    fn commit_write(&mut self, idx: usize, tier: TierIdx) -> write::Input {
+        let MutationActor { key, version, .. } = self.mutations[idx];
+        if !self.mutations[idx].writers[tier.get()] {
+            self.fail(&format!("a commit of tier {} with no writer", tier.get()));
+        }
+        self.mutations[idx].writers[tier.get()] = false;
+        let last = self.n_tiers - 1;
+        if tier.get() == last {
+            let step = self.step;
+            let live = self.tiers[last][key].filter(|v| !v.is_expired(step)).map(Version::meta);
+            let allowed = match &self.mutations[idx].guard {
+                WriteGuard::None => true,
+                WriteGuard::IfAbsent => {
+                    conditional::is_write_allowed(None, Some("*"), live.as_ref())
+                }
+                WriteGuard::IfMatch(list) => {
+                    conditional::is_write_allowed(Some(list), None, live.as_ref())
+                }
+            };
+            if !allowed {
+                return write::Input::TierFailed { tier, fault: TierFault::ConditionFailed };
+            }
+        } else if !self.mutations[idx].committed_last {
+            self.fail("a nearer tier committed before the authoritative one");
+        }
+        if self.rng.u8(0..40) == 0 {
+            return write::Input::TierFailed { tier, fault: TierFault::Backend };
+        }
+        self.mutations[idx].committed_last |= tier.get() == last;
+        self.tiers[tier.get()][key] = Some(version);
+        write::Input::Committed { tier, meta: version.meta() }
+    }
+
+    /// What a finished mutation must have done, unless another server or an eviction changed
+    /// the key's tiers since it took the lock.
+    fn check_finished(&mut self, idx: usize, plan: &rangecache_core::ResponsePlan, status: &str) {
+        let MutationActor { key, kind, version, existed, drifts_at_lock, .. } = self.mutations[idx];
+        self.note(format!("mutation {kind:?} k{key} finished: {} [{status}]", plan.status));
+        if status.matches(", ").count() + 1 != self.n_tiers {
+            self.fail(&format!("Cache-Status [{status}] does not name every tier"));
+        }
+        let undisturbed = self.drifts[key] == drifts_at_lock;
+        let last = self.n_tiers - 1;
+        match kind {
+            MutationKind::Write => {
+                if plan.status != StatusCode::OK || !status.contains("fwd=method; stored") {
+                    self.fail(&format!("a stored write answered {} [{status}]", plan.status));
+                }
+                let etag = plan.header(&http::header::ETAG);
+                if etag != Some(version.etag().to_string().as_str()) {
+                    self.fail(&format!("a write answered ETag {etag:?} for v{}", version.id));
+                }
+                if undisturbed
+                    && (self.tiers[last][key] != Some(version)
+                        || (0..last).any(|t| self.tiers[t][key].is_some_and(|v| v != version)))
+                {
+                    self.fail(&format!(
+                        "after a write of v{} the tiers hold {:?}",
+                        version.id,
+                        self.holdings(key)
+                    ));
+                }
+                self.stats.writes_stored += 1;
+            }
+            MutationKind::Delete => {
+                let expected = if existed { StatusCode::OK } else { StatusCode::NOT_FOUND };
+                if plan.status != expected {
+                    self.fail(&format!("a delete answered {}, expected {expected}", plan.status));
+                }
+                if undisturbed && (0..self.n_tiers).any(|t| self.tiers[t][key].is_some()) {
+                    self.fail(&format!("after a delete the tiers hold {:?}", self.holdings(key)));
+                }
+                self.stats.deletes_of_nothing += u64::from(!existed);
+            }
+            MutationKind::Invalidate => {
+                if undisturbed && (0..last).any(|t| self.tiers[t][key].is_some()) {
+                    self.fail(&format!(
+                        "after an invalidation the tiers hold {:?}",
+                        self.holdings(key)
+                    ));
+                }
+            }
+        }
+    }
+
+    fn holdings(&self, key: usize) -> Vec<Option<u64>> {
+        (0..self.n_tiers).map(|t| self.tiers[t][key].map(|v| v.id)).collect()
+    }
+
+    /// A mutation answered: it lets go of the key's lock and, if it reported its start, reports
+    /// its end, whatever the outcome.
+    fn end_mutation(&mut self, idx: usize) {
+        let actor = self.mutations.swap_remove(idx);
+        let (id, key, kind) = (actor.id, actor.key, actor.kind);
+        if !actor.outputs.is_empty() || !actor.machine.is_done() {
+            self.fail("a mutation answered with work still asked of it");
+        }
+        self.lock_queue[key].retain(|m| *m != id);
+        if actor.started {
+            self.marks[key].ended += 1;
+            self.note(format!("mutation {kind:?} k{key} end"));
+            self.manager
+                .handle_input(backfill::Input::MutationEnded { key: object_key(key), kind });
+            self.dispatch_manager();
+        }
     }
 
     /// Another server writes or deletes the key in the shared (last) tier, or a tier loses its
     /// copy (eviction): the manager is not told, as it would not be.
     fn drift(&mut self) {
-        let key = self.rng.usize(0..N_KEYS);
-        let tier = self.rng.usize(0..self.n_tiers);
-        if tier == self.n_tiers - 1 && self.rng.bool() {
+        let last = self.n_tiers - 1;
+        // Half the time the key of a background copy from the last tier that has not opened its
+        // source yet: another server replaces what the copy is about to read.
+        let copying: Vec<usize> = self
+            .copies
+            .values()
+            .filter(|c| c.mode == backfill::Mode::Background && !c.opened && c.from.get() == last)
+            .map(|c| c.key)
+            .collect();
+        let (key, tier) = if !copying.is_empty() && self.rng.bool() {
+            (copying[self.rng.usize(0..copying.len())], last)
+        } else {
+            (self.rng.usize(0..N_KEYS), self.rng.usize(0..self.n_tiers))
+        };
+        if tier == last && self.rng.bool() {
             let version = self.new_version();
             self.note(format!("drift: tier {tier} k{key} becomes v{}", version.id));
             self.tiers[tier][key] = Some(version);
@@ -1323,6 +1840,7 @@ impl Sim {
             self.note(format!("drift: tier {tier} k{key} evicted"));
             self.tiers[tier][key] = None;
         }
+        self.drifts[key] += 1;
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1331,12 +1849,6 @@ impl Sim {
     fn dispatch_manager(&mut self) {
         while let Some(output) = self.manager.poll_output() {
             match output {
-                backfill::Output::StartCopy { copy, .. } => {
-                    self.fail(&format!("{copy} started outside a copy request"));
-                }
-                backfill::Output::Refuse { why, .. } => {
-                    self.fail(&format!("a refusal ({why:?}) outside a copy request"));
-                }
                 backfill::Output::Cancel { copy } => {
                     self.note(format!("{copy} cancel"));
                     let Some(actor) = self.copies.get(&copy).copied() else {
@@ -1363,19 +1875,20 @@ impl Sim {
                 backfill::Output::Discard { copy, why } => self.discard(copy, why),
                 backfill::Output::ProceedWithMutation { key } => {
                     let idx = (0..N_KEYS).find(|k| object_key(*k) == key).expect("a sim key");
-                    let n_tiers = self.n_tiers;
-                    let Some(mutation) =
-                        self.mutations.iter_mut().find(|m| m.key == idx && m.todo.is_none())
-                    else {
+                    let Some(id) = self.proceed_queue[idx].pop_front() else {
                         self.fail("ProceedWithMutation with no mutation waiting");
                     };
-                    // Invalidate drops the copies of the non-authoritative tiers only.
-                    let tiers: Vec<usize> = match mutation.kind {
-                        MutationKind::Invalidate => (0..n_tiers - 1).collect(),
-                        MutationKind::Write | MutationKind::Delete => (0..n_tiers).collect(),
-                    };
-                    mutation.todo = Some(tiers);
                     self.marks[idx].applied += 1;
+                    // A mutation that gave up waiting (shutdown) is gone; its turn passes.
+                    let Some(mutation) = self.mutations.iter_mut().find(|m| m.id == id) else {
+                        self.note(format!("mutation k{idx} proceeds, but gave up already"));
+                        continue;
+                    };
+                    if mutation.wait != Wait::Proceed {
+                        self.fail("ProceedWithMutation for a mutation that did not wait for it");
+                    }
+                    mutation.wait = Wait::Nothing;
+                    mutation.inputs.push_back(write::Input::MutationProceeded);
                     self.note(format!("mutation k{idx} proceeds"));
                 }
                 backfill::Output::ShutdownComplete => {

@@ -3,6 +3,7 @@
 //! integration tests and benches can reach it.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod config;
 pub mod fsck;
 pub mod get;

@@ -206,7 +206,7 @@ fn fsck(config: Option<PathBuf>, repair: bool) -> ExitCode {
         Ok(config) => config,
         Err(e) => return config_failure(&e),
     };
-    let now = rangecache::http::now();
+    let now = rangecache::clock::now();
     match rangecache::fsck::run(&config, now, repair, &mut std::io::stdout().lock()) {
         Ok(summary) if summary.n_failures > 0 => ExitCode::from(3),
         Ok(summary) if summary.n_broken > 0 => ExitCode::from(1),

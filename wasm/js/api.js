@@ -1,47 +1,41 @@
 // The package's functions over the raw exports of either glue (Node's or the web one).
 //
-// This file checks arguments and translates shapes; it decides nothing. Arguments cross into
-// wasm as plain strings and numbers, and each answer comes back as one string of fields
-// separated by NUL (wasm/src/plan.rs describes the layouts), because building the result
-// object field by field from Rust costs a boundary crossing and a UTF-8 decode per name and
-// value, which is ten times the cost of the plan itself. planResponse, the call made for every
-// request, goes further: its input is encoded straight into a buffer in wasm memory and its
-// answer read from there as numbers and one short text, so the call allocates nothing at the
-// boundary and decodes only what the plan did not echo from the object.
+// This file checks arguments and translates shapes; it decides nothing. Every call has the one
+// layout of wasm/src/wire.rs: the call's strings are encoded straight into a buffer in wasm
+// memory (fields separated by NUL), its numbers passed as arguments, and the answer read from
+// wasm memory as numbers and one short text, so a call allocates nothing at the boundary and
+// decodes only what is not a known constant. The strings that cross as numbers (field names,
+// answer types, reasons, event codes) come from `wire.js`, which `cargo xtask wasm` generates
+// from the Rust table, so this file and the module cannot disagree on them.
+import { CODE, KNOWN } from "./wire.js";
 
 const SEP = "\0";
 
-// Strings the wire sends as a code (see KNOWN in wasm/src/plan.rs, same order): constant
-// strings make the headers object as cheap to build as a literal.
-const KNOWN = [
-  "accept-ranges",
-  "content-length",
-  "content-range",
-  "content-type",
-  "etag",
-  "last-modified",
-  "cache-control",
-  "expires",
-  "bytes",
-];
+// Codes this file compares against on every call, held as constants.
+const BODY_NONE = CODE.none;
+const BODY_FULL = CODE.full;
+const BODY_RANGE = CODE.range;
+const BODY_MULTIPART = CODE.multipart;
 
 /** The public functions, bound to the raw exports `raw` of an instantiated glue. */
 export function bind(raw) {
-  // The module's memory and the buffers planRaw shares with this file (wasm/src/lib.rs): views
-  // are made again when the memory grew, which detaches the old ones. Taken on first use, since
-  // the web glue is initialised after bind().
+  // The module's memory and the buffers shared with it (wasm/src/lib.rs): views are made again
+  // when the memory grew, which detaches the old ones. Taken on first use, since the web glue is
+  // initialised after bind().
   let memory = null;
   let bytes = null;
   let nums = null;
   let input = null;
   let inputPtr = 0;
   let inputCap = 0;
-  // Index in `nums` of the lengths of the input's fixed fields (see Boundary in lib.rs).
+  // Index in `nums` of the lengths of planRaw's fixed fields (see Boundary in lib.rs).
   let lensAt = -1;
   let inputSize = 0;
-  // The object's strings as encoded, which an answer refers to instead of sending them back:
-  // entity-tag, date, then each stored name and value.
+  // The object's strings as encoded, which a plan refers to instead of sending them back:
+  // entity-tag, date, expiry, then each stored name and value.
   const refs = [];
+  // The raw manager behind each BackfillManager, for ReadMachine.requestCopy.
+  const managers = new WeakMap();
 
   function views() {
     if (memory === null) {
@@ -55,64 +49,120 @@ export function bind(raw) {
     }
   }
 
+  /** Encodes `text` into the input buffer; returns the number of bytes written. */
+  function encode(text) {
+    // Three bytes per UTF-16 unit is the most UTF-8 can take.
+    const need = text.length * 3;
+    if (need > inputCap) {
+      inputCap = Math.max(need, 1024);
+      inputPtr = raw.inputBuffer(inputCap);
+      bytes = null;
+    }
+    views();
+    return encoder.encodeInto(text, input).written;
+  }
+
+  /** Reads an answer (see wire.rs) from the address `ptr` the module returned. */
+  const reader = {
+    n: null,
+    at: 0,
+    textPtr: 0,
+    textLen: 0,
+    text: null,
+    start(ptr) {
+      views();
+      this.n = nums;
+      this.at = ptr / 8 + 2;
+      this.textPtr = nums[ptr / 8];
+      this.textLen = nums[ptr / 8 + 1];
+      this.text = null;
+      return this;
+    },
+    num() {
+      return this.n[this.at++];
+    },
+    /** A string, or undefined when absent. */
+    str() {
+      const a = this.n[this.at];
+      const b = this.n[this.at + 1];
+      this.at += 2;
+      if (a === -1) return KNOWN[b];
+      if (a === -2) return refs[b];
+      if (a < 0) return undefined;
+      if (this.text === null) {
+        this.text = this.textLen === 0 ? "" : decoder.decode(bytes.subarray(this.textPtr, this.textPtr + this.textLen));
+      }
+      // Byte offsets are offsets into the decoded text when it is all ASCII.
+      if (this.text.length === this.textLen) return this.text.slice(a, a + b);
+      return decoder.decode(bytes.subarray(this.textPtr + a, this.textPtr + a + b));
+    },
+    /** A code, as the string it stands for. */
+    code() {
+      return KNOWN[this.n[this.at++]];
+    },
+  };
+
+  /** A plan (status, headers, body) from the reader (see wasm/src/plan.rs). */
+  function readPlan(r) {
+    const status = r.num();
+    const headers = {};
+    for (let count = r.num(); count > 0; count--) {
+      const name = r.str();
+      headers[name] = r.str();
+    }
+    return { status, headers, body: readBody(r) };
+  }
+
+  function readBody(r) {
+    switch (r.num()) {
+      case BODY_NONE:
+        return { kind: "none" };
+      case BODY_FULL:
+        return { kind: "full" };
+      case BODY_RANGE:
+        return { kind: "range", start: r.num(), end: r.num() };
+      case BODY_MULTIPART: {
+        const boundary = r.str();
+        const closing = r.str();
+        const parts = [];
+        for (let count = r.num(); count > 0; count--) {
+          const start = r.num();
+          const end = r.num();
+          const head = r.str();
+          parts.push({ start, end, headers: partFields(head), head });
+        }
+        return { kind: "multipart", boundary, parts, closing };
+      }
+      default:
+        throw new Error("rangecache-wasm: unknown body kind");
+    }
+  }
+
+  /** The manager's answer to a copy request (see wasm/src/backfill.rs). */
+  function readCopyAnswer(ptr) {
+    const r = reader.start(ptr);
+    const type = r.code();
+    if (type === "startCopy") {
+      return { type, copy: r.num(), namespace: r.str(), key: r.str(), from: r.num(), mode: r.str() };
+    }
+    const out = { type, namespace: r.str(), key: r.str(), why: r.str() };
+    const copy = r.num();
+    if (copy >= 0) out.copy = copy;
+    return out;
+  }
+
   /** Checks `request` and `object` and encodes them into the input buffer; returns the length. */
   function encodeInput(request, object) {
-    checkObject(request, "request");
-    const { method } = request;
-    if (method === undefined || method === null) {
-      throw new TypeError('request.method is missing; expected a string such as "GET"');
-    }
-    checkString(method, "request.method");
-    let ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange;
-    const { headers } = request;
-    if (headers !== undefined && headers !== null) {
-      checkObject(headers, "request.headers");
-      for (const name of Object.keys(headers)) {
-        const value = headers[name];
-        if (typeof value !== "string") {
-          throw new TypeError(`request.headers[${JSON.stringify(name)}] must be a string, got ${describe(value)}`);
-        }
-        // Names are matched case-insensitively; a repeated field is joined (RFC 9110 §5.3).
-        // Only names of the six lengths below can matter.
-        switch (name.length) {
-          case 5:
-          case 8:
-          case 13:
-          case 17:
-          case 19:
-            break;
-          default:
-            continue;
-        }
-        switch (name.toLowerCase()) {
-          case "if-match":
-            ifMatch = join(ifMatch, value);
-            break;
-          case "if-none-match":
-            ifNoneMatch = join(ifNoneMatch, value);
-            break;
-          case "if-modified-since":
-            ifModifiedSince = join(ifModifiedSince, value);
-            break;
-          case "if-unmodified-since":
-            ifUnmodifiedSince = join(ifUnmodifiedSince, value);
-            break;
-          case "range":
-            range = join(range, value);
-            break;
-          case "if-range":
-            ifRange = join(ifRange, value);
-            break;
-        }
-      }
-    }
+    const fields = requestFields(request);
     checkObject(object, "object");
     inputSize = checkSize(object.size, "object.size");
     const etag = optionalString(object.etag, "object.etag");
     const lastModified = optionalString(object.lastModified, "object.lastModified");
+    const expires = optionalString(object.expires, "object.expires");
     refs.length = 0;
-    refs.push(etag, lastModified);
+    refs.push(etag, lastModified, expires);
     const stored = encodeFields(object.headers, "object.headers", refs);
+    const [method, ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange] = fields;
     const text =
       method +
       field(ifMatch) +
@@ -123,17 +173,10 @@ export function bind(raw) {
       field(ifRange) +
       field(etag) +
       field(lastModified) +
+      field(expires) +
       SEP +
       stored;
-    // Three bytes per UTF-16 unit is the most UTF-8 can take.
-    const need = text.length * 3;
-    if (need > inputCap) {
-      inputCap = Math.max(need, 1024);
-      inputPtr = raw.inputBuffer(inputCap);
-      bytes = null;
-    }
-    views();
-    const { written } = encoder.encodeInto(text, input);
+    const written = encode(text);
     // Where each fixed field ends is known here, in UTF-16 units: the module's byte offsets
     // when the text is all ASCII (any other character takes more bytes than units).
     const n = nums;
@@ -148,6 +191,7 @@ export function bind(raw) {
       n[l + 6] = ifRange === undefined ? -1 : ifRange.length;
       n[l + 7] = etag === undefined ? -1 : etag.length;
       n[l + 8] = lastModified === undefined ? -1 : lastModified.length;
+      n[l + 9] = expires === undefined ? -1 : expires.length;
     } else {
       n[l] = -1;
     }
@@ -182,16 +226,16 @@ export function bind(raw) {
     }
     let body;
     switch (n[i]) {
-      case 0:
+      case BODY_NONE:
         body = { kind: "none" };
         break;
-      case 1:
+      case BODY_FULL:
         body = { kind: "full" };
         break;
-      case 2:
+      case BODY_RANGE:
         body = { kind: "range", start: n[i + 1], end: n[i + 2] };
         break;
-      case 3: {
+      case BODY_MULTIPART: {
         const boundary = str(n[i + 1], n[i + 2]);
         const closing = str(n[i + 3], n[i + 4]);
         const parts = [];
@@ -209,56 +253,54 @@ export function bind(raw) {
     return { status, headers, body };
   }
 
-  function isDefinitive(request, object) {
-    const len = encodeInput(request, object);
-    return raw.definitiveRaw(len, inputSize);
-  }
-
-  function copyMode(method, from, body) {
-    checkString(method, "method");
-    checkSize(from, "from");
-    checkObject(body, "body");
-    const kind = BODY_KINDS.indexOf(body.kind);
-    if (kind < 0) {
-      throw new TypeError(`body.kind must be "none", "full", "range" or "multipart", got ${JSON.stringify(body.kind)}`);
-    }
-    return COPY_MODES[raw.copyModeRaw(method, from, kind)];
-  }
-
   function resolveRange(rangeHeader, size) {
     const range = optionalString(rangeHeader, "rangeHeader");
     const checked = checkSize(size, "size");
-    const fields = raw.resolveRaw(range, checked).split(SEP);
-    if (fields[0] !== "partial") return { kind: fields[0] };
+    const len = range === undefined ? 0 : encode(range);
+    const r = reader.start(raw.resolveRaw(len, range !== undefined, checked));
+    const kind = r.code();
+    if (kind !== "partial") return { kind };
     const ranges = [];
-    for (let i = 1; i < fields.length; i += 2) {
-      ranges.push({ start: Number(fields[i]), end: Number(fields[i + 1]) });
-    }
-    return { kind: "partial", ranges };
+    for (let count = r.num(); count > 0; count--) ranges.push({ start: r.num(), end: r.num() });
+    return { kind, ranges };
   }
 
   function objectKey(namespace, key) {
     checkString(namespace, "namespace");
     checkString(key, "key");
-    return raw.objectKeyRaw(namespace, key) ?? null;
+    return reader.start(raw.objectKeyRaw(encode(namespace + SEP + key))).str() ?? null;
   }
 
   function describeObject(headers) {
-    const fields = new Fields(raw.describeRaw(encodeFields(headers, "headers")));
+    const r = reader.start(raw.describeRaw(encode(encodeFields(headers, "headers"))));
     const out = {};
-    const size = fields.next();
-    const etag = fields.next();
-    const lastModified = fields.next();
-    if (size !== "") out.size = Number(size);
-    if (etag !== "") out.etag = etag;
-    if (lastModified !== "") out.lastModified = lastModified;
-    out.headers = fields.fields();
+    const size = r.num();
+    const etag = r.str();
+    const lastModified = r.str();
+    const expires = r.str();
+    if (size >= 0) out.size = size;
+    if (etag !== undefined) out.etag = etag;
+    if (lastModified !== undefined) out.lastModified = lastModified;
+    if (expires !== undefined) out.expires = expires;
+    out.headers = {};
+    for (let count = r.num(); count > 0; count--) {
+      const name = r.str();
+      out.headers[name] = r.str();
+    }
     return out;
   }
 
+  /** The key `namespace, key` of a call, checked and encoded; returns the length. */
+  function encodeKey(namespace, key, what) {
+    checkString(namespace, `${what}namespace`);
+    checkString(key, `${what}key`);
+    return encode(namespace + SEP + key);
+  }
+
   /**
-   * The backfill manager of SPEC §4 over the raw class: each event method checks its arguments
-   * and pushes one input; `pollOutput()` answers one action at a time, `null` when none is left.
+   * The backfill manager of SPEC §4 over the raw class: a copy request is answered at once;
+   * each event method checks its arguments and pushes one input; `pollOutput()` answers one
+   * action at a time, `null` when none is left.
    */
   class BackfillManager {
     #raw;
@@ -273,6 +315,7 @@ export function bind(raw) {
         }
       }
       this.#raw = new raw.BackfillRaw(maxInFlight, maxBacklogBytes);
+      managers.set(this, this.#raw);
     }
 
     free() {
@@ -280,56 +323,50 @@ export function bind(raw) {
     }
 
     generation(namespace, key) {
-      checkString(namespace, "namespace");
-      checkString(key, "key");
-      return this.#raw.generation(namespace, key);
+      return this.#raw.generation(encodeKey(namespace, key, ""));
     }
 
     copyRequested(seen, request) {
-      if (!(seen instanceof raw.Seen)) {
-        throw new TypeError(`seen must be what generation() returned, got ${describe(seen)}`);
-      }
+      checkSeen(seen);
       checkObject(request, "request");
       checkString(request.namespace, "request.namespace");
       checkString(request.key, "request.key");
       const from = checkSize(request.from, "request.from");
       checkObject(request.object, "request.object");
       const size = checkSize(request.object.size, "request.object.size");
-      const etag = optionalString(request.object.etag, "request.object.etag");
-      const lastModified = optionalString(request.object.lastModified, "request.object.lastModified");
       if (request.mode !== "tee" && request.mode !== "background") {
         throw new TypeError(`request.mode must be "tee" or "background", got ${JSON.stringify(request.mode)}`);
       }
-      const background = request.mode === "background";
-      this.#raw.copyRequested(seen, request.namespace, request.key, from, size, etag, lastModified, background);
+      const len = encode(request.namespace + SEP + request.key + SEP + validators(request.object, "request.object"));
+      return readCopyAnswer(this.#raw.copyRequested(seen, len, from, size, request.mode === "background"));
     }
 
     sourceRead(copy, bytes) {
-      this.#event(0, copy, checkSize(bytes, "bytes"));
+      this.#event(CODE.sourceRead, copy, checkSize(bytes, "bytes"));
     }
     chunkWritten(copy, bytes) {
-      this.#event(1, copy, checkSize(bytes, "bytes"));
+      this.#event(CODE.chunkWritten, copy, checkSize(bytes, "bytes"));
     }
     sourceEnded(copy) {
-      this.#event(2, copy, 0);
+      this.#event(CODE.sourceEnded, copy, 0);
     }
     sourceFailed(copy) {
-      this.#event(3, copy, 0);
+      this.#event(CODE.sourceFailed, copy, 0);
     }
     writerFailed(copy) {
-      this.#event(4, copy, 0);
+      this.#event(CODE.writerFailed, copy, 0);
     }
     clientClosed(copy) {
-      this.#event(5, copy, 0);
+      this.#event(CODE.clientClosed, copy, 0);
     }
     copyStopped(copy) {
-      this.#event(6, copy, 0);
+      this.#event(CODE.copyStopped, copy, 0);
     }
     commitFinished(copy, committed) {
       if (typeof committed !== "boolean") {
         throw new TypeError(`committed must be a boolean, got ${describe(committed)}`);
       }
-      this.#event(committed ? 7 : 8, copy, 0);
+      this.#event(CODE.commitFinished, copy, committed ? 1 : 0);
     }
 
     #event(code, copy, bytes) {
@@ -344,11 +381,10 @@ export function bind(raw) {
     }
 
     #mutation(ended, namespace, key, kind) {
-      checkString(namespace, "namespace");
-      checkString(key, "key");
-      const code = MUTATION_KINDS.indexOf(kind);
-      if (code < 0) throw new TypeError(`kind must be "write", "delete" or "invalidate", got ${JSON.stringify(kind)}`);
-      this.#raw.mutation(ended, namespace, key, code);
+      if (!MUTATION_KINDS.includes(kind)) {
+        throw new TypeError(`kind must be "write", "delete" or "invalidate", got ${JSON.stringify(kind)}`);
+      }
+      this.#raw.mutation(ended, encodeKey(namespace, key, ""), CODE[kind]);
     }
 
     shutdownRequested() {
@@ -356,32 +392,46 @@ export function bind(raw) {
     }
 
     pollOutput() {
-      const wire = this.#raw.pollOutput();
-      return wire === undefined ? null : decodeAction(wire);
+      const ptr = this.#raw.pollOutput();
+      if (ptr === 0) return null;
+      const r = reader.start(ptr);
+      const type = r.code();
+      switch (type) {
+        case "cancel":
+        case "commit":
+        case "finished":
+          return { type, copy: r.num() };
+        case "discard":
+          return { type, copy: r.num(), why: r.str() };
+        case "proceedWithMutation":
+          return { type, namespace: r.str(), key: r.str() };
+        case "shutdownComplete":
+          return { type };
+        default:
+          throw new Error(`rangecache-wasm: unknown backfill action ${JSON.stringify(type)}`);
+      }
     }
 
     counters() {
-      const fields = new Fields(this.#raw.counters());
+      const r = reader.start(this.#raw.counters());
       const out = {
-        started: fields.number(),
-        deduped: fields.number(),
-        committed: fields.number(),
-        cancelled: fields.number(),
-        skipped: fields.number(),
-        inFlight: fields.number(),
+        started: r.num(),
+        deduped: r.num(),
+        committed: r.num(),
+        cancelled: r.num(),
+        skipped: r.num(),
+        inFlight: r.num(),
         discarded: {},
       };
-      while (fields.at < fields.wire.length) {
-        const why = fields.next();
-        out.discarded[why] = fields.number();
+      for (let count = r.num(); count > 0; count--) {
+        const why = r.str();
+        out.discarded[why] = r.num();
       }
       return out;
     }
 
     liveCopy(namespace, key) {
-      checkString(namespace, "namespace");
-      checkString(key, "key");
-      return this.#raw.liveCopy(namespace, key) ?? null;
+      return this.#raw.liveCopy(encodeKey(namespace, key, "")) ?? null;
     }
 
     isShuttingDown() {
@@ -393,96 +443,221 @@ export function bind(raw) {
     }
   }
 
+  /**
+   * The core's tiered read (SPEC §4) over the raw class: the host opens the tiers it is asked to
+   * open and reports what each answered; the machine decides which answer stands, what is
+   * copied into tier 0, and the response with its Cache-Status. After each event method, call
+   * `pollOutput()` until it returns `null` and carry out every action.
+   */
+  class ReadMachine {
+    #raw;
+
+    constructor(request, options) {
+      const [method, ...conditions] = requestFields(request).slice();
+      checkObject(options, "options");
+      const { tiers } = options;
+      if (!Array.isArray(tiers) || tiers.length === 0) {
+        throw new TypeError(`options.tiers must be a non-empty array of tier names, got ${describe(tiers)}`);
+      }
+      tiers.forEach((name, i) => {
+        checkString(name, `options.tiers[${i}]`);
+        if (name === "" || name.includes(SEP)) throw new TypeError(`options.tiers[${i}] is no tier name`);
+      });
+      const now = options.now === undefined ? Date.now() : checkSize(options.now, "options.now");
+      const len = encode(method + conditions.map(field).join("") + SEP + tiers.join(SEP));
+      this.#raw = new raw.ReadRaw(len, now);
+    }
+
+    free() {
+      this.#raw.free();
+    }
+
+    pollOutput() {
+      const ptr = this.#raw.pollOutput();
+      if (ptr === 0) return null;
+      const r = reader.start(ptr);
+      const type = r.code();
+      switch (type) {
+        case "openTier": {
+          const tier = r.num();
+          const start = r.num();
+          const end = r.num();
+          const span = start >= 0 ? { start, end: end < 0 ? null : end } : { last: end };
+          const conditions = {};
+          const ifMatch = r.str();
+          const ifNoneMatch = r.str();
+          const ifModifiedSince = r.str();
+          const ifUnmodifiedSince = r.str();
+          if (ifMatch !== undefined) conditions.ifMatch = ifMatch;
+          if (ifNoneMatch !== undefined) conditions.ifNoneMatch = ifNoneMatch;
+          if (ifModifiedSince !== undefined) conditions.ifModifiedSince = ifModifiedSince;
+          if (ifUnmodifiedSince !== undefined) conditions.ifUnmodifiedSince = ifUnmodifiedSince;
+          return { type, tier, span, conditions };
+        }
+        case "requestCopy":
+          return { type, from: r.num(), mode: r.str() };
+        case "serve": {
+          const kind = r.str();
+          const tier = r.num();
+          const cacheStatus = r.str();
+          const plan = readPlan(r);
+          return { type, plan, source: { kind, tier: tier < 0 ? null : tier }, cacheStatus };
+        }
+        case "sendPart":
+          return { type, index: r.num() };
+        case "abort":
+          return { type, why: r.str() };
+        case "dropBody":
+          return { type, tier: r.num() };
+        default:
+          throw new Error(`rangecache-wasm: unknown read action ${JSON.stringify(type)}`);
+      }
+    }
+
+    /** Tier `tier` holds `object`; `options.body` false when no body of it is in hand (HEAD). */
+    tierOpened(tier, object, options) {
+      checkSize(tier, "tier");
+      checkObject(object, "object");
+      const size = checkSize(object.size, "object.size");
+      let body = true;
+      if (options !== undefined && options !== null) {
+        checkObject(options, "options");
+        if (options.body !== undefined) {
+          if (typeof options.body !== "boolean") throw new TypeError(`options.body must be a boolean, got ${describe(options.body)}`);
+          body = options.body;
+        }
+      }
+      let text = validators(object, "object");
+      const stored = encodeFields(object.headers, "object.headers");
+      if (stored !== "") text += SEP + stored;
+      this.#raw.input(CODE.tierOpened, tier, encode(text), size, body);
+    }
+
+    tierMissed(tier) {
+      this.#raw.input(CODE.tierMissed, checkSize(tier, "tier"), 0, 0, false);
+    }
+
+    tierFailed(tier) {
+      this.#raw.input(CODE.tierFailed, checkSize(tier, "tier"), 0, 0, false);
+    }
+
+    partSent(index) {
+      this.#raw.input(CODE.partSent, checkSize(index, "index"), 0, 0, false);
+    }
+
+    /**
+     * Hands the copy the latest `requestCopy` action asked for to `manager`, with the
+     * generation `seen` of `namespace`/`key` taken before any tier was opened; the machine is
+     * told the answer, which is returned as `copyRequested` returns it.
+     */
+    requestCopy(manager, seen, namespace, key) {
+      const managerRaw = managers.get(manager);
+      if (managerRaw === undefined) {
+        throw new TypeError(`manager must be a BackfillManager, got ${describe(manager)}`);
+      }
+      checkSeen(seen);
+      const len = encodeKey(namespace, key, "");
+      return readCopyAnswer(this.#raw.requestCopy(managerRaw, seen, len));
+    }
+
+    isDone() {
+      return this.#raw.isDone();
+    }
+  }
+
+  function checkSeen(seen) {
+    if (!(seen instanceof raw.Seen)) {
+      throw new TypeError(`seen must be what generation() returned, got ${describe(seen)}`);
+    }
+  }
+
   return {
     planResponse,
     resolveRange,
-    isDefinitive,
-    copyMode,
     objectKey,
     describeObject,
     BackfillManager,
+    ReadMachine,
     Seen: raw.Seen,
   };
 }
 
-const BODY_KINDS = ["none", "full", "range", "multipart"];
-const COPY_MODES = [null, "tee", "background"];
-
 const MUTATION_KINDS = ["write", "delete", "invalidate"];
-
-/** One action of the backfill manager, from its wire form (see wasm/src/backfill.rs). */
-function decodeAction(wire) {
-  const fields = new Fields(wire);
-  const type = fields.next();
-  switch (type) {
-    case "startCopy":
-      return {
-        type,
-        copy: fields.number(),
-        namespace: fields.next(),
-        key: fields.next(),
-        from: fields.number(),
-        mode: fields.next(),
-      };
-    case "refuse": {
-      const out = { type, namespace: fields.next(), key: fields.next(), why: fields.next() };
-      const copy = fields.next();
-      if (copy !== "") out.copy = Number(copy);
-      return out;
-    }
-    case "cancel":
-    case "commit":
-    case "finished":
-      return { type, copy: fields.number() };
-    case "discard":
-      return { type, copy: fields.number(), why: fields.next() };
-    case "proceedWithMutation":
-      return { type, namespace: fields.next(), key: fields.next() };
-    case "shutdownComplete":
-      return { type };
-    default:
-      throw new Error(`rangecache-wasm: unknown backfill action ${JSON.stringify(type)}`);
-  }
-}
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Reads a wire string field by field (faster than `split`, which copies them all at once). */
-class Fields {
-  constructor(wire) {
-    this.wire = wire;
-    this.at = 0;
+/** What `requestFields` answers, reused from call to call (planResponse runs per request). */
+const FIELDS = new Array(7);
+
+/** The method and the six fields a read depends on, checked, names matched case-insensitively;
+ * the array is reused by the next call. */
+function requestFields(request) {
+  checkObject(request, "request");
+  const { method } = request;
+  if (method === undefined || method === null) {
+    throw new TypeError('request.method is missing; expected a string such as "GET"');
   }
-  next() {
-    const { wire, at } = this;
-    let end = wire.indexOf(SEP, at);
-    if (end < 0) end = wire.length;
-    this.at = end + 1;
-    return wire.slice(at, end);
-  }
-  number() {
-    return Number(this.next());
-  }
-  /** A field name: one of KNOWN when sent as U+0001 and a letter, else as sent. */
-  name() {
-    const { wire, at } = this;
-    if (wire.charCodeAt(at) === 1) {
-      this.at = at + 3;
-      return KNOWN[wire.charCodeAt(at + 1) - 97];
+  checkString(method, "request.method");
+  let ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange;
+  const { headers } = request;
+  if (headers !== undefined && headers !== null) {
+    checkObject(headers, "request.headers");
+    for (const name of Object.keys(headers)) {
+      const value = headers[name];
+      if (typeof value !== "string") {
+        throw new TypeError(`request.headers[${JSON.stringify(name)}] must be a string, got ${describe(value)}`);
+      }
+      // Names are matched case-insensitively; a repeated field is joined (RFC 9110 §5.3).
+      // Only names of the six lengths below can matter.
+      switch (name.length) {
+        case 5:
+        case 8:
+        case 13:
+        case 17:
+        case 19:
+          break;
+        default:
+          continue;
+      }
+      switch (name.toLowerCase()) {
+        case "if-match":
+          ifMatch = join(ifMatch, value);
+          break;
+        case "if-none-match":
+          ifNoneMatch = join(ifNoneMatch, value);
+          break;
+        case "if-modified-since":
+          ifModifiedSince = join(ifModifiedSince, value);
+          break;
+        case "if-unmodified-since":
+          ifUnmodifiedSince = join(ifUnmodifiedSince, value);
+          break;
+        case "range":
+          range = join(range, value);
+          break;
+        case "if-range":
+          ifRange = join(ifRange, value);
+          break;
+      }
     }
-    return this.next();
   }
-  /** `n, n × (name, value)`; names are unique (the core plans each once, and `encodeFields`
-   * joins repeated ones). */
-  fields() {
-    const out = {};
-    for (let n = this.number(); n > 0; n--) {
-      const name = this.name();
-      out[name] = this.next();
-    }
-    return out;
-  }
+  FIELDS[0] = method;
+  FIELDS[1] = ifMatch;
+  FIELDS[2] = ifNoneMatch;
+  FIELDS[3] = ifModifiedSince;
+  FIELDS[4] = ifUnmodifiedSince;
+  FIELDS[5] = range;
+  FIELDS[6] = ifRange;
+  return FIELDS;
+}
+
+/** An object's entity-tag, Last-Modified and expiry as three optional input fields. */
+function validators(object, what) {
+  const etag = optionalString(object.etag, `${what}.etag`);
+  const lastModified = optionalString(object.lastModified, `${what}.lastModified`);
+  const expires = optionalString(object.expires, `${what}.expires`);
+  return field(etag).slice(1) + field(lastModified) + field(expires);
 }
 
 /** The fields of a part's head (`--boundary` line, then `Name: value` lines), names lower-cased. */
@@ -505,6 +680,7 @@ function encodeFields(map, what, refs) {
   checkObject(map, what);
   let out = "";
   let lowerCase = true;
+  const first = refs?.length;
   for (const name of Object.keys(map)) {
     const value = map[name];
     if (typeof value !== "string") {
@@ -516,7 +692,7 @@ function encodeFields(map, what, refs) {
     refs?.push(name, value);
   }
   if (lowerCase) return out; // the keys of an object are unique: no field repeats
-  if (refs) refs.length = 2;
+  if (refs) refs.length = first;
   // Names that differ only in case are one field, joined (RFC 9110 §5.3).
   const joined = Object.create(null);
   for (const name of Object.keys(map)) {
@@ -531,9 +707,9 @@ function encodeFields(map, what, refs) {
 }
 
 /**
- * One optional value of planRaw's input: a separator, then nothing when absent or `=` and the
- * value. A NUL inside a value becomes U+0001: either makes the field invalid (RFC 9110 §5.5), so
- * the core answers the same, and the separator stays unambiguous.
+ * One optional input field: a separator, then nothing when absent or `=` and the value. A NUL
+ * inside a value becomes U+0001: either makes the field invalid (RFC 9110 §5.5), so the core
+ * answers the same, and the separator stays unambiguous.
  */
 function field(value) {
   if (value === undefined) return SEP;

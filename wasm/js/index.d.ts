@@ -18,6 +18,9 @@ export interface ObjectDescription {
   etag?: string;
   /** Last-Modified as an HTTP date, such as `Sun, 06 Nov 1994 08:49:37 GMT`. */
   lastModified?: string;
+  /** When this revision expires, as an HTTP date: an expired copy is never served, and every
+   * answer names the expiry (`rangecache-expires`). */
+  expires?: string;
   /** End-to-end fields stored with the object and returned on reads (content-type, ...). */
   headers?: Fields;
 }
@@ -60,32 +63,19 @@ export type ResolvedRange =
 export function resolveRange(rangeHeader: string | null | undefined, size: number): ResolvedRange;
 
 /**
- * Whether `planResponse(request, object)` is the final answer of a tier holding `object`
- * (SPEC §4): false when that revision fails the request's validators (the plan is 412, or an
- * If-Range with a strong entity-tag names another version). Then ask the next tier for the
- * version named, and let this answer stand only when none has it.
- */
-export function isDefinitive(request: PlanRequest, object: ObjectDescription): boolean;
-
-/**
- * How a read that serves `body` (a plan's body) from tier `from` copies the object into tier 0:
- * "tee" for a GET sending the whole object, "background" for a GET sending a range or parts,
- * `null` for no copy (tier 0 itself, HEAD, or no body).
- */
-export function copyMode(method: string, from: number, body: PlanBody): "tee" | "background" | null;
-
-/**
  * The storage key of `/{namespace}/{key}`: `namespace/` and 64 hex digits (a key of 64 hex
  * digits is kept, any other is hashed with SHA-256); `null` for an invalid namespace.
  */
 export function objectKey(namespace: string, key: string): string | null;
 
 /** An origin response described from its fields: size from Content-Length, the validators
- * that parse, and the end-to-end fields a cache stores. */
+ * that parse, the expiry a rangecache origin names (`rangecache-expires`), and the end-to-end
+ * fields a cache stores. */
 export function describeObject(headers: Fields): {
   size?: number;
   etag?: string;
   lastModified?: string;
+  expires?: string;
   headers: Fields;
 };
 
@@ -106,8 +96,8 @@ export type DiscardReason =
   | "shutting_down"
   | "stale";
 
-/** An action the backfill manager asks for; carry out each before the next event. */
-export type BackfillOutput =
+/** The backfill manager's answer to a copy request: the copy started, or why not. */
+export type CopyAnswer =
   | { type: "startCopy"; copy: number; namespace: string; key: string; from: number; mode: "tee" | "background" }
   | {
       type: "refuse";
@@ -122,7 +112,10 @@ export type BackfillOutput =
         | "shuttingDown";
       /** For `deduplicated`: the copy already in flight. */
       copy?: number;
-    }
+    };
+
+/** An action the backfill manager asks for; carry out each before the next event. */
+export type BackfillOutput =
   | { type: "cancel"; copy: number }
   | { type: "commit"; copy: number }
   | { type: "finished"; copy: number }
@@ -142,14 +135,14 @@ export interface CopyRequest {
 
 /**
  * The backfill manager of SPEC §4: at most one copy per key, commit only of a complete copy of
- * a key that did not change meanwhile. After each event method, call `pollOutput()` until it
- * returns `null` and carry out every action.
+ * a key that did not change meanwhile. A copy request is answered at once; after each event
+ * method, call `pollOutput()` until it returns `null` and carry out every action.
  */
 export class BackfillManager {
   constructor(config?: { maxInFlight?: number; maxBacklogBytes?: number });
   free(): void;
   generation(namespace: string, key: string): Seen;
-  copyRequested(seen: Seen, request: CopyRequest): void;
+  copyRequested(seen: Seen, request: CopyRequest): CopyAnswer;
   sourceRead(copy: number, bytes: number): void;
   chunkWritten(copy: number, bytes: number): void;
   sourceEnded(copy: number): void;
@@ -174,4 +167,73 @@ export class BackfillManager {
   liveCopy(namespace: string, key: string): number | null;
   isShuttingDown(): boolean;
   isStopped(): boolean;
+}
+
+/** The bytes an open asks for: from `start` to `end` (`null`: to the end), or the last `last`. */
+export type Span = { start: number; end: number | null } | { last: number };
+
+/** An action the read machine asks for; carry out each before the next event. */
+export type ReadOutput =
+  | {
+      /** Open tier `tier` (drop any body held before) and report `tierOpened`, `tierMissed` or
+       * `tierFailed`. A tier holding whole objects evaluates nothing itself: the machine resolves
+       * `span` and `conditions` against the object reported. */
+      type: "openTier";
+      tier: number;
+      span: Span;
+      conditions: { ifMatch?: string; ifNoneMatch?: string; ifModifiedSince?: string; ifUnmodifiedSince?: string };
+    }
+  | {
+      /** Ask for a copy into tier 0 with `requestCopy(manager, seen, namespace, key)`. */
+      type: "requestCopy";
+      from: number;
+      mode: "tee" | "background";
+    }
+  | {
+      /** Answer: `plan` and the `cache-status` field; the body is the plan's bytes of the body
+       * held from tier `source.tier` (`opened`), the parts asked for by `sendPart` (`parts`), or
+       * none. */
+      type: "serve";
+      plan: ResponsePlan;
+      source: { kind: "nothing" | "opened" | "parts"; tier: number | null };
+      cacheStatus: string;
+    }
+  | {
+      /** Write part `index` of the multipart body (its `head`, then its bytes), then report
+       * `partSent`; after the last part, write the plan's `closing`. */
+      type: "sendPart";
+      index: number;
+    }
+  | {
+      /** Stop the response mid-body: the bytes promised cannot be delivered. */
+      type: "abort";
+      why: "revisionChanged" | "tierFailed";
+    }
+  | {
+      /** Drop the body just reported from `tier`. */
+      type: "dropBody";
+      tier: number;
+    };
+
+/**
+ * The core's tiered read (SPEC §4), as the native server runs it: one per GET or HEAD, over
+ * tiers nearest first. Report what each tier answered; the machine decides which answer
+ * stands, passes over expired copies, asks for the copy into tier 0, and plans the response
+ * with its Cache-Status. After each event method, call `pollOutput()` until it returns `null`
+ * and carry out every action.
+ */
+export class ReadMachine {
+  /** `options.tiers`: the tiers' names for Cache-Status, nearest first; `options.now`: the
+   * clock in milliseconds since the epoch (default `Date.now()`). */
+  constructor(request: PlanRequest, options: { tiers: string[]; now?: number });
+  free(): void;
+  pollOutput(): ReadOutput | null;
+  /** The tier holds `object`; its body is in hand unless `options.body` is false (HEAD). */
+  tierOpened(tier: number, object: ObjectDescription, options?: { body?: boolean }): void;
+  tierMissed(tier: number): void;
+  tierFailed(tier: number): void;
+  partSent(index: number): void;
+  /** Hands the copy asked for to `manager`; the machine is told the answer, returned too. */
+  requestCopy(manager: BackfillManager, seen: Seen, namespace: string, key: string): CopyAnswer;
+  isDone(): boolean;
 }

@@ -3,4 +3,4 @@
 import { bind } from "./api.js";
 import * as raw from "./rangecache_wasm.js";
 
-export const { planResponse, resolveRange, isDefinitive, copyMode, objectKey, describeObject, BackfillManager, Seen } = bind(raw);
+export const { planResponse, resolveRange, objectKey, describeObject, BackfillManager, ReadMachine, Seen } = bind(raw);

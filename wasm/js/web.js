@@ -5,4 +5,4 @@ import { bind } from "./api.js";
 import * as raw from "./web/rangecache_wasm.js";
 
 export { default as init, initSync } from "./web/rangecache_wasm.js";
-export const { planResponse, resolveRange, isDefinitive, copyMode, objectKey, describeObject, BackfillManager, Seen } = bind(raw);
+export const { planResponse, resolveRange, objectKey, describeObject, BackfillManager, ReadMachine, Seen } = bind(raw);

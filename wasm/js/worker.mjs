@@ -1,23 +1,29 @@
 // An edge worker that serves GET and HEAD of `/{namespace}/{key}` from an edge store, filling
-// it from an origin (SPEC §4 and §6). Every status and header comes from `planResponse`; every
-// decision about a copy into the store (start, share, commit, discard) from the backfill
-// manager. This file only moves bytes and carries out those decisions.
+// it from an origin (SPEC §4 and §6). It is a driver of the core's machines, as the native
+// server is: the read machine (`ReadMachine`) says which tier to open, which answer stands,
+// whether the store's copy has expired, what is copied into the store and how, and the
+// response with its status, headers and `Cache-Status`; the backfill manager says which copies
+// start, commit or are thrown away. This file moves bytes and carries out those decisions.
 //
 // env.ORIGIN  base URL of the origin; a miss fetches `${ORIGIN}/{namespace}/{key}` whole.
 // env.STORE   the edge store: get(key) -> { meta, body } | null, put(key, { meta, body }),
-//             delete(key); `meta` is an object description for `planResponse`, `body` a
-//             Uint8Array. The store is tier 0 and the origin tier 1.
+//             delete(key); `meta` is an object description (`describeObject`'s shape), `body`
+//             a Uint8Array. The store is tier 0 ("edge") and the origin tier 1 ("origin").
 //
-// A full read that misses is teed: the client's stream and the copy share one origin fetch,
-// and the copy is put into the store only once the origin's body ended with the announced
-// size; a client that closes early discards it. A ranged read that misses is served from the
-// same fetch as its bytes arrive, while the rest of the object is copied in the background
-// (`ctx.waitUntil`). Concurrent misses of one key join the fetch already running. Which of the
-// two a read gets is the core's choice (`copyMode`), as is whether the store's copy may answer
-// at all (`isDefinitive`): a copy of another version than an If-Range or If-Match names sends
-// the read on to the origin for the named version (SPEC §4).
-import { BackfillManager, copyMode, describeObject, isDefinitive, objectKey, planResponse } from "rangecache-wasm";
+// A store that fails (`get` throws) is reported as a failed tier: the read goes on to the
+// origin, and the origin's answer is not copied into a store that just failed. An origin that
+// cannot be reached, or answers anything but 200 or 404, is a failed tier too.
+//
+// The origin is always read whole, and every miss of a key while a fetch of it runs joins that
+// fetch, so concurrent misses make one origin fetch. A copy the manager starts is fed from it:
+// a tee of a full read is committed only once the origin's body ended with the announced size
+// (a client that closes early discards it), and a background copy for a ranged read keeps the
+// fetch going after the client's range was sent (`ctx.waitUntil`), so the store gets the whole
+// object or nothing.
+import { BackfillManager, ReadMachine, describeObject, objectKey } from "rangecache-wasm";
 
+/** The tiers, nearest first, as named in Cache-Status. */
+const TIERS = ["edge", "origin"];
 const STORE_TIER = 0;
 const ORIGIN_TIER = 1;
 
@@ -42,80 +48,16 @@ export default {
     if (storeKey === null) {
       return new Response(null, { status: 400 });
     }
-    const req = { method: request.method, headers: Object.fromEntries(request.headers) };
     const edge = edgeFor(env.STORE);
-    // The generation is read before any tier is opened, so a copy that began before a change
-    // of the key is refused (SPEC §4).
-    const seen = edge.manager.generation(namespace, key);
-    const entry = await env.STORE.get(storeKey);
-    // The store's answer, kept when it is not definitive: it stands if the origin does not have
-    // the version the request names either.
-    let fallback = null;
-    if (entry) {
-      const plan = planResponse(req, entry.meta);
-      if (isDefinitive(req, entry.meta)) {
-        seen.free();
-        return respond(plan, request.method, completeSource(entry.body));
-      }
-      fallback = { plan, source: completeSource(entry.body) };
+    const read = new Read(request, { edge, env, ctx, namespace, key, storeKey, path: url.pathname });
+    try {
+      return await read.respond();
+    } catch (error) {
+      read.end(true);
+      throw error;
     }
-    if (request.method === "HEAD") {
-      seen.free();
-      return headFromOrigin(req, env, url.pathname, fallback);
-    }
-    let fill = edge.fills.get(storeKey);
-    if (fill) {
-      seen.free();
-    } else {
-      fill = new Fill(edge, { storeKey, namespace, key, seen, env, path: url.pathname });
-      edge.fills.set(storeKey, fill);
-      ctx.waitUntil(fill.done);
-    }
-    const head = await fill.head;
-    if (head.status !== 200) {
-      return originFailed(head.status, request.method, fallback);
-    }
-    let meta = head.meta;
-    if (meta.size === undefined) {
-      // Without a Content-Length nothing can be planned (or copied) before the end: read it
-      // all, copied as a full read is, then plan against what arrived.
-      fill.begin(copyMode(request.method, ORIGIN_TIER, { kind: "full" }));
-      fill.pin();
-      await fill.done;
-      if (fill.failure) return originFailed(502, request.method, fallback);
-      meta = { ...meta, size: fill.received };
-    }
-    const plan = planResponse(req, meta);
-    if (fallback !== null && !isDefinitive(req, meta)) {
-      // The origin does not have the named version either: the store's answer stands, and the
-      // origin's object is neither sent nor copied.
-      fill.begin(null);
-      return respond(fallback.plan, request.method, fallback.source);
-    }
-    const mode = copyMode(request.method, ORIGIN_TIER, plan.body);
-    fill.begin(mode);
-    if (mode === "background") {
-      // A fragment is never stored as the object: the rest is fetched whatever this client
-      // does, and the store gets the whole object or nothing.
-      fill.pin();
-    }
-    return respond(plan, request.method, fill);
   },
 };
-
-/**
- * The answer when the origin had no copy (`status` 404) or failed, as the core's read machine
- * gives it (core/src/read.rs, "Which answer stands"): a store's answer that was not definitive
- * stands when the origin has no copy, or despite a failure when it sends the object (the whole
- * current object for an If-Range), since that is right whatever the origin held; otherwise a
- * failure is 502.
- */
-function originFailed(status, method, fallback) {
-  if (fallback !== null && (status === 404 || fallback.plan.body.kind !== "none")) {
-    return respond(fallback.plan, method, fallback.source);
-  }
-  return new Response(null, { status: status === 404 ? 404 : 502 });
-}
 
 /** What one store's worker shares between requests: its manager and the fetches running. */
 const edges = new WeakMap();
@@ -133,10 +75,6 @@ function edgeFor(store) {
 function drain(edge) {
   for (let action = edge.manager.pollOutput(); action !== null; action = edge.manager.pollOutput()) {
     switch (action.type) {
-      case "startCopy":
-        break; // the fill that asked records its copy from this action (see Fill.begin)
-      case "refuse":
-        break; // the fill that asked streams without a copy
       case "commit":
         edge.copies.get(action.copy)?.commit();
         break;
@@ -147,7 +85,7 @@ function drain(edge) {
         edge.copies.get(action.copy)?.stop();
         break;
       case "discard":
-        edge.copies.get(action.copy)?.discard(action.why);
+        edge.copies.get(action.copy)?.discard();
         edge.copies.delete(action.copy);
         break;
       case "proceedWithMutation":
@@ -159,28 +97,222 @@ function drain(edge) {
   }
 }
 
+/** One GET or HEAD: its read machine, driven until the response, and the body it holds. */
+class Read {
+  constructor(request, { edge, env, ctx, namespace, key, storeKey, path }) {
+    Object.assign(this, { edge, env, ctx, namespace, key, storeKey, path });
+    this.method = request.method;
+    // The generation is taken before any tier is opened, so a copy that began before a change
+    // of the key is refused (SPEC §4).
+    this.seen = edge.manager.generation(namespace, key);
+    this.machine = new ReadMachine({ method: request.method, headers: Object.fromEntries(request.headers) }, { tiers: TIERS });
+    /** The body of the latest tier opened: `{ tier, source }`, or null. */
+    this.held = null;
+    /** The origin fetch this read joined, if it opened the origin. */
+    this.fill = null;
+    this.ended = false;
+  }
+
+  /** Drives the machine until it serves, and renders that answer. */
+  async respond() {
+    for (;;) {
+      const action = this.machine.pollOutput();
+      if (action === null) throw new Error("the read machine asked for nothing before serving");
+      switch (action.type) {
+        case "openTier":
+          await this.open(action.tier);
+          break;
+        case "dropBody":
+          this.drop(action.tier);
+          break;
+        case "requestCopy":
+          this.requestCopy();
+          break;
+        case "serve":
+          return this.serve(action);
+        default:
+          throw new Error(`the read machine asked for ${action.type} before serving`);
+      }
+    }
+  }
+
+  /** Opens `tier` and tells the machine what it holds; the body (whole) is kept, and the one
+   * held before let go (once the new one is held, so a fetch both share goes on). */
+  async open(tier) {
+    const previous = this.held;
+    this.held = null;
+    const opened = tier === STORE_TIER ? await this.openStore() : await this.openOrigin();
+    previous?.source?.release(false);
+    switch (opened.kind) {
+      case "missed":
+        this.machine.tierMissed(tier);
+        break;
+      case "failed":
+        this.machine.tierFailed(tier);
+        break;
+      case "opened":
+        this.held = { tier, source: opened.source };
+        this.machine.tierOpened(tier, opened.meta, { body: opened.source !== null });
+        break;
+    }
+  }
+
+  async openStore() {
+    let entry;
+    try {
+      entry = await this.env.STORE.get(this.storeKey);
+    } catch {
+      return { kind: "failed" };
+    }
+    if (!entry) return { kind: "missed" };
+    const source = this.method === "HEAD" ? null : completeSource(entry.body);
+    return { kind: "opened", meta: entry.meta, source };
+  }
+
+  async openOrigin() {
+    if (this.method === "HEAD") return headOrigin(this.env, this.path);
+    // A read opens the origin again for the parts of a multipart body: the fetch it joined
+    // holds the whole object already (the machine checks that it is the revision planned).
+    let fill = this.fill?.failure === null ? this.fill : this.edge.fills.get(this.storeKey);
+    if (!fill) {
+      fill = new Fill(this.edge, this.storeKey, this.env, this.path);
+      this.edge.fills.set(this.storeKey, fill);
+      this.ctx.waitUntil(fill.done);
+    }
+    this.fill = fill;
+    fill.hold();
+    const head = await fill.head;
+    if (head.status !== 200) {
+      fill.release(false);
+      return { kind: head.status === 404 ? "missed" : "failed" };
+    }
+    // Without a Content-Length nothing can be planned before the end: the whole body is read
+    // first.
+    const meta = await fill.complete();
+    if (meta === null) {
+      fill.release(false);
+      return { kind: "failed" };
+    }
+    return { kind: "opened", meta, source: fill };
+  }
+
+  drop(tier) {
+    if (this.held === null || this.held.tier !== tier) return;
+    this.held.source?.release(false);
+    this.held = null;
+  }
+
+  /** The machine asked for a copy: the manager answers it at once, and a copy it starts is fed
+   * from the origin fetch held. */
+  requestCopy() {
+    const answer = this.machine.requestCopy(this.edge.manager, this.seen, this.namespace, this.key);
+    if (answer.type === "startCopy") this.held.source.startCopy(answer.copy, answer.mode);
+    drain(this.edge);
+  }
+
+  /** Renders the machine's answer: its plan, its Cache-Status, and the bytes its body says. */
+  serve({ plan, source, cacheStatus }) {
+    const init = { status: plan.status, headers: { ...plan.headers, "cache-status": cacheStatus } };
+    const { body } = plan;
+    if (source.kind === "nothing" || this.method === "HEAD") {
+      this.end(false);
+      return new Response(null, init);
+    }
+    const held = this.held.source;
+    let chunks;
+    switch (body.kind) {
+      case "full":
+        chunks = windowOf(held, 0, Number(plan.headers["content-length"]));
+        break;
+      case "range":
+        chunks = windowOf(held, body.start, body.end);
+        break;
+      case "multipart":
+        chunks = this.parts(body);
+        break;
+      default:
+        throw new Error(`a body of kind ${body.kind} from a tier`);
+    }
+    return new Response(streamOf(chunks, (early) => this.end(early)), init);
+  }
+
+  /** A multipart body, part by part as the machine asks: each part after the first is opened
+   * again, pinned to the revision planned. */
+  async *parts(body) {
+    for (;;) {
+      const action = this.machine.pollOutput();
+      if (action === null) {
+        if (!this.machine.isDone()) throw new Error("the read machine stopped in a multipart body");
+        yield encoder.encode(body.closing);
+        return;
+      }
+      switch (action.type) {
+        case "sendPart": {
+          const part = body.parts[action.index];
+          yield encoder.encode(part.head);
+          yield* windowOf(this.held.source, part.start, part.end);
+          this.machine.partSent(action.index);
+          break;
+        }
+        case "openTier":
+          await this.open(action.tier);
+          break;
+        case "dropBody":
+          this.drop(action.tier);
+          break;
+        case "abort":
+          throw new Error(`multipart body cut short: ${action.why}`);
+        default:
+          throw new Error(`the read machine asked for ${action.type} in a multipart body`);
+      }
+    }
+  }
+
+  /** The response is done (or abandoned, `early`): its body is let go and its machine freed. */
+  end(early) {
+    if (this.ended) return;
+    this.ended = true;
+    this.held?.source?.release(early);
+    this.held = null;
+    this.machine.free();
+    this.seen.free();
+  }
+}
+
+/** The origin's answer to a HEAD: its metadata only. */
+async function headOrigin(env, path) {
+  let response;
+  try {
+    response = await fetch(new URL(path, env.ORIGIN), { method: "HEAD" });
+  } catch {
+    return { kind: "failed" };
+  }
+  if (response.status === 404) return { kind: "missed" };
+  if (response.status !== 200) return { kind: "failed" };
+  const meta = describeObject(Object.fromEntries(response.headers));
+  if (meta.size === undefined) return { kind: "failed" };
+  return { kind: "opened", meta, source: null };
+}
+
 /**
  * One fetch of an object from the origin, shared by every miss of its key while it runs, and
- * the copy of it into the store when the manager allows one.
+ * the copy of it into the store when the manager starts one.
  */
 class Fill {
-  constructor(edge, { storeKey, namespace, key, seen, env, path }) {
+  constructor(edge, storeKey, env, path) {
     this.edge = edge;
     this.storeKey = storeKey;
-    this.namespace = namespace;
-    this.key = key;
-    this.seen = seen;
     this.chunks = [];
     this.received = 0;
     this.ended = false;
     this.failure = null;
-    this.readers = 0;
+    this.holders = 0;
     this.pinned = false;
     this.copy = null; // the manager's copy number while the copy may still commit
-    this.began = false;
-    this.mode = null;
+    this.closed = false;
     this.wakers = [];
     this.abort = new AbortController();
+    this.reader = null; // the origin body's reader, once the head is in
     let finish;
     this.done = new Promise((resolve) => (finish = resolve));
     this.finish = finish;
@@ -200,80 +332,84 @@ class Fill {
       this.close();
       return { status: response.status };
     }
-    const meta = describeObject(Object.fromEntries(response.headers));
-    this.meta = meta;
-    this.response = response;
-    return { status: 200, meta };
+    this.meta = describeObject(Object.fromEntries(response.headers));
+    this.pump(response.body.getReader());
+    return { status: 200 };
   }
 
-  /** Called by every request that reads this fill, after planning: the first one decides the
-   * copy's mode (`tee`, `background`, or `null` for none, as `copyMode` answered) and starts
-   * pumping. */
-  begin(mode) {
-    if (this.began) return;
-    this.began = true;
-    this.mode = mode;
-    if (mode !== null && this.meta.size !== undefined) {
-      const { manager } = this.edge;
-      manager.copyRequested(this.seen, {
-        namespace: this.namespace,
-        key: this.key,
-        from: ORIGIN_TIER,
-        object: this.meta,
-        mode,
-      });
-      const action = manager.pollOutput();
-      if (action?.type === "startCopy") {
-        this.copy = action.copy;
-        this.edge.copies.set(action.copy, this);
-      }
+  /** The object's description once its size is known: at once with a Content-Length, else at
+   * the end of the body; null if the body failed before. */
+  async complete() {
+    if (this.meta.size !== undefined) return this.meta;
+    while (!this.ended && this.failure === null) await new Promise((resolve) => this.wakers.push(resolve));
+    if (this.failure !== null) return null;
+    this.meta = { ...this.meta, size: this.received };
+    return this.meta;
+  }
+
+  hold() {
+    this.holders += 1;
+  }
+
+  /** A read let go of the fetch. One that went away `early` (its client closed) ends a tee it
+   * was the last reader of (SPEC §4), or the fetch if nothing else wants it; otherwise the fetch
+   * stops at its next chunk once nobody holds it and no copy runs. */
+  release(early) {
+    this.holders -= 1;
+    if (!early || this.holders > 0 || this.pinned || this.ended || this.failure !== null) return;
+    if (this.copy !== null) {
+      this.edge.manager.clientClosed(this.copy);
       drain(this.edge);
+      return;
     }
-    this.releaseSeen();
-    this.pump();
+    this.abandon();
   }
 
-  releaseSeen() {
-    this.seen?.free();
-    this.seen = null;
+  /** Stops the fetch; a read of its body waiting for a chunk ends at once. */
+  abandon() {
+    this.abort.abort();
+    this.reader?.cancel().catch(() => {});
   }
 
-  /** Keeps the fetch going when its readers leave (a background copy). */
-  pin() {
-    this.pinned = true;
+  /** The manager started copy `copy` of this object: it is fed what arrived so far, then every
+   * chunk; a background copy keeps the fetch going whoever reads it. */
+  startCopy(copy, mode) {
+    this.copy = copy;
+    this.edge.copies.set(copy, this);
+    if (mode === "background") this.pinned = true;
+    // Chunk by chunk, as the pump reports them, so the backlog bound sees what it would have.
+    for (const { bytes } of this.chunks) {
+      if (this.copy !== copy) return;
+      this.report((manager) => manager.sourceRead(copy, bytes.length));
+      this.report((manager) => manager.chunkWritten(copy, bytes.length));
+    }
+    if (this.ended) this.report((manager) => manager.sourceEnded(copy));
+    else if (this.failure !== null) this.report((manager) => manager.sourceFailed(copy));
   }
 
-  async pump() {
-    const reader = this.response.body.getReader();
+  async pump(reader) {
+    this.reader = reader;
     try {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (this.copy === null && this.readers === 0 && !this.pinned) {
-          // No copy and nobody reading (every request answered without a body): stop.
-          this.abort.abort();
-          await reader.cancel().catch(() => {});
+        if (this.copy === null && this.holders === 0 && !this.pinned) {
+          // No copy and nobody reading: stop.
+          this.abandon();
           this.fail(new Error("origin fetch abandoned: no reader and no copy"));
           return;
         }
         this.chunks.push({ offset: this.received, bytes: value });
         this.received += value.length;
         this.wake();
-        if (this.copy !== null) {
-          // The store is written at commit from these chunks, so a chunk read is also written.
-          this.edge.manager.sourceRead(this.copy, value.length);
-          drain(this.edge);
-        }
-        if (this.copy !== null) {
-          this.edge.manager.chunkWritten(this.copy, value.length);
-          drain(this.edge);
-        }
+        // The store is written at commit from these chunks, so a chunk read is also written.
+        this.report((manager, copy) => {
+          manager.sourceRead(copy, value.length);
+          manager.chunkWritten(copy, value.length);
+        });
       }
     } catch (error) {
-      if (this.copy !== null) {
-        this.edge.manager.sourceFailed(this.copy);
-        drain(this.edge);
-      }
+      this.report((manager, copy) => manager.sourceFailed(copy));
       this.fail(error);
       return;
     }
@@ -282,11 +418,15 @@ class Fill {
       this.failure = new Error(`origin sent ${this.received} bytes of ${this.meta.size}`);
     }
     this.wake();
-    if (this.copy !== null) {
-      this.edge.manager.sourceEnded(this.copy);
-      drain(this.edge);
-    }
+    this.report((manager, copy) => manager.sourceEnded(copy));
     if (this.copy === null) this.close();
+  }
+
+  /** Reports an event about the copy, if one is running, and carries out what follows. */
+  report(event) {
+    if (this.copy === null) return;
+    event(this.edge.manager, this.copy);
+    drain(this.edge);
   }
 
   /** Puts the whole object into the store, then reports how that went. */
@@ -296,7 +436,7 @@ class Fill {
     for (const { offset, bytes } of this.chunks) body.set(bytes, offset);
     let committed = true;
     try {
-      await this.edge.store.put(this.storeKey, { meta: this.meta, body });
+      await this.edge.store.put(this.storeKey, { meta: { ...this.meta, size: this.received }, body });
     } catch {
       committed = false;
     }
@@ -320,8 +460,9 @@ class Fill {
   /** The copy will never be committed; readers still get their bytes if the fetch goes on. */
   discard() {
     this.copy = null;
+    this.pinned = false;
     if (this.edge.fills.get(this.storeKey) === this) this.edge.fills.delete(this.storeKey);
-    if (this.readers === 0 && !this.pinned) this.abort.abort();
+    if (this.holders === 0) this.abandon();
     if (this.ended || this.failure) this.close();
   }
 
@@ -331,27 +472,12 @@ class Fill {
     this.close();
   }
 
-  /** No more bytes will be stored from this fill; later misses start a new one. */
+  /** No more bytes will be stored from this fetch; later misses start a new one. */
   close() {
-    this.releaseSeen(); // when no copy was ever asked for
     if (this.edge.fills.get(this.storeKey) === this) this.edge.fills.delete(this.storeKey);
+    if (this.closed) return;
+    this.closed = true;
     this.finish();
-  }
-
-  attach() {
-    this.readers += 1;
-  }
-
-  /** A reader left; if it was the last and nothing else wants the object, the fetch stops. */
-  detach(early) {
-    this.readers -= 1;
-    if (!early || this.readers > 0 || this.pinned || this.ended) return;
-    if (this.copy !== null) {
-      this.edge.manager.clientClosed(this.copy);
-      drain(this.edge);
-    } else {
-      this.abort.abort();
-    }
   }
 
   wake() {
@@ -389,113 +515,59 @@ function findChunk(chunks, pos) {
 /** A source over bytes already complete (a store hit). */
 function completeSource(body) {
   return {
-    attach() {},
-    detach() {},
+    release() {},
     async bytesAt(pos, end) {
       return body.subarray(pos, end);
     },
   };
 }
 
-/**
- * A HEAD that missed, or whose store answer was not definitive (`fallback`): the origin's HEAD,
- * planned like any other answer; nothing is stored.
- */
-async function headFromOrigin(req, env, path, fallback) {
-  let response;
-  try {
-    response = await fetch(new URL(path, env.ORIGIN), { method: "HEAD" });
-  } catch {
-    return originFailed(502, "HEAD", fallback);
-  }
-  if (response.status !== 200) {
-    return originFailed(response.status === 404 ? 404 : 502, "HEAD", fallback);
-  }
-  const meta = describeObject(Object.fromEntries(response.headers));
-  if (meta.size === undefined) {
-    return originFailed(502, "HEAD", fallback);
-  }
-  if (fallback !== null && !isDefinitive(req, meta)) {
-    return respond(fallback.plan, "HEAD", fallback.source);
-  }
-  return respond(planResponse(req, meta), "HEAD", completeSource(new Uint8Array()));
-}
-
 const encoder = new TextEncoder();
 
-/** Renders a plan: its status and headers as planned, its body from `source`. */
-function respond(plan, method, source) {
-  const init = { status: plan.status, headers: plan.headers };
-  const { body } = plan;
-  if (body.kind === "none" || method === "HEAD") {
-    return new Response(null, init);
+/** The bytes `[start, end)` of `source`, as they arrive. */
+async function* windowOf(source, start, end) {
+  for (let pos = start; pos < end; ) {
+    const bytes = await source.bytesAt(pos, end);
+    pos += bytes.length;
+    yield bytes;
   }
-  let segments;
-  switch (body.kind) {
-    case "full":
-      segments = [{ start: 0, end: Number(plan.headers["content-length"]) }];
-      break;
-    case "range":
-      segments = [{ start: body.start, end: body.end }];
-      break;
-    case "multipart":
-      segments = body.parts.flatMap((part) => [encoder.encode(part.head), { start: part.start, end: part.end }]);
-      segments.push(encoder.encode(body.closing));
-      break;
-    default:
-      throw new Error(`unknown body kind ${body.kind}`);
-  }
-  return new Response(segmentStream(segments, source), init);
 }
 
-/** A stream of literal byte segments and windows of `source`, read as the client pulls. */
-function segmentStream(segments, source) {
-  let index = 0;
-  let pos = null;
-  let finished = false;
-  source.attach();
-  const leave = (early) => {
-    if (finished) return;
-    finished = true;
-    source.detach(early);
+/** A stream of the chunks `chunks` yields, read as the client pulls; `done(early)` once over. */
+function streamOf(chunks, done) {
+  let over = false;
+  const finish = (early) => {
+    if (over) return;
+    over = true;
+    done(early);
   };
   return new ReadableStream(
     {
       async pull(controller) {
         for (;;) {
-          if (index >= segments.length) {
-            controller.close();
-            leave(false);
-            return;
-          }
-          const segment = segments[index];
-          if (segment instanceof Uint8Array) {
-            index += 1;
-            if (segment.length === 0) continue;
-            controller.enqueue(segment);
-            return;
-          }
-          pos ??= segment.start;
-          if (pos >= segment.end) {
-            index += 1;
-            pos = null;
-            continue;
-          }
-          let bytes;
+          let next;
           try {
-            bytes = await source.bytesAt(pos, segment.end);
+            next = await chunks.next();
           } catch (error) {
-            leave(false);
+            finish(false);
             controller.error(error);
             return;
           }
-          pos += bytes.length;
-          controller.enqueue(bytes);
-          return;
+          if (next.done) {
+            finish(false);
+            controller.close();
+            return;
+          }
+          if (next.value.length > 0) {
+            controller.enqueue(next.value);
+            return;
+          }
         }
       },
       cancel() {
-        leave(true);
+        finish(true);
+        // Not awaited: the generator may wait for bytes that will never come.
+        chunks.return().catch(() => {});
       },
     },
     { highWaterMark: 0 },

@@ -5,4 +5,4 @@ import { initSync } from "./web.js";
 
 initSync({ module });
 
-export { planResponse, resolveRange, isDefinitive, copyMode, objectKey, describeObject, BackfillManager, Seen } from "./web.js";
+export { planResponse, resolveRange, objectKey, describeObject, BackfillManager, ReadMachine, Seen } from "./web.js";

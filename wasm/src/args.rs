@@ -33,25 +33,13 @@ pub(crate) struct ObjectArg {
     pub size: u64,
     pub etag: Option<EntityTag>,
     pub last_modified: Option<Timestamp>,
+    pub expires: Option<Timestamp>,
     pub headers: Vec<(String, String)>,
 }
 
 /// A `TypeError` carrying `message`, as thrown to JavaScript.
 pub(crate) fn type_error(message: impl AsRef<str>) -> JsValue {
     JsTypeError::new(message.as_ref()).into()
-}
-
-/// An object from its parts: the validators are parsed here, and one that does not parse is a
-/// `TypeError` naming it.
-pub(crate) fn object_arg(
-    size: u64,
-    etag: Option<&str>,
-    last_modified: Option<&str>,
-    headers: Vec<(String, String)>,
-) -> Result<ObjectArg, JsValue> {
-    let etag = etag.map(parse_etag).transpose()?;
-    let last_modified = last_modified.map(parse_date).transpose()?;
-    Ok(ObjectArg { size, etag, last_modified, headers })
 }
 
 /// An object's entity-tag; one that does not parse is a `TypeError` naming it.
@@ -64,11 +52,12 @@ pub(crate) fn parse_etag(raw: &str) -> Result<EntityTag, JsValue> {
     })
 }
 
-/// An object's Last-Modified; one that does not parse is a `TypeError` naming it.
-pub(crate) fn parse_date(raw: &str) -> Result<Timestamp, JsValue> {
+/// An object's date (`what`: `lastModified`, `expires`); one that does not parse is a
+/// `TypeError` naming it.
+pub(crate) fn parse_date(raw: &str, what: &str) -> Result<Timestamp, JsValue> {
     parse_http_date(raw).ok_or_else(|| {
         type_error(format!(
-            "object.lastModified {} is not an HTTP date such as 'Sun, 06 Nov 1994 08:49:37 GMT'",
+            "object.{what} {} is not an HTTP date such as 'Sun, 06 Nov 1994 08:49:37 GMT'",
             quoted(raw)
         ))
     })

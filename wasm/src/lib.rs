@@ -1,19 +1,20 @@
 //! rangecache-wasm: the core's decisions exported to JavaScript through wasm-bindgen.
 //!
 //! The package's public functions live in `js/api.js`, which checks the arguments (a bad one is
-//! a `TypeError` naming the field), calls the raw exports below with plain strings and numbers,
-//! and decodes their answers (see [`plan`]) into plain objects:
+//! a `TypeError` naming the field), calls the raw exports below and decodes their answers into
+//! plain objects. Every call has the one layout of [`wire`]: strings in through one buffer,
+//! answers out as numbers and one text, with the strings that cross as numbers listed once.
 //!
 //! * `planResponse(request, object)` over [`plan_raw`]: the core's `conditional::plan_response`
 //!   (RFC 9110 §13.2.2, §14);
+//! * `new ReadMachine(request, { tiers, now })` over the raw class of [`read`]: the core's
+//!   `read::Machine`, the tiered read a host drives by events (which tier to open, which answer
+//!   stands, the copy into tier 0, `Cache-Status`);
+//! * `new BackfillManager(config)` over the raw class of [`backfill`];
 //! * `resolveRange(rangeHeader, size)` over [`resolve_raw`]: `range::parse_range` and
 //!   `range::resolve`;
-//! * `isDefinitive(request, object)` over [`definitive_raw`] and `copyMode(method, from, body)`
-//!   over [`copy_mode_raw`]: the read machine's `read::is_definitive` and `read::copy_mode`, for
-//!   a host (the edge worker) that walks its tiers itself;
 //! * `objectKey(namespace, key)` and `describeObject(headers)`: the storage key of SPEC §3, and
-//!   what a cache keeps of an origin's response;
-//! * `BackfillManager` over the raw class of [`backfill`].
+//!   what a cache keeps of an origin's response.
 //!
 //! Every raw export checks its arguments again and none reaches a panic, whatever it is passed,
 //! so even a direct caller never aborts the instance. The core's types never reach JavaScript.
@@ -21,6 +22,8 @@
 mod args;
 mod backfill;
 mod plan;
+mod read;
+pub mod wire;
 
 // Talc instead of the standard library's dlmalloc: several kilobytes smaller in the module, and
 // an allocation, which every plan makes several of, is cheaper.
@@ -31,27 +34,27 @@ static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_all
 use std::cell::RefCell;
 
 use http::Method;
-use rangecache_core::backfill::Mode;
 use rangecache_core::key::{Key, Namespace};
-use rangecache_core::read::copy_mode;
-use rangecache_core::{Body, EntityTag, ObjectMeta, RangeLimits, TierIdx, Timestamp, Window};
+use rangecache_core::{EntityTag, ObjectMeta, RangeLimits, Timestamp};
 use wasm_bindgen::prelude::*;
 
 use crate::args::{ObjectArg, parse_date, parse_etag, quoted, size_of, type_error};
-use crate::plan::{Answer, Inputs, Request, SEP};
+use crate::plan::{Inputs, Request};
+use crate::wire::{Answer, SEP};
 
-/// What crosses the boundary for `planRaw` and `definitiveRaw`, kept from call to call so a
-/// call allocates nothing for it: JavaScript encodes its input straight into `input` and reads
-/// the answer straight from `answer`.
-struct Boundary {
-    input: Vec<u8>,
-    /// The lengths of the fixed fields of `input` (method, the six request fields, entity-tag,
-    /// Last-Modified; `-1` when absent), written by JavaScript when the input is all ASCII so
-    /// the module need not search for separators; `lens[0] < 0` when it did not.
+/// What crosses the boundary, kept from call to call so a call allocates nothing for it:
+/// JavaScript encodes its input straight into `input` and reads the answer straight from
+/// `answer`.
+pub(crate) struct Boundary {
+    pub(crate) input: Vec<u8>,
+    /// The lengths of the fixed fields of `planRaw`'s input (method, the six request fields,
+    /// entity-tag, Last-Modified, expiry; `-1` when absent), written by JavaScript when the
+    /// input is all ASCII so the module need not search for separators; `lens[0] < 0` when it
+    /// did not.
     lens: [f64; FIXED],
-    answer: Answer,
-    /// The stored fields of the last object, whose strings the next one reuses (an allocation
-    /// in wasm costs several times a native one).
+    pub(crate) answer: Answer,
+    /// The stored fields of the last object planned, whose strings the next one reuses (an
+    /// allocation in wasm costs several times a native one).
     stored: Vec<(String, String)>,
     validators: Validators,
 }
@@ -90,7 +93,7 @@ impl Validators {
         {
             return Ok(date);
         }
-        let date = parse_date(raw)?;
+        let date = parse_date(raw, "lastModified")?;
         self.date_raw.clear();
         self.date_raw.push_str(raw);
         self.date = Some(date);
@@ -115,20 +118,25 @@ thread_local! {
     };
 }
 
+/// Runs `f` with the boundary's buffers.
+pub(crate) fn with_boundary<R>(f: impl FnOnce(&mut Boundary) -> R) -> R {
+    BOUNDARY.with_borrow_mut(f)
+}
+
 /// The module's memory, for `js/api.js` to read and write the buffers below in place.
 #[wasm_bindgen(js_name = memoryRaw, skip_typescript)]
 pub fn memory_raw() -> JsValue {
     wasm_bindgen::memory()
 }
 
-/// How many fields of the input come before the stored ones.
-const FIXED: usize = 9;
+/// How many fields of `planRaw`'s input come before the stored ones.
+const FIXED: usize = 10;
 
-/// The address of the lengths of the input's fixed fields (`FIXED` numbers), which does not
+/// The address of the lengths of `planRaw`'s fixed fields (`FIXED` numbers), which does not
 /// change.
 #[wasm_bindgen(js_name = lensBuffer, skip_typescript)]
 pub fn lens_buffer() -> u32 {
-    BOUNDARY.with_borrow(|b| b.lens.as_ptr() as usize as u32)
+    with_boundary(|b| b.lens.as_ptr() as usize as u32)
 }
 
 /// The address of the input buffer, grown to hold at least `capacity` bytes. The address stays
@@ -136,7 +144,7 @@ pub fn lens_buffer() -> u32 {
 /// it, so nothing else may grow the buffer in a module the package uses.
 #[wasm_bindgen(js_name = inputBuffer, skip_typescript)]
 pub fn input_buffer(capacity: u32) -> u32 {
-    BOUNDARY.with_borrow_mut(|b| {
+    with_boundary(|b| {
         let capacity = capacity as usize;
         if b.input.len() < capacity {
             b.input.resize(capacity, 0);
@@ -145,60 +153,22 @@ pub fn input_buffer(capacity: u32) -> u32 {
     })
 }
 
-/// The plan for a request and an object, both encoded by `js/api.js` into the first `len`
-/// bytes of the input buffer: the method, then If-Match, If-None-Match, If-Modified-Since,
-/// If-Unmodified-Since, Range, If-Range, the entity-tag and Last-Modified (each empty when
-/// absent, else its value after a `=`), then the stored fields as `name, value` pairs, all
-/// separated by NUL. Answers the address of the plan's numbers (see [`Answer`]).
-///
-/// One UTF-8 buffer rather than an argument per field: `api.js` encodes it with
-/// `TextEncoder.encodeInto`, where passing strings costs a character-by-character copy each.
+/// The plan for a request and an object, both in the first `len` bytes of the input: the
+/// method, then If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Range,
+/// If-Range, the entity-tag, Last-Modified and the expiry (each empty when absent, else its
+/// value after a `=`), then the stored fields as `name, value` pairs. Answers the plan (see
+/// [`plan`]); a value it echoes from the object refers to the object's strings in that order
+/// (entity-tag 0, Last-Modified 1, expiry 2, then each stored name and value).
 #[wasm_bindgen(js_name = planRaw, skip_typescript)]
 pub fn plan_raw(len: u32, size: f64) -> Result<u32, JsValue> {
-    BOUNDARY.with_borrow_mut(|b| {
+    with_boundary(|b| {
         let Boundary { input, lens, answer, stored, validators } = b;
         let parsed = parse_input(input, lens, len, size, stored, validators)?;
         let inputs = Inputs { etag: parsed.etag, last_modified: parsed.last_modified };
         let meta =
             plan::plan(&parsed.request, parsed.object, &inputs, &RangeLimits::default(), answer);
         keep(meta, parsed.etag, stored, validators);
-        Ok(answer.nums.as_ptr() as usize as u32)
-    })
-}
-
-/// Whether the plan for the request and object in the first `len` bytes of the input buffer
-/// (as for [`plan_raw`]) is the final answer of a tier holding that object (SPEC §4).
-#[wasm_bindgen(js_name = definitiveRaw, skip_typescript)]
-pub fn definitive_raw(len: u32, size: f64) -> Result<bool, JsValue> {
-    BOUNDARY.with_borrow_mut(|b| {
-        let Boundary { input, lens, stored, validators, .. } = b;
-        let parsed = parse_input(input, lens, len, size, stored, validators)?;
-        let (definitive, meta) =
-            plan::definitive(&parsed.request, parsed.object, &RangeLimits::default());
-        keep(meta, parsed.etag, stored, validators);
-        Ok(definitive)
-    })
-}
-
-/// How a read copies into tier 0 what it serves from tier `from` with a body of kind `body`
-/// (0 none, 1 full, 2 range, 3 multipart): the core's `read::copy_mode`, answered as 0 (no
-/// copy), 1 (tee) or 2 (background).
-#[wasm_bindgen(js_name = copyModeRaw, skip_typescript)]
-pub fn copy_mode_raw(method: &str, from: f64, body: u8) -> Result<u8, JsValue> {
-    let method = method_of(method)?;
-    let from =
-        usize::try_from(size_of(from, "from")?).map_err(|_| type_error("from is too large"))?;
-    // Only the kind of body matters to the decision.
-    let body = match body {
-        0 => Body::None,
-        1 => Body::Full,
-        2 => Window::new(0, 1).map_or(Body::Full, Body::Window),
-        _ => Body::Multipart { boundary: String::new(), parts: Vec::new(), closing: String::new() },
-    };
-    Ok(match copy_mode(&method, TierIdx::new(from), &body) {
-        None => 0,
-        Some(Mode::Tee) => 1,
-        Some(Mode::Background) => 2,
+        Ok(answer.finish())
     })
 }
 
@@ -233,11 +203,7 @@ fn parse_input<'a>(
     spare: &mut Vec<(String, String)>,
     validators: &mut Validators,
 ) -> Result<Parsed<'a>, JsValue> {
-    let input = input
-        .get(..len as usize)
-        .ok_or_else(|| type_error("len is past the input buffer; call planResponse instead"))?;
-    let input = std::str::from_utf8(input)
-        .map_err(|_| type_error("the input is not UTF-8; call planResponse instead"))?;
+    let input = text_of(input, len)?;
     let (fixed, rest) = match fixed_fields(input, lens) {
         Some(found) => found,
         None => split_fields(input),
@@ -252,6 +218,7 @@ fn parse_input<'a>(
         if_range,
         etag,
         last_modified,
+        expires,
     ] = fixed;
     let request = Request {
         method: method_of(method.unwrap_or_default())?,
@@ -269,9 +236,19 @@ fn parse_input<'a>(
         size,
         etag: etag.map(|raw| validators.etag(raw)).transpose()?,
         last_modified: last_modified.map(|raw| validators.date(raw)).transpose()?,
+        expires: expires.map(|raw| parse_date(raw, "expires")).transpose()?,
         headers: stored,
     };
     Ok(Parsed { request, etag, last_modified, object })
+}
+
+/// The first `len` bytes of the input, which must be UTF-8.
+pub(crate) fn text_of(input: &[u8], len: u32) -> Result<&str, JsValue> {
+    let input = input
+        .get(..len as usize)
+        .ok_or_else(|| type_error("len is past the input buffer; call the package's functions"))?;
+    std::str::from_utf8(input)
+        .map_err(|_| type_error("the input is not UTF-8; call the package's functions"))
 }
 
 /// The fixed fields where `lens` says they are, and what follows them; `None` unless the
@@ -306,9 +283,10 @@ fn fixed_fields<'a>(
     Some((out, rest))
 }
 
-/// The fixed fields found by their separators, and what follows them.
-fn split_fields(input: &str) -> ([Option<&str>; FIXED], &str) {
-    let mut out = [None; FIXED];
+/// The first `N` fields found by their separators (the first as it is, the others optional:
+/// empty when absent, else `=` and the value), and what follows them.
+pub(crate) fn split_fields<const N: usize>(input: &str) -> ([Option<&str>; N], &str) {
+    let mut out = [None; N];
     let mut rest = input;
     for (i, field) in out.iter_mut().enumerate() {
         let (head, tail) = rest.split_once(SEP).unwrap_or((rest, ""));
@@ -318,38 +296,60 @@ fn split_fields(input: &str) -> ([Option<&str>; FIXED], &str) {
     (out, rest)
 }
 
-fn method_of(method: &str) -> Result<Method, JsValue> {
+pub(crate) fn method_of(method: &str) -> Result<Method, JsValue> {
     Method::from_bytes(method.as_bytes()).map_err(|_| {
         type_error(format!("request.method {} is not an HTTP method token", quoted(method)))
     })
 }
 
-/// What a Range selects from `size` bytes, in the wire form of [`plan`].
+/// What a Range selects from `size` bytes (see `plan::resolve_range`); the Range is the first
+/// `len` bytes of the input when `present`.
 #[wasm_bindgen(js_name = resolveRaw, skip_typescript)]
-pub fn resolve_raw(range: Option<String>, size: f64) -> Result<String, JsValue> {
+pub fn resolve_raw(len: u32, present: bool, size: f64) -> Result<u32, JsValue> {
     let size = size_of(size, "size")?;
-    Ok(plan::resolve_range(range.as_deref(), size, &RangeLimits::default()))
+    with_boundary(|b| {
+        let range = if present { Some(text_of(&b.input, len)?) } else { None };
+        b.answer.clear();
+        plan::resolve_range(range, size, &RangeLimits::default(), &mut b.answer);
+        Ok(b.answer.finish())
+    })
 }
 
-/// The storage key for `/{namespace}/{key}` (SPEC §3): `namespace/key`, where a key of exactly
-/// 64 hex characters is kept and any other is replaced by its hex SHA-256; `None` for a
-/// namespace outside `^[a-zA-Z0-9][a-zA-Z0-9_-]*$`.
+/// The storage key for `/{namespace}/{key}` (SPEC §3), given as `namespace, key` in the first
+/// `len` bytes of the input: `namespace/key`, where a key of exactly 64 hex characters is kept
+/// and any other is replaced by its hex SHA-256; absent for a namespace outside
+/// `^[a-zA-Z0-9][a-zA-Z0-9_-]*$`.
 #[wasm_bindgen(js_name = objectKeyRaw, skip_typescript)]
-pub fn object_key_raw(namespace: &str, key: &str) -> Option<String> {
-    let namespace = Namespace::parse(namespace).ok()?;
-    Some(format!("{namespace}/{}", Key::from_segment(key)))
+pub fn object_key_raw(len: u32) -> Result<u32, JsValue> {
+    with_boundary(|b| {
+        let (namespace, key) = text_of(&b.input, len)?.split_once(SEP).unwrap_or(("", ""));
+        let storage_key = Namespace::parse(namespace)
+            .ok()
+            .map(|namespace| format!("{namespace}/{}", Key::from_segment(key)));
+        b.answer.clear();
+        b.answer.optional(storage_key.as_deref());
+        Ok(b.answer.finish())
+    })
 }
 
-/// An origin response's fields (`name NUL value NUL ...`, lower-case names) described as an
-/// object, in the wire form of [`plan`].
+/// An origin response's fields (`name, value, ...`, lower-case names) in the first `len` bytes
+/// of the input, described as an object (see `plan::describe`).
 #[wasm_bindgen(js_name = describeRaw, skip_typescript)]
-pub fn describe_raw(fields: &str) -> String {
-    plan::describe(&pairs(fields.split(SEP)))
+pub fn describe_raw(len: u32) -> Result<u32, JsValue> {
+    with_boundary(|b| {
+        let fields = pairs(text_of(&b.input, len)?.split(SEP));
+        b.answer.clear();
+        plan::describe(&fields, &mut b.answer);
+        Ok(b.answer.finish())
+    })
 }
 
 /// `name, value, ...` as pairs in `out`, reusing its strings; a trailing unpaired name and an
 /// empty name are dropped.
-fn pairs_into<'a>(mut fields: impl Iterator<Item = &'a str>, out: &mut Vec<(String, String)>) {
+pub(crate) fn pairs_into<'a>(
+    mut fields: impl Iterator<Item = &'a str>,
+    out: &mut Vec<(String, String)>,
+) {
     let mut n = 0;
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         if name.is_empty() {

@@ -1,15 +1,12 @@
-//! Plans, resolved ranges and object descriptions, translated from the core's types into the
-//! package's own wire forms, which `js/api.js` turns into plain objects: a plan as numbers and
-//! one short text in buffers kept in wasm memory ([`Answer`]), the rest as one string of fields
-//! separated by NUL.
+//! Plans, resolved ranges and object descriptions, written into the [`Answer`] in the layout of
+//! [`crate::wire`], which `js/api.js` turns into plain objects.
 //!
-//! Building the result object field by field from Rust would cost a crossing and a UTF-8 decode
-//! per name and value, ten times the plan itself. NUL never occurs in what is encoded: header
-//! names and values are checked by the core (`HeaderValue` refuses control characters), and the
-//! rest are numbers and tokens. The core's types never reach JavaScript, so the core can change
-//! them freely.
-
-use std::fmt::Write;
+//! A plan is `status, n, n × (name, value), body` where body is `code` (none, full), `code,
+//! start, end` (range) or `code, boundary, closing, n, n × (start, end, head)` (multipart).
+//! Known field names and `bytes` are sent as their [`KNOWN`](crate::wire::KNOWN) code, so
+//! JavaScript builds the headers object from its own constants; a value the plan only echoes
+//! from the object JavaScript gave is sent as a reference to that string. The core's types never
+//! reach JavaScript, so the core can change them freely.
 
 use http::Method;
 use http::header::{
@@ -17,18 +14,15 @@ use http::header::{
     HeaderName, LAST_MODIFIED,
 };
 use rangecache_core::conditional::plan_response;
-use rangecache_core::object::select_stored_headers;
+use rangecache_core::object::{EXPIRES_HEADER, select_stored_headers};
 use rangecache_core::range::{parse_range, resolve};
-use rangecache_core::read::is_definitive;
 use rangecache_core::validators::parse_http_date;
 use rangecache_core::{
-    Body, EntityTag, ObjectMeta, RangeLimits, RequestHeaders, Resolved, Timestamp,
+    Body, EntityTag, ObjectMeta, RangeLimits, RequestHeaders, Resolved, ResponsePlan, Timestamp,
 };
 
 use crate::args::ObjectArg;
-
-/// Separates the fields of the wire form.
-pub(crate) const SEP: char = '\0';
+use crate::wire::{Answer, K};
 
 /// The request fields a plan reads, as raw field values.
 pub(crate) struct Request<'a> {
@@ -47,21 +41,6 @@ pub(crate) struct Request<'a> {
 // requires for a representation without one.
 const NO_ETAG: &str = "rangecache-wasm:no-entity-tag";
 
-/// A plan's answer as `js/api.js` reads it straight from wasm memory, in buffers kept from call
-/// to call (no allocation, copy or free at the boundary): `nums`, read as a `Float64Array`, and
-/// `text`, decoded once with `TextDecoder`.
-///
-/// `nums` is `textPtr, textLen, status, n, n × (name, value), body` where body is `0` (none),
-/// `1` (full), `2, start, end` (range) or `3, boundary, closing, n, n × (start, end, head)`
-/// (multipart). Each string is two numbers `a, b`: `a >= 0` is the UTF-8 bytes `[a, a + b)` of
-/// the text, `a = -1` the constant `KNOWN[b]`, and `a = -2` the `b`-th
-/// string JavaScript encoded from the object (entity-tag, date, then each stored name and
-/// value), which saves decoding what the plan only echoes.
-pub(crate) struct Answer {
-    pub nums: Vec<f64>,
-    pub text: Vec<u8>,
-}
-
 /// The validators of the object as JavaScript encoded them, which the answer may refer to (the
 /// stored fields are referred to in the object's own order).
 pub(crate) struct Inputs<'a> {
@@ -69,53 +48,14 @@ pub(crate) struct Inputs<'a> {
     pub last_modified: Option<&'a str>,
 }
 
-impl Answer {
-    pub(crate) const fn new() -> Answer {
-        Answer { nums: Vec::new(), text: Vec::new() }
-    }
-
-    fn clear(&mut self) {
-        self.nums.clear();
-        self.text.clear();
-        // Filled in by `finish`.
-        self.nums.extend_from_slice(&[0.0, 0.0]);
-    }
-
-    fn number(&mut self, n: u64) {
-        // Exact: every number written is a size or a status, below 2^53.
-        self.nums.push(n as f64);
-    }
-
-    fn string(&mut self, s: &str) {
-        self.nums.extend_from_slice(&[self.text.len() as f64, s.len() as f64]);
-        self.text.extend_from_slice(s.as_bytes());
-    }
-
-    /// A field name: a known one as its constant (standard names compare without their bytes).
-    fn name(&mut self, name: &HeaderName) {
-        match KNOWN_HEADERS.iter().position(|k| k == name) {
-            Some(idx) => self.nums.extend_from_slice(&[-1.0, idx as f64]),
-            None => self.string(name.as_str()),
-        }
-    }
-
-    /// A field value: `bytes` (Accept-Ranges) as its constant.
-    fn value(&mut self, s: &str) {
-        if s == KNOWN[KNOWN_NAMES] {
-            self.nums.extend_from_slice(&[-1.0, KNOWN_NAMES as f64]);
-        } else {
-            self.string(s);
-        }
-    }
-
-    fn reference(&mut self, idx: usize) {
-        self.nums.extend_from_slice(&[-2.0, idx as f64]);
-    }
-
-    fn finish(&mut self) {
-        self.nums[0] = self.text.as_ptr() as usize as f64;
-        self.nums[1] = self.text.len() as f64;
-    }
+/// How one planned field is written.
+pub(crate) enum Field {
+    /// Not at all (a placeholder validator).
+    Skip,
+    /// As the `idx`-th string JavaScript encoded for the call.
+    Echo(usize),
+    /// As the value planned.
+    Value,
 }
 
 /// The core's request view of `request` against an object with or without a date.
@@ -134,19 +74,6 @@ fn request_headers<'a>(request: &'a Request<'a>, has_date: bool) -> RequestHeade
     req
 }
 
-/// Whether the plan for `request` is the final answer of a tier holding `object`: the core's
-/// `read::is_definitive` (SPEC §4); hands back the object's metadata for reuse.
-pub(crate) fn definitive(
-    request: &Request<'_>,
-    object: ObjectArg,
-    limits: &RangeLimits,
-) -> (bool, ObjectMeta) {
-    let req = request_headers(request, object.last_modified.is_some());
-    let meta = meta_of(object);
-    let planned = plan_response(&req, &meta, limits);
-    (is_definitive(&req, &meta, &planned, limits), meta)
-}
-
 /// Plans the answer to `request` for `object` with the core's `plan_response` into `out`;
 /// hands back the object's metadata for reuse.
 pub(crate) fn plan(
@@ -162,33 +89,53 @@ pub(crate) fn plan(
     let meta = meta_of(object);
     let planned = plan_response(&req, &meta, limits);
     out.clear();
+    write_plan(out, &planned, |name, value| {
+        // Without a validator the placeholder's is never shown.
+        if (!has_etag && name == ETAG) || (!has_date && name == LAST_MODIFIED) {
+            return Field::Skip;
+        }
+        match echoed(name, value, inputs, &meta.headers) {
+            Some(idx) => Field::Echo(idx),
+            None => Field::Value,
+        }
+    });
+    meta
+}
+
+/// Writes `planned` (see the module doc), each field as `field` says.
+pub(crate) fn write_plan(
+    out: &mut Answer,
+    planned: &ResponsePlan,
+    mut field: impl FnMut(&HeaderName, &str) -> Field,
+) {
     out.number(u64::from(planned.status.as_u16()));
     let count = out.nums.len();
     out.nums.push(0.0);
     let mut n = 0;
     for (name, value) in &planned.headers {
-        // Without a validator the placeholder's is never shown.
-        if (!has_etag && name == ETAG) || (!has_date && name == LAST_MODIFIED) {
+        let how = field(name, value);
+        if let Field::Skip = how {
             continue;
         }
         n += 1;
-        out.name(name);
-        match echoed(name, value, inputs, &meta.headers) {
-            Some(idx) => out.reference(idx),
-            None => out.value(value),
+        write_name(out, name);
+        match how {
+            Field::Echo(idx) => out.callers(idx),
+            Field::Value if value == "bytes" => out.known(K::Bytes),
+            Field::Value | Field::Skip => out.string(value),
         }
     }
     out.nums[count] = f64::from(n);
     match &planned.body {
-        Body::None => out.number(0),
-        Body::Full => out.number(1),
+        Body::None => out.code(K::None),
+        Body::Full => out.code(K::Full),
         Body::Window(window) => {
-            out.number(2);
+            out.code(K::Range);
             out.number(window.start());
             out.number(window.end());
         }
         Body::Multipart { boundary, parts, closing } => {
-            out.number(3);
+            out.code(K::Multipart);
             out.string(boundary);
             out.string(closing);
             out.number(parts.len() as u64);
@@ -199,8 +146,14 @@ pub(crate) fn plan(
             }
         }
     }
-    out.finish();
-    meta
+}
+
+/// A field name: a known one as its constant (standard names compare without their bytes).
+fn write_name(out: &mut Answer, name: &HeaderName) {
+    match KNOWN_HEADERS.iter().position(|k| k == name) {
+        Some(idx) => out.known(K::ALL[idx]),
+        None => out.string(name.as_str()),
+    }
 }
 
 /// Which of the object's strings, if any, is exactly `value` of the planned field `name`.
@@ -216,7 +169,8 @@ fn echoed(
         (inputs.last_modified == Some(value)).then_some(1)
     } else {
         let name = name.as_str();
-        stored.iter().position(|(n, v)| n == name && v == value).map(|i| 3 + 2 * i)
+        // Each stored value follows its name, after the entity-tag, date and expiry.
+        stored.iter().position(|(n, v)| n == name && v == value).map(|i| 4 + 2 * i)
     }
 }
 
@@ -225,115 +179,79 @@ fn echoed(
 pub(crate) fn meta_of(object: ObjectArg) -> ObjectMeta {
     ObjectMeta {
         size: object.size,
-        // Built directly: the placeholder's characters are known to be valid etagc.
-        etag: object.etag.unwrap_or_else(|| EntityTag { weak: false, opaque: NO_ETAG.to_owned() }),
+        etag: object.etag.unwrap_or_else(no_etag),
         last_modified: object.last_modified.unwrap_or(Timestamp::from_millis(0)),
         headers: object.headers,
-        expires: None,
+        expires: object.expires,
     }
 }
 
-/// Resolves a Range field value against `size` with the core's `parse_range` and `resolve`,
-/// encoded as `full`, `unsatisfiable` or `partial, n × (start, end)`; an absent or invalid
+/// The placeholder entity-tag (see `NO_ETAG`), built directly: its characters are known to be
+/// valid etagc.
+pub(crate) fn no_etag() -> EntityTag {
+    EntityTag { weak: false, opaque: NO_ETAG.to_owned() }
+}
+
+/// True if `value` is the ETag field of the placeholder entity-tag.
+pub(crate) fn is_no_etag(value: &str) -> bool {
+    value.len() == NO_ETAG.len() + 2 && value.get(1..value.len() - 1) == Some(NO_ETAG)
+}
+
+/// Resolves a Range field value against `size` with the core's `parse_range` and `resolve`:
+/// `code, n, n × (start, end)` with `code` full, partial or unsatisfiable; an absent or invalid
 /// Range selects the whole object.
-pub(crate) fn resolve_range(range: Option<&str>, size: u64, limits: &RangeLimits) -> String {
-    let Some(specs) = range.and_then(parse_range) else {
-        return "full".to_owned();
-    };
-    match resolve(&specs, size, limits) {
-        Resolved::Full => "full".to_owned(),
-        Resolved::Unsatisfiable => "unsatisfiable".to_owned(),
-        Resolved::Partial(windows) => {
-            let mut out = String::from("partial");
-            out.push(SEP);
+pub(crate) fn resolve_range(
+    range: Option<&str>,
+    size: u64,
+    limits: &RangeLimits,
+    out: &mut Answer,
+) {
+    let resolved = range.and_then(parse_range).map(|specs| resolve(&specs, size, limits));
+    match resolved {
+        None | Some(Resolved::Full) => out.code(K::Full),
+        Some(Resolved::Unsatisfiable) => out.code(K::Unsatisfiable),
+        Some(Resolved::Partial(windows)) => {
+            out.code(K::Partial);
+            out.number(windows.len() as u64);
             for window in windows {
-                push_number(&mut out, window.start());
-                push_number(&mut out, window.end());
+                out.number(window.start());
+                out.number(window.end());
             }
-            out.pop();
-            out
         }
     }
 }
 
-/// Describes a response from its fields, encoded as `size, etag, lastModified, n × (name,
-/// value)` (empty when absent): Content-Length as the size, validators that parse, and the
-/// stored end-to-end fields chosen by the core's `select_stored_headers`.
-pub(crate) fn describe(fields: &[(&str, &str)]) -> String {
+/// Describes a response from its fields: `size (-1 when absent), etag, lastModified, expires,
+/// n, n × (name, value)` (optional strings): Content-Length as the size, validators that parse,
+/// the expiry a rangecache origin names (`Rangecache-Expires`), and the stored end-to-end fields
+/// chosen by the core's `select_stored_headers`.
+pub(crate) fn describe(fields: &[(&str, &str)], out: &mut Answer) {
     let field = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v.trim());
     let size = field("content-length")
         .filter(|v| !v.is_empty() && v.len() <= 15 && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse::<u64>().ok());
     let etag = field("etag").and_then(EntityTag::parse);
-    let last_modified = field("last-modified").filter(|v| parse_http_date(v).is_some());
+    let date = |name: &str| field(name).filter(|v| parse_http_date(v).is_some());
     let stored = select_stored_headers(fields.iter().copied());
-    let mut out = String::new();
     match size {
-        Some(size) => push_number(&mut out, size),
-        None => out.push(SEP),
+        Some(size) => out.number(size),
+        None => out.nums.push(-1.0),
     }
-    match etag {
-        Some(tag) => push(&mut out, tag),
-        None => out.push(SEP),
-    }
-    push_str(&mut out, last_modified.unwrap_or(""));
-    push_fields(&mut out, &stored);
-    out.pop();
-    out
-}
-
-/// Appends `value` and a separator.
-fn push(out: &mut String, value: impl std::fmt::Display) {
-    let _ = write!(out, "{value}");
-    out.push(SEP);
-}
-
-/// Appends `n` in decimal and a separator, without the formatting machinery (a tenth of a call
-/// went to formatting four numbers).
-pub(crate) fn push_number(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+    out.optional(etag.map(|tag| tag.to_field_value()).as_deref());
+    out.optional(date("last-modified"));
+    out.optional(date(EXPIRES_HEADER));
+    out.number(stored.len() as u64);
+    for (name, value) in &stored {
+        match KNOWN_HEADERS.iter().position(|k| k.as_str() == name) {
+            Some(idx) => out.known(K::ALL[idx]),
+            None => out.string(name),
         }
+        out.string(value);
     }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
-    }
-    out.push(SEP);
 }
 
-/// Appends `text` and a separator, without the formatting machinery.
-fn push_str(out: &mut String, text: &str) {
-    out.push_str(text);
-    out.push(SEP);
-}
-
-/// Strings sent as their position here (`a = -1` in [`Answer`]): JavaScript then uses its own
-/// constant, which makes the headers object as cheap to build as a literal, where a name sliced
-/// from the answer must be hashed and interned first. `js/api.js` holds the same list in the same
-/// order.
-const KNOWN: [&str; 9] = [
-    "accept-ranges",
-    "content-length",
-    "content-range",
-    "content-type",
-    "etag",
-    "last-modified",
-    "cache-control",
-    "expires",
-    "bytes",
-];
-
-/// How many of `KNOWN` are field names; the rest are values.
-const KNOWN_NAMES: usize = 8;
-
-/// The field names of `KNOWN`, in the same order.
-const KNOWN_HEADERS: [HeaderName; KNOWN_NAMES] = [
+/// The field names a plan sends as codes: the first codes of `KNOWN`, in the same order.
+const KNOWN_HEADERS: [HeaderName; 8] = [
     ACCEPT_RANGES,
     CONTENT_LENGTH,
     CONTENT_RANGE,
@@ -344,31 +262,21 @@ const KNOWN_HEADERS: [HeaderName; KNOWN_NAMES] = [
     EXPIRES,
 ];
 
-/// Appends `n, n × (name, value)`, a name of `KNOWN` as `\u{1}` and a letter (`a` for the
-/// first); `api.js` joins a repeated name.
-fn push_fields(out: &mut String, fields: &[(String, String)]) {
-    push_number(out, fields.len() as u64);
-    for (name, value) in fields {
-        match KNOWN[..KNOWN_NAMES].iter().position(|k| k == name) {
-            Some(idx) => {
-                out.push('\u{1}');
-                out.push(char::from(b'a' + idx as u8));
-            }
-            None => out.push_str(name),
-        }
-        out.push(SEP);
-        out.push_str(value);
-        out.push(SEP);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::KNOWN;
 
     #[test]
-    fn known_headers_are_the_known_names_in_order() {
+    fn known_headers_are_the_first_known_strings_in_order() {
         let names: Vec<&str> = KNOWN_HEADERS.iter().map(HeaderName::as_str).collect();
-        assert_eq!(names, KNOWN[..KNOWN_NAMES]);
+        assert_eq!(names, KNOWN[..KNOWN_HEADERS.len()]);
+        assert_eq!(KNOWN[K::Bytes as usize], "bytes");
+    }
+
+    #[test]
+    fn the_placeholder_entity_tag_is_recognised_by_its_field_value() {
+        assert!(is_no_etag(&no_etag().to_field_value()));
+        assert!(!is_no_etag("\"v1\""));
     }
 }

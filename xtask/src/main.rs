@@ -176,7 +176,7 @@ pub fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn show(cmd: &Command) -> String {
+pub fn show(cmd: &Command) -> String {
     let mut shown = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
         shown.push(' ');

@@ -4,7 +4,8 @@
 //! `rangecache_wasm.js` (wasm-bindgen's `experimental-nodejs-module` target, which Node 20
 //! imports as it is) behind the entry `index.js`, and `web/` (the `web` target) behind `web.js`
 //! (initialised with `initSync`) and `workerd.js` (initialised from a `.wasm` import, as module
-//! workers do). Both modules go through `wasm-opt` from the npm package
+//! workers do). `wire.js`, the table of strings sent as numbers, is generated from the Rust
+//! definitions. Both modules go through `wasm-opt` from the npm package
 //! `binaryen` 132; Debian's binaryen 108 emits a module whose externref table breaks at load.
 
 use std::fs;
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, root, run};
+use crate::{cargo, root, run, show};
 
 /// The binaryen release whose `wasm-opt` the package is optimised with.
 const BINARYEN_VERSION: &str = "132";
@@ -90,10 +91,28 @@ pub fn build_package() -> Result<()> {
         fs::copy(js.join(file), pkg.join(file))
             .with_context(|| format!("could not copy wasm/js/{file} into the package"))?;
     }
+    write_wire_js(&pkg)?;
     fs::write(pkg.join("package.json"), package_json()).context("could not write package.json")?;
     let size = fs::metadata(pkg.join(format!("{MODULE}_bg.wasm")))?.len();
     eprintln!("wasm/pkg: {MODULE}_bg.wasm is {size} bytes ({:.1} KiB)", size as f64 / 1024.0);
     Ok(())
+}
+
+/// `wire.js`: the strings that cross the boundary as numbers, generated from the Rust table
+/// (`wasm/src/wire.rs`) by the crate's `wire_js` example, so `api.js` and the module read one
+/// list.
+fn write_wire_js(pkg: &Path) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "-p", "rangecache-wasm", "--example", "wire_js"]);
+    let shown = show(&cmd);
+    eprintln!("==> {shown}");
+    let started = Instant::now();
+    let out = cmd.output().with_context(|| format!("could not start {shown}"))?;
+    eprintln!("<== {shown}: {} in {:.1?}", out.status, started.elapsed());
+    if !out.status.success() {
+        bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    fs::write(pkg.join("wire.js"), out.stdout).context("could not write wire.js")
 }
 
 /// `node --test` over the package and the edge-worker example.

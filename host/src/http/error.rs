@@ -6,7 +6,10 @@
 use http::StatusCode;
 
 use super::render::Reply;
+use rangecache_core::write::Failure;
+
 use crate::storage::TierError;
+use crate::tiered;
 
 /// Why a request was not served as asked.
 #[derive(Debug, thiserror::Error)]
@@ -14,9 +17,6 @@ pub enum ApiError {
     /// No route for this path.
     #[error("no such route")]
     NotFound,
-    /// The object does not exist (DELETE).
-    #[error("object not found")]
-    ObjectNotFound,
     /// The route exists, the method does not.
     #[error("method not allowed; use {0}")]
     MethodNotAllowed(&'static str),
@@ -26,18 +26,17 @@ pub enum ApiError {
     /// A malformed request: bad namespace, bad header value.
     #[error("{0}")]
     BadRequest(String),
-    /// The body is larger than `max_object_size` (or than a tier can hold).
-    #[error("object larger than the {0} bytes allowed")]
-    TooLarge(u64),
-    /// A conditional write whose condition did not hold; nothing was stored.
-    #[error("write precondition failed")]
-    WritePreconditionFailed,
-    /// The client sent fewer or more bytes than it announced, or went away mid-upload.
-    #[error("incomplete upload: {0}")]
-    IncompleteUpload(String),
-    /// The live revision a write's preconditions need could not be read from the tiers.
-    #[error("the current revision could not be read to evaluate the write's preconditions")]
-    CurrentUnknown,
+    /// A write, delete or invalidation failed as the core's write machine decided: its
+    /// status, `Cache-Status` and message.
+    #[error("{message}")]
+    Mutation {
+        /// Why, which decides the status.
+        failure: Failure,
+        /// The answer's message.
+        message: String,
+        /// The answer's `Cache-Status`.
+        cache_status: String,
+    },
     /// The server is shutting down.
     #[error("shutting down")]
     ShuttingDown,
@@ -46,17 +45,30 @@ pub enum ApiError {
     Tier(#[from] TierError),
 }
 
+impl From<tiered::Error> for ApiError {
+    fn from(error: tiered::Error) -> ApiError {
+        let message = error.to_string();
+        match error {
+            tiered::Error::ShuttingDown => ApiError::ShuttingDown,
+            tiered::Error::Failed { failure, cache_status, .. } => {
+                ApiError::Mutation { failure, message, cache_status }
+            }
+            tiered::Error::Tier(e) => ApiError::Tier(e),
+        }
+    }
+}
+
 impl ApiError {
     /// The status answering this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotFound | ApiError::ObjectNotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::BadRequest(_) | ApiError::IncompleteUpload(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::WritePreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::ShuttingDown | ApiError::CurrentUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            // Decided by the core with the failure.
+            ApiError::Mutation { failure, .. } => failure.status(),
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Tier(TierError::PreconditionFailed { .. }) => StatusCode::PRECONDITION_FAILED,
             ApiError::Tier(TierError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Tier(TierError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
@@ -69,7 +81,7 @@ impl ApiError {
     /// True for 413: the object is larger than `max_object_size` or than a tier that must
     /// hold it can store. The rest of the body may still be on its way.
     pub fn is_too_large(&self) -> bool {
-        matches!(self, ApiError::TooLarge(_) | ApiError::Tier(TierError::TooLarge { .. }))
+        self.status() == StatusCode::PAYLOAD_TOO_LARGE
     }
 
     /// The error as a plain-text reply.
@@ -86,6 +98,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => reply.header(http::header::WWW_AUTHENTICATE, "Bearer"),
             ApiError::MethodNotAllowed(allow) => reply.header(http::header::ALLOW, allow),
+            ApiError::Mutation { cache_status, .. } => reply.set_cache_status(cache_status),
             _ => {}
         }
         reply

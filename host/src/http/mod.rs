@@ -30,7 +30,6 @@ use crate::metrics::{self, Metrics};
 use crate::tiered::Tiered;
 
 pub use error::ApiError;
-pub use object::{EXPIRES_HEADER, now};
 pub use render::{ACCESS_LOG, Response, ResponseBody};
 pub use request_id::{RequestIds, X_REQUEST_ID};
 

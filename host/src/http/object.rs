@@ -1,42 +1,32 @@
 //! The object routes: read (GET, HEAD), write (PUT, POST), delete and invalidate.
 //!
-//! Reads hand the request's raw fields to the tiered driver, which drives the core and returns
-//! the plan to render with its body. Writes turn headers into a `NewObject` (the host supplies
-//! what the core cannot: a fresh entity-tag and the time) and stream the body into every tier.
+//! Reads hand the request's raw fields to the tiered driver, which drives the core's read machine
+//! and returns the plan to render with its body. Writes turn headers into a `WriteRequest` (the
+//! host supplies what the core cannot: a fresh entity-tag and the time) and hand it and the body
+//! to the tiered driver, which carries out the core's write machine; deletes and invalidations
+//! likewise. This file renders what the machines answered and decides nothing about an object.
 //!
 //! Every answer about an object carries an RFC 9211 `Cache-Status` (SPEC §3), one member per
-//! tier, deepest first. A read's comes from the core's read machine. The others say what each
-//! tier did with a request that is not a lookup:
-//!
-//! | request                                                         | each tier's member         |
-//! | --------------------------------------------------------------- | -------------------------- |
-//! | refused before any tier was asked (400, 401, 405, 413 announced, 503 shutting down) | `fwd=bypass` |
-//! | write, delete (any status)                                      | `fwd=method`               |
-//! | write answered 200                                              | the authoritative tier also `stored` |
-//! | invalidate                                                      | `fwd=method`; the authoritative tier, untouched, `fwd=bypass` |
-//!
-//! `fwd=method` says the method is not one a cache answers from a stored copy (RFC 9211 §2.2);
-//! `stored` is claimed only where it is known: the authoritative tier committed every
-//! successful write, while a nearer tier may have been left out of it (too small for the
-//! object), which the driver does not report.
+//! tier, deepest first. A read's comes from the core's read machine, a write's, delete's or
+//! invalidation's from the core's write machine; an answer refused before any tier was asked
+//! (400, 401, 405, 503 shutting down) says every tier was bypassed
+//! (`CacheStatus::bypassed`).
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 use futures::StreamExt;
-use http::StatusCode;
 use http::header::{self, HeaderMap};
 use hyper::body::Incoming;
 
-use rangecache_core::conditional::{WriteCheck, WriteGuard, write_check, write_guard_for};
 use rangecache_core::object::{last_modified_on_write, parse_ttl, select_stored_headers};
-use rangecache_core::validators::{EntityTag, format_http_date, parse_http_date};
-use rangecache_core::{Key, Namespace, ObjectKey, Timestamp};
+use rangecache_core::validators::{EntityTag, parse_http_date};
+use rangecache_core::{CacheStatus, Key, Namespace, ObjectKey};
 
 use super::render::Reply;
 use super::{ApiError, AppState, Request, RequestBody};
-use crate::storage::WriteCondition;
-use crate::tiered::{ReadRequest, WriteRequest};
+use crate::clock::now;
+use crate::tiered::{ReadRequest, Served, WriteRequest};
 
 /// The object address of a path's two segments as received (percent-encoded), or 400.
 ///
@@ -70,19 +60,6 @@ pub enum Route {
     Invalidate,
 }
 
-/// How far a request that is not a read got into the tiers, for its `Cache-Status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Handling {
-    /// No tier was asked.
-    Bypassed,
-    /// Every tier was asked to write or delete.
-    Mutated,
-    /// A write every tier accepted (the authoritative tier committed it).
-    Written,
-    /// The nearer tiers were asked to drop their copies.
-    Invalidated,
-}
-
 /// Answers one object route, always with a `Cache-Status`.
 pub async fn answer(
     state: &AppState,
@@ -92,20 +69,14 @@ pub async fn answer(
     route: Route,
     body: Incoming,
 ) -> Reply {
-    let mut handling = Handling::Bypassed;
-    let result = route_object(state, req, namespace, key, route, body, &mut handling).await;
+    let result = route_object(state, req, namespace, key, route, body).await;
     let mut reply = match result {
         Ok(reply) => reply,
-        Err(error) => {
-            // A refusal raised before the driver touched a tier is a bypass, whatever route.
-            if matches!(error, ApiError::ShuttingDown) {
-                handling = Handling::Bypassed;
-            }
-            error.into_response()
-        }
+        Err(error) => error.into_response(),
     };
+    // Only an answer refused before any tier was asked lacks one.
     if !reply.has_cache_status() {
-        reply.set_cache_status(cache_status(state.tiered.names(), handling));
+        reply.set_cache_status(CacheStatus::bypassed(state.tiered.names()).to_field_value());
     }
     reply
 }
@@ -117,7 +88,6 @@ async fn route_object(
     key: &str,
     route: Route,
     body: Incoming,
-    handling: &mut Handling,
 ) -> Result<Reply, ApiError> {
     let auth = state.auth.as_ref();
     if route == Route::Invalidate {
@@ -126,8 +96,7 @@ async fn route_object(
         }
         let key = parse_key(namespace, key)?;
         super::auth::require_write(auth, &req.headers)?;
-        *handling = Handling::Invalidated;
-        return invalidate(state, key).await;
+        return answered(state.tiered.invalidate(&key).await);
     }
     let key = parse_key(namespace, key)?;
     match req.method {
@@ -137,48 +106,20 @@ async fn route_object(
         }
         http::Method::PUT | http::Method::POST => {
             super::auth::require_write(auth, &req.headers)?;
-            write(state, req, key, body, handling).await
+            write(state, req, key, body).await
         }
         http::Method::DELETE => {
             super::auth::require_write(auth, &req.headers)?;
-            *handling = Handling::Mutated;
-            delete(state, key).await
+            answered(state.tiered.delete(&key).await)
         }
         _ => Err(ApiError::MethodNotAllowed("GET, HEAD, PUT, POST, DELETE")),
     }
 }
 
-/// The `Cache-Status` of an answer that is not a read's: one member per tier, deepest first
-/// (the table in the module documentation).
-fn cache_status(names: &[String], handling: Handling) -> String {
-    let last = names.len().saturating_sub(1);
-    let members: Vec<String> = names
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(idx, name)| {
-            let params = match handling {
-                Handling::Bypassed => "fwd=bypass",
-                Handling::Mutated => "fwd=method",
-                Handling::Written if idx == last => "fwd=method; stored",
-                Handling::Written => "fwd=method",
-                Handling::Invalidated if idx == last => "fwd=bypass",
-                Handling::Invalidated => "fwd=method",
-            };
-            format!("{}; {params}", cache_identifier(name))
-        })
-        .collect();
-    members.join(", ")
-}
-
-/// A tier name as an RFC 9211 cache identifier: an sf-token when it starts with a letter (the
-/// configuration allows only letters, digits, `_` and `-`), else an sf-string.
-fn cache_identifier(name: &str) -> Cow<'_, str> {
-    if name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        Cow::Borrowed(name)
-    } else {
-        Cow::Owned(format!("\"{name}\""))
-    }
+/// The rendering of a mutation's answer, as the core's write machine decided it.
+fn answered(result: Result<Served, crate::tiered::Error>) -> Result<Reply, ApiError> {
+    let served = result?;
+    Ok(Reply::plan(served.plan, served.body, served.cache_status))
 }
 
 /// GET or HEAD.
@@ -208,17 +149,12 @@ async fn read(state: &AppState, req: &Request, key: ObjectKey) -> Result<Reply, 
     Ok(Reply::plan(served.plan, served.body, served.cache_status))
 }
 
-/// When the revision answered expires, on object responses (read back by the remote tier);
-/// the core plans it.
-pub use rangecache_core::object::EXPIRES_HEADER;
-
-/// PUT or POST: store the body in every tier.
+/// PUT or POST: store the body in every tier, as the core's write machine decides.
 async fn write(
     state: &AppState,
     req: &Request,
     key: ObjectKey,
     body: Incoming,
-    handling: &mut Handling,
 ) -> Result<Reply, ApiError> {
     let mut body = super::body_stream(body, state.limits.body_timeout);
     let headers = &req.headers;
@@ -232,13 +168,6 @@ async fn write(
                 .ok_or_else(|| ApiError::BadRequest("Content-Length is not a number".into()))?,
         ),
     };
-    // Refuse before storing a byte when the client announces too much.
-    if let Some(length) = content_length
-        && length > state.max_object_size
-    {
-        linger(&mut body).await;
-        return Err(ApiError::TooLarge(state.max_object_size));
-    }
     let etag = match headers.get(header::ETAG) {
         None => generate_etag(),
         Some(value) => {
@@ -272,34 +201,29 @@ async fn write(
             Some(parse_ttl(text).map_err(|e| ApiError::BadRequest(e.to_string()))?)
         }
     };
-    // From here on the tiers are asked: to look up the live revision, then to store.
-    *handling = Handling::Mutated;
-    let condition = write_condition(state, &key, headers, now).await?;
-    let stored = stored_headers(headers);
     let write = WriteRequest {
         etag,
         last_modified,
         ttl_millis: ttl,
-        headers: stored,
-        condition,
+        headers: stored_headers(headers),
+        if_match: joined(headers, header::IF_MATCH)?,
+        if_none_match: joined(headers, header::IF_NONE_MATCH)?,
         content_length,
         max_size: state.max_object_size,
         now,
     };
-    let meta = match state.tiered.write(&key, write, &mut body).await {
-        Ok(meta) => meta,
-        // Too large for `max_object_size` or for a tier that must hold the object.
-        Err(e) if e.is_too_large() => {
-            linger(&mut body).await;
-            return Err(e);
+    match state.tiered.write(&key, write, &mut body).await {
+        Ok(served) => Ok(Reply::plan(served.plan, served.body, served.cache_status)),
+        Err(e) => {
+            let e = ApiError::from(e);
+            // Too large for `max_object_size` or for a tier that must hold the object: the
+            // rest of the body may still be on its way.
+            if e.is_too_large() {
+                linger(&mut body).await;
+            }
+            Err(e)
         }
-        Err(e) => return Err(e),
-    };
-    *handling = Handling::Written;
-    let mut reply = Reply::empty(StatusCode::OK);
-    reply.header_string(header::ETAG, meta.etag.to_string());
-    reply.header_string(header::LAST_MODIFIED, format_http_date(meta.last_modified));
-    Ok(reply)
+    }
 }
 
 /// Reads and drops what is left of a refused upload, at most [`LINGER_BYTES`] for at most
@@ -323,29 +247,6 @@ async fn linger(body: &mut RequestBody) {
 const LINGER_BYTES: usize = 1 << 20;
 /// Longest time spent dropping a refused upload.
 const LINGER_TIME: Duration = Duration::from_secs(1);
-
-/// DELETE: remove the object from every tier.
-async fn delete(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
-    if state.tiered.delete(&key).await? {
-        Ok(Reply::empty(StatusCode::OK))
-    } else {
-        Err(ApiError::ObjectNotFound)
-    }
-}
-
-/// POST …/invalidate: drop the copies of the non-authoritative tiers.
-async fn invalidate(state: &AppState, key: ObjectKey) -> Result<Reply, ApiError> {
-    state.tiered.invalidate(&key).await?;
-    Ok(Reply::empty(StatusCode::OK))
-}
-
-/// The host's clock, read once per request.
-pub fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    Timestamp::from_millis(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// A fresh strong entity-tag: 128 random bits, so two writes never share one.
 fn generate_etag() -> EntityTag {
@@ -379,59 +280,6 @@ fn join_into(
         }
     }
     Ok(())
-}
-
-/// The condition the tiers check when they commit this write, as the core decides it from
-/// `If-Match` and `If-None-Match` (RFC 9110 §13.2.2: If-Match first; an If-None-Match naming
-/// the live revision is 412, one naming others lets the write proceed).
-///
-/// When the core needs the live revision, it is looked up with a HEAD through the tiers (the
-/// nearest tier holding the key answers; every tier holds the revision the authoritative tier
-/// committed), and the core's verdict is pinned to that revision, so a write committed in
-/// between makes the tiers refuse this one rather than apply it unevaluated.
-async fn write_condition(
-    state: &AppState,
-    key: &ObjectKey,
-    headers: &HeaderMap,
-    now: Timestamp,
-) -> Result<WriteCondition, ApiError> {
-    let if_match = joined(headers, header::IF_MATCH)?;
-    let if_none_match = joined(headers, header::IF_NONE_MATCH)?;
-    let (if_match, if_none_match) = (if_match.as_deref(), if_none_match.as_deref());
-    let guard = match write_check(if_match, if_none_match) {
-        WriteCheck::Guard(guard) => guard,
-        WriteCheck::NeedsCurrent => {
-            let current = current_etag(state, key, now).await?;
-            write_guard_for(if_match, if_none_match, current.as_ref())
-                .ok_or(ApiError::WritePreconditionFailed)?
-        }
-    };
-    Ok(match guard {
-        WriteGuard::None => WriteCondition::None,
-        WriteGuard::IfAbsent => WriteCondition::IfAbsent,
-        WriteGuard::IfMatch(list) => WriteCondition::IfMatch(list),
-    })
-}
-
-/// The entity-tag of the live revision of `key` (`None` when there is none), from a HEAD
-/// planned by the core through the tiers.
-async fn current_etag(
-    state: &AppState,
-    key: &ObjectKey,
-    now: Timestamp,
-) -> Result<Option<EntityTag>, ApiError> {
-    let head = ReadRequest::new(http::Method::HEAD, now);
-    let served = state.tiered.read(key, head).await?;
-    match served.plan.status {
-        StatusCode::NOT_FOUND => Ok(None),
-        status if status.is_success() => served
-            .plan
-            .header(&header::ETAG)
-            .and_then(EntityTag::parse)
-            .map(Some)
-            .ok_or(ApiError::CurrentUnknown),
-        _ => Err(ApiError::CurrentUnknown),
-    }
 }
 
 /// End-to-end headers stored with the object and returned on reads (SPEC §3), as the core

@@ -120,7 +120,7 @@ impl DiskTier {
         let tier_name = name.clone();
         tokio::task::spawn_blocking(move || {
             fs::create_dir_all(&root).map_err(|e| io_err(&name, e))?;
-            let index = scan(&root, crate::http::now()).map_err(|e| io_err(&name, e))?;
+            let index = scan(&root, crate::clock::now()).map_err(|e| io_err(&name, e))?;
             let shared = Shared {
                 name,
                 root,
@@ -442,7 +442,7 @@ impl TierWriter for DiskWriter {
                     }));
                 }
                 let current =
-                    index.entries.peek(&key).filter(|meta| !meta.is_expired(crate::http::now()));
+                    index.entries.peek(&key).filter(|meta| !meta.is_expired(crate::clock::now()));
                 if !condition.allows(current) {
                     return Ok(Err(TierError::PreconditionFailed { tier: shared.name.clone() }));
                 }

@@ -331,7 +331,7 @@ impl TierWriter for MemoryWriter {
         if state.closed {
             return Err(TierError::closed(&shared.name));
         }
-        let current = state.live(&key, crate::http::now());
+        let current = state.live(&key, crate::clock::now());
         if !new.condition.allows(current) {
             return Err(TierError::PreconditionFailed { tier: shared.name.clone() });
         }

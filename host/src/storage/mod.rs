@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures::Stream;
-use rangecache_core::conditional;
+use rangecache_core::conditional::{self, WriteGuard};
 use rangecache_core::range::{OpenWindow, Span};
 use rangecache_core::read::NoBody;
+use rangecache_core::tier::TierFault;
 use rangecache_core::validators::EtagList;
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 
@@ -197,6 +198,18 @@ impl TierError {
         Ok(())
     }
 
+    /// The kind of failure, as the core's decisions see it.
+    pub fn fault(&self) -> TierFault {
+        match self {
+            TierError::Io { .. } => TierFault::Io,
+            TierError::Backend { .. } => TierFault::Backend,
+            TierError::TooLarge { .. } => TierFault::TooLarge,
+            TierError::Busy { .. } => TierFault::Busy,
+            TierError::PreconditionFailed { .. } => TierFault::ConditionFailed,
+            TierError::SizeMismatch { .. } => TierFault::SizeMismatch,
+        }
+    }
+
     /// The failure of an operation on a local tier after its `close`.
     pub(crate) fn closed(tier: &str) -> TierError {
         TierError::Backend { tier: tier.to_owned(), message: "the tier is closed".into() }
@@ -299,6 +312,16 @@ pub trait Tier: Send + Sync {
     async fn namespaces(&self) -> Result<Vec<String>, TierError>;
     /// Flushes and releases resources; nothing is written after this returns.
     async fn close(&self) -> Result<(), TierError>;
+}
+
+impl From<WriteGuard> for WriteCondition {
+    fn from(guard: WriteGuard) -> WriteCondition {
+        match guard {
+            WriteGuard::None => WriteCondition::None,
+            WriteGuard::IfAbsent => WriteCondition::IfAbsent,
+            WriteGuard::IfMatch(list) => WriteCondition::IfMatch(list),
+        }
+    }
 }
 
 impl WriteCondition {

@@ -21,12 +21,11 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::mpsc;
 
-use rangecache_core::object::select_stored_headers;
+use rangecache_core::object::{EXPIRES_HEADER, select_stored_headers};
 use rangecache_core::range::{OpenWindow, Span, Window};
 use rangecache_core::validators::{format_http_date, parse_http_date};
 use rangecache_core::{EntityTag, ObjectKey, ObjectMeta, Timestamp};
 
-use crate::http::EXPIRES_HEADER;
 use crate::storage::{
     ByteStream, NewObject, OpenRequest, Opened, Tier, TierError, TierStats, TierWriter,
     WriteCondition,
@@ -284,7 +283,7 @@ impl Tier for RemoteTier {
         if let Some(expires) = new.expires {
             // The upstream caps the TTL by its own tiers' maxima; a whole second at least, so an
             // object about to expire is not stored forever.
-            let now = crate::http::now();
+            let now = crate::clock::now();
             let secs = expires.as_millis().saturating_sub(now.as_millis()).div_ceil(1000).max(1);
             builder = builder.header("time-to-live", format!("{secs}s"));
         }
@@ -456,7 +455,7 @@ impl RemoteTier {
             .and_then(parse_http_date)
             .unwrap_or_else(|| {
                 let ttl = u64::try_from(self.copy_ttl.as_millis()).unwrap_or(u64::MAX);
-                crate::http::now().saturating_add_millis(ttl)
+                crate::clock::now().saturating_add_millis(ttl)
             });
         let expires = Some(expires);
         Ok(ObjectMeta { size: size.unwrap_or(0), etag, last_modified, headers: stored, expires })

@@ -456,7 +456,7 @@ impl Tier for S3Tier {
             condition @ (WriteCondition::IfAbsent | WriteCondition::IfMatch(_)) => {
                 let current = self.head(key).await?;
                 let live =
-                    current.as_ref().filter(|(meta, _)| !meta.is_expired(crate::http::now()));
+                    current.as_ref().filter(|(meta, _)| !meta.is_expired(crate::clock::now()));
                 if !condition.allows(live.map(|(meta, _)| meta)) {
                     return Err(TierError::PreconditionFailed { tier: self.name.clone() });
                 }

@@ -1,15 +1,15 @@
 // planResponse and resolveRange against the RFC case table the Rust tests read
-// (core/tests/data/rfc_cases.json), so the two hosts cannot drift; and the TypeErrors that bad
-// arguments raise without harming the module.
+// (core/tests/data/rfc_cases.json), so the two hosts cannot drift; the read machine and the
+// backfill manager driven by events; and the TypeErrors that bad arguments raise without harming
+// the module.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import {
   BackfillManager,
-  copyMode,
+  ReadMachine,
   describeObject,
-  isDefinitive,
   objectKey,
   planResponse,
   resolveRange,
@@ -268,13 +268,18 @@ test("the backfill manager dedupes a key's copies and commits only a complete on
     return out;
   };
   const request = { namespace: "ns", key: "k", from: 1, object: { size: 10, etag: '"v1"' }, mode: "background" };
-  manager.copyRequested(manager.generation("ns", "k"), request);
-  const [start] = drain();
+  const start = manager.copyRequested(manager.generation("ns", "k"), request);
+  assert.deepEqual(drain(), [], "a request is answered at once and queues nothing");
   assert.equal(start.type, "startCopy");
   assert.equal(start.mode, "background");
   assert.equal(start.key, objectKey("ns", "k").slice(3));
-  manager.copyRequested(manager.generation("ns", "k"), request);
-  assert.deepEqual(drain(), [{ type: "refuse", namespace: "ns", key: start.key, why: "deduplicated", copy: start.copy }]);
+  assert.deepEqual(manager.copyRequested(manager.generation("ns", "k"), request), {
+    type: "refuse",
+    namespace: "ns",
+    key: start.key,
+    why: "deduplicated",
+    copy: start.copy,
+  });
   manager.sourceRead(start.copy, 10);
   manager.chunkWritten(start.copy, 10);
   assert.deepEqual(drain(), []);
@@ -289,8 +294,7 @@ test("the backfill manager dedupes a key's copies and commits only a complete on
   assert.equal(counters.inFlight, 0);
   // A write during a copy cancels it; the copy is then discarded, never committed.
   const seen = manager.generation("ns", "k");
-  manager.copyRequested(seen, request);
-  const [second] = drain();
+  const second = manager.copyRequested(seen, request);
   manager.mutationStarted("ns", "k", "write");
   assert.deepEqual(drain(), [
     { type: "cancel", copy: second.copy },
@@ -300,8 +304,7 @@ test("the backfill manager dedupes a key's copies and commits only a complete on
   assert.deepEqual(drain(), [{ type: "discard", copy: second.copy, why: "superseded" }]);
   manager.mutationEnded("ns", "k", "write");
   // A read that took its generation before the write is refused.
-  manager.copyRequested(seen, request);
-  assert.equal(drain()[0].why, "superseded");
+  assert.equal(manager.copyRequested(seen, request).why, "superseded");
 });
 
 test("the raw exports never trap, whatever bytes and numbers they are given", async () => {
@@ -330,14 +333,34 @@ test("the raw exports never trap, whatever bytes and numbers they are given", as
     const ptr = raw.inputBuffer(input.length);
     new Uint8Array(raw.memoryRaw().buffer).set(input, ptr);
     // The fixed fields' lengths, as api.js writes them: often absent, else arbitrary numbers.
-    const lens = new Float64Array(raw.memoryRaw().buffer, raw.lensBuffer(), 9);
+    const lens = new Float64Array(raw.memoryRaw().buffer, raw.lensBuffer(), 10);
     for (let j = 0; j < lens.length; j++) lens[j] = i % 2 === 0 ? -1 : numbers[next() % numbers.length] + (next() % 8);
     const len = i % 7 === 0 ? input.length + (next() % 1_000_000) : input.length;
+    const code = next() & 0xff;
     const calls = [
       ["number", () => raw.planRaw(len, size)],
-      ["boolean", () => raw.definitiveRaw(len, size)],
-      ["string", () => raw.resolveRaw(pieces[next() % pieces.length], size)],
-      ["number", () => raw.copyModeRaw(pieces[next() % pieces.length], size, next() & 0xff)],
+      ["number", () => raw.resolveRaw(len, i % 2 === 0, size)],
+      ["number", () => raw.objectKeyRaw(len)],
+      ["number", () => raw.describeRaw(len)],
+      [
+        "number",
+        () => {
+          const read = new raw.ReadRaw(len, size);
+          try {
+            read.input(code, size, len, size, i % 2 === 0);
+          } catch (error) {
+            assert.ok(error instanceof TypeError, `${error}`);
+          }
+          return read.pollOutput();
+        },
+      ],
+      [
+        "undefined",
+        () => {
+          const manager = new raw.BackfillRaw(undefined, undefined);
+          manager.copyEvent(code, size, size);
+        },
+      ],
     ];
     for (const [type, call] of calls) {
       try {
@@ -349,35 +372,6 @@ test("the raw exports never trap, whatever bytes and numbers they are given", as
   }
   // Still alive and right.
   assert.equal(planResponse({ method: "GET", headers: { range: "bytes=0-0" } }, { size: 1, etag: '"a"' }).status, 206);
-});
-
-test("isDefinitive: a revision that fails If-Match or is not the one a strong If-Range names is not", () => {
-  const object = { size: 100, etag: '"v2"', lastModified: "Sun, 06 Nov 1994 08:49:37 GMT" };
-  const ranged = (ifRange) => ({ method: "GET", headers: { range: "bytes=0-9", "if-range": ifRange } });
-  assert.equal(isDefinitive(ranged('"v2"'), object), true);
-  assert.equal(isDefinitive(ranged('"v1"'), object), false);
-  // A weak tag or a date names no revision another tier could hold.
-  assert.equal(isDefinitive(ranged('W/"v1"'), object), true);
-  assert.equal(isDefinitive(ranged("Sat, 05 Nov 1994 08:49:37 GMT"), object), true);
-  assert.equal(isDefinitive({ method: "GET", headers: { "If-Match": '"v1"' } }, object), false);
-  assert.equal(isDefinitive({ method: "GET", headers: { "if-none-match": '"v2"' } }, object), true);
-  assert.equal(isDefinitive({ method: "GET" }, object), true);
-  assert.throws(() => isDefinitive({ method: "GET" }, { size: -1 }), TypeError);
-  assert.throws(() => isDefinitive({ method: 1 }, object), TypeError);
-});
-
-test("copyMode: a whole GET from a deeper tier is teed, a fragment copied in the background", () => {
-  const object = { size: 100, etag: '"a"' };
-  const plan = (headers, method = "GET") => planResponse({ method, headers }, object);
-  assert.equal(copyMode("GET", 1, plan({}).body), "tee");
-  assert.equal(copyMode("GET", 1, plan({ range: "bytes=0-9" }).body), "background");
-  assert.equal(copyMode("GET", 1, plan({ range: "bytes=0-9,50-59" }).body), "background");
-  assert.equal(copyMode("GET", 0, plan({}).body), null, "nothing to copy from tier 0");
-  assert.equal(copyMode("HEAD", 1, plan({}, "HEAD").body), null);
-  assert.equal(copyMode("GET", 1, plan({ "if-none-match": '"a"' }).body), null, "a 304 has no body");
-  assert.throws(() => copyMode("GET", 1, { kind: "partial" }), TypeError);
-  assert.throws(() => copyMode("GET", -1, { kind: "full" }), TypeError);
-  assert.throws(() => copyMode(undefined, 1, { kind: "full" }), TypeError);
 });
 
 test("planResponse returns stored fields of any name and non-ASCII values exactly", () => {
@@ -404,4 +398,148 @@ test("planResponse returns stored fields of any name and non-ASCII values exactl
   // A value the plan does not echo (a normalised date) comes from the module, not the input.
   const dated = planResponse({ method: "GET" }, { size: 1, lastModified: "Sunday, 06-Nov-94 08:49:37 GMT" });
   assert.equal(dated.headers["last-modified"], "Sun, 06 Nov 1994 08:49:37 GMT");
+});
+
+/** Drains a read machine's actions into short lines, as the core's transcript tests do. */
+function actions(read) {
+  const out = [];
+  for (let a = read.pollOutput(); a !== null; a = read.pollOutput()) {
+    switch (a.type) {
+      case "openTier": {
+        const span = a.span.last !== undefined ? `-${a.span.last}` : `${a.span.start}-${a.span.end ?? ""}`;
+        const pinned = a.conditions.ifMatch === undefined ? "" : `, if-match ${a.conditions.ifMatch}`;
+        out.push(`openTier(${a.tier}, ${span}${pinned})`);
+        break;
+      }
+      case "requestCopy":
+        out.push(`requestCopy(${a.from}, ${a.mode})`);
+        break;
+      case "serve":
+        out.push(`serve(${a.plan.status}, ${a.source.kind} ${a.source.tier ?? ""}; ${a.cacheStatus})`);
+        break;
+      case "sendPart":
+        out.push(`sendPart(${a.index})`);
+        break;
+      default:
+        out.push(`${a.type}(${a.tier ?? a.why})`);
+    }
+  }
+  return out;
+}
+
+const V1 = { size: 100, etag: '"v1"', lastModified: "Sun, 06 Nov 1994 08:49:37 GMT", headers: { "content-type": "text/plain" } };
+const TIERS = { tiers: ["edge", "origin"], now: Date.UTC(2024, 0, 1) };
+
+test("the read machine walks the tiers, asks the manager for the copy and serves with Cache-Status", () => {
+  const manager = new BackfillManager();
+  const seen = manager.generation("ns", "k");
+  const read = new ReadMachine({ method: "GET", headers: {} }, TIERS);
+  assert.deepEqual(actions(read), ["openTier(0, 0-)"]);
+  read.tierMissed(0);
+  assert.deepEqual(actions(read), ["openTier(1, 0-)"]);
+  read.tierOpened(1, V1);
+  assert.deepEqual(actions(read), ["requestCopy(1, tee)"]);
+  const answer = read.requestCopy(manager, seen, "ns", "k");
+  assert.equal(answer.type, "startCopy");
+  assert.equal(answer.mode, "tee");
+  assert.equal(manager.liveCopy("ns", "k"), answer.copy);
+  const [serve] = [read.pollOutput()];
+  assert.equal(serve.type, "serve");
+  assert.equal(serve.cacheStatus, "origin; hit, edge; fwd=uri-miss; stored");
+  assert.deepEqual(serve.source, { kind: "opened", tier: 1 });
+  assert.equal(serve.plan.status, 200);
+  assert.equal(serve.plan.headers.etag, '"v1"');
+  assert.equal(serve.plan.headers["content-type"], "text/plain");
+  assert.deepEqual(serve.plan.body, { kind: "full" });
+  assert.equal(read.pollOutput(), null);
+  assert.equal(read.isDone(), true);
+  // A second read while the copy runs is told so.
+  const again = new ReadMachine({ method: "GET", headers: { range: "bytes=0-9" } }, TIERS);
+  actions(again);
+  again.tierMissed(0);
+  actions(again);
+  again.tierOpened(1, V1);
+  assert.deepEqual(actions(again), ["requestCopy(1, background)"]);
+  assert.equal(again.requestCopy(manager, manager.generation("ns", "k"), "ns", "k").why, "deduplicated");
+  assert.deepEqual(actions(again), ["serve(206, opened 1; origin; hit, edge; fwd=uri-miss; detail=backfill-deduplicated)"]);
+});
+
+test("the read machine passes over an expired copy and a failed tier, as the native server does", () => {
+  const expired = { ...V1, expires: "Sat, 30 Dec 2023 00:00:00 GMT" };
+  const read = new ReadMachine({ method: "GET", headers: {} }, TIERS);
+  actions(read);
+  read.tierOpened(0, expired);
+  assert.deepEqual(actions(read), ["openTier(1, 0-)"]);
+  read.tierFailed(1);
+  assert.deepEqual(actions(read), ["serve(502, nothing ; origin; fwd=miss; detail=error, edge; fwd=stale)"]);
+  // A failed tier 0 is no reason not to serve from the origin, but it gets no copy.
+  const failed = new ReadMachine({ method: "GET", headers: {} }, TIERS);
+  actions(failed);
+  failed.tierFailed(0);
+  actions(failed);
+  failed.tierOpened(1, V1);
+  assert.deepEqual(actions(failed), ["serve(200, opened 1; origin; hit, edge; fwd=miss; detail=error)"]);
+  // A copy that is still live is served, with its expiry.
+  const live = new ReadMachine({ method: "GET", headers: {} }, TIERS);
+  actions(live);
+  live.tierOpened(0, { ...V1, expires: "Tue, 02 Jan 2024 00:00:00 GMT" });
+  const [serve] = [live.pollOutput()];
+  assert.equal(serve.cacheStatus, "edge; hit");
+  assert.equal(serve.plan.headers["rangecache-expires"], "Tue, 02 Jan 2024 00:00:00 GMT");
+});
+
+test("the read machine resolves what a tier holds against the open it asked for", () => {
+  // A store holding v1 whole: an If-Range naming v2 goes on to the origin, which has it.
+  const request = { method: "GET", headers: { range: "bytes=10-19", "if-range": '"v2"' } };
+  const read = new ReadMachine(request, TIERS);
+  assert.deepEqual(actions(read), ["openTier(0, 10-20)"]);
+  read.tierOpened(0, V1);
+  assert.deepEqual(actions(read), ["openTier(1, 10-20)"]);
+  read.tierOpened(1, { ...V1, etag: '"v2"' });
+  assert.deepEqual(actions(read), ["requestCopy(1, background)"]);
+  const manager = new BackfillManager();
+  assert.equal(read.requestCopy(manager, manager.generation("ns", "k"), "ns", "k").type, "startCopy");
+  const serve = read.pollOutput();
+  assert.equal(serve.plan.status, 206);
+  assert.deepEqual(serve.plan.body, { kind: "range", start: 10, end: 20 });
+  assert.equal(serve.cacheStatus, "origin; hit, edge; fwd=request; stored");
+  // A multipart body is sent part by part, each re-opened pinned to the revision planned.
+  const big = { ...V1, size: 1000 };
+  const multi = new ReadMachine({ method: "GET", headers: { range: "bytes=0-1,500-501" } }, { tiers: ["edge"] });
+  actions(multi);
+  multi.tierOpened(0, big);
+  assert.deepEqual(actions(multi), ["serve(206, parts 0; edge; hit)", "sendPart(0)"]);
+  multi.partSent(0);
+  assert.deepEqual(actions(multi), ['openTier(0, 500-502, if-match "v1")']);
+  multi.tierOpened(0, big);
+  assert.deepEqual(actions(multi), ["sendPart(1)"]);
+  multi.partSent(1);
+  assert.deepEqual(actions(multi), []);
+  assert.equal(multi.isDone(), true);
+  // A HEAD holds no body; an object without an entity-tag shows none.
+  const head = new ReadMachine({ method: "HEAD", headers: {} }, { tiers: ["edge"] });
+  actions(head);
+  head.tierOpened(0, { size: 5 }, { body: false });
+  const answer = head.pollOutput();
+  assert.deepEqual([answer.plan.status, answer.source.kind, answer.plan.headers.etag], [200, "nothing", undefined]);
+  assert.equal(answer.plan.headers["content-length"], "5");
+});
+
+test("the read machine's arguments are checked", () => {
+  throwsTypeError(() => new ReadMachine({ method: "GET" }, { tiers: [] }), "options.tiers");
+  throwsTypeError(() => new ReadMachine({ method: "GET" }, { tiers: ["a", 1] }), "options.tiers[1]");
+  throwsTypeError(() => new ReadMachine({ method: "GET" }, { tiers: ["a"], now: -1 }), "options.now");
+  throwsTypeError(() => new ReadMachine({ method: "G T" }, { tiers: ["a"] }), "request.method");
+  const read = new ReadMachine({ method: "GET" }, { tiers: ["a"] });
+  assert.deepEqual(actions(read), ["openTier(0, 0-)"]);
+  throwsTypeError(() => read.tierOpened(0, { size: 1, etag: "unquoted" }), "object.etag");
+  throwsTypeError(() => read.tierOpened(0, { size: 1, expires: "soon" }), "object.expires");
+  throwsTypeError(() => read.tierOpened(0, { size: 1 }, { body: "yes" }), "options.body");
+  throwsTypeError(() => read.tierMissed(-1), "tier");
+  const manager = new BackfillManager();
+  throwsTypeError(() => read.requestCopy({}, manager.generation("ns", "k"), "ns", "k"), "manager");
+  throwsTypeError(() => read.requestCopy(manager, manager.generation("ns", "k"), "ns", "k"), "no copy was asked for");
+  // Still usable.
+  read.tierOpened(0, { size: 1 });
+  assert.deepEqual(actions(read), ["serve(200, opened 0; a; hit)"]);
 });

@@ -30,11 +30,13 @@ class Origin {
     await new Promise((resolve) => this.server.close(resolve));
   }
 
-  /** Serves `body` at `path`; with `holdAfter`, only that many bytes until `release()`. */
-  put(path, body, { etag, holdAfter } = {}) {
+  /** Serves `body` at `path`; with `holdAfter`, only that many bytes until `release()`; with
+   * `expires`, a `rangecache-expires` field, as a rangecache origin names its object's expiry. */
+  put(path, body, { etag, holdAfter, expires } = {}) {
     const object = {
       body,
       etag,
+      expires,
       lastModified: new Date(Date.UTC(2024, 0, 1)).toUTCString(),
       closedEarly: null,
     };
@@ -61,6 +63,7 @@ class Origin {
       "content-type": "application/octet-stream",
     };
     if (object.etag) headers.etag = object.etag;
+    if (object.expires) headers["rangecache-expires"] = object.expires;
     res.writeHead(200, headers);
     if (req.method === "HEAD") {
       res.end();
@@ -372,4 +375,130 @@ test("misses of absent objects, bad paths and other methods", limits, async () =
   assert.equal(head.status, 200);
   assert.equal(head.headers.get("content-length"), "3");
   assert.equal(head.headers.get("etag"), '"hm"');
+});
+
+test("every answer carries the core's Cache-Status, deepest tier first", limits, async () => {
+  const body = Buffer.from("cache-status ".repeat(100));
+  origin.put("/ns/status", body, { etag: '"s1"' });
+  const store = new MemoryStore();
+  const env = { ORIGIN: origin.url, STORE: store };
+  const ctx = context();
+  const status = async (response) => {
+    await response.arrayBuffer();
+    return [response.status, response.headers.get("cache-status")];
+  };
+  // A cold full read is served by the origin and teed into the store.
+  assert.deepEqual(await status(await worker.fetch(get("/ns/status"), env, ctx)), [200, "origin; hit, edge; fwd=uri-miss; stored"]);
+  await ctx.settled();
+  // Then the store answers, whatever the request.
+  assert.deepEqual(await status(await worker.fetch(get("/ns/status"), env, ctx)), [200, "edge; hit"]);
+  assert.deepEqual(await status(await worker.fetch(get("/ns/status", { "if-none-match": '"s1"' }), env, ctx)), [304, "edge; hit"]);
+  assert.deepEqual(await status(await worker.fetch(get("/ns/status", { range: "bytes=0-9" }, "HEAD"), env, ctx)), [200, "edge; hit"]);
+  // A HEAD that misses asks the origin for metadata only and copies nothing.
+  origin.put("/ns/status-head", body, { etag: '"h1"' });
+  assert.deepEqual(await status(await worker.fetch(get("/ns/status-head", {}, "HEAD"), env, ctx)), [200, "origin; hit, edge; fwd=uri-miss"]);
+  // Nobody has it: each tier forwarded the request.
+  assert.deepEqual(await status(await worker.fetch(get("/ns/nowhere"), env, ctx)), [404, "origin; fwd=uri-miss, edge; fwd=uri-miss"]);
+  // A copy already running for the key is shared, and says so.
+  const held = origin.put("/ns/status-shared", body, { etag: '"d1"', holdAfter: 10 });
+  const first = await worker.fetch(get("/ns/status-shared"), env, ctx);
+  const second = await worker.fetch(get("/ns/status-shared"), env, ctx);
+  held.release();
+  assert.deepEqual(await status(first), [200, "origin; hit, edge; fwd=uri-miss; stored"]);
+  assert.deepEqual(await status(second), [200, "origin; hit, edge; fwd=uri-miss; detail=backfill-deduplicated"]);
+  await ctx.settled();
+  assert.equal(origin.gets.get("/ns/status-shared"), 1);
+});
+
+test("an expired copy in the store is never served: the origin's answer stands and refreshes it", limits, async () => {
+  const old = Buffer.from("old ".repeat(50));
+  const fresh = Buffer.from("fresh ".repeat(50));
+  origin.put("/ns/expired", fresh, { etag: '"x2"' });
+  const store = new MemoryStore();
+  const past = new Date(Date.now() - 60_000).toUTCString();
+  const meta = { size: old.length, etag: '"x1"', lastModified: past, expires: past, headers: {} };
+  await store.put(objectKey("ns", "expired"), { meta, body: new Uint8Array(old) });
+  const env = { ORIGIN: origin.url, STORE: store };
+  const ctx = context();
+  const response = await worker.fetch(get("/ns/expired"), env, ctx);
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get("etag"), '"x2"');
+  assert.equal(response.headers.get("cache-status"), "origin; hit, edge; fwd=stale; stored");
+  assert.deepEqual(await bytes(response), new Uint8Array(fresh));
+  await ctx.settled();
+  assert.equal(store.map.get(objectKey("ns", "expired")).meta.etag, '"x2"', "the expired copy was replaced");
+  // With the origin down, the expired copy is still not served.
+  await store.put(objectKey("ns", "expired"), { meta, body: new Uint8Array(old) });
+  const down = { ORIGIN: "http://127.0.0.1:9", STORE: store };
+  const failed = await worker.fetch(get("/ns/expired"), down, ctx);
+  assert.equal(failed.status, 502);
+  assert.equal(failed.headers.get("cache-status"), "origin; fwd=miss; detail=error, edge; fwd=stale");
+  assert.equal((await bytes(failed)).length, 0);
+  await ctx.settled();
+});
+
+test("an origin's expiry is kept with the copy and planned into every answer", limits, async () => {
+  const body = Buffer.from("expiring ".repeat(20));
+  const expires = new Date(Math.floor(Date.now() / 1000) * 1000 + 3_600_000).toUTCString();
+  origin.put("/ns/expiring", body, { etag: '"e1"', expires });
+  const store = new MemoryStore();
+  const env = { ORIGIN: origin.url, STORE: store };
+  const ctx = context();
+  const cold = await worker.fetch(get("/ns/expiring"), env, ctx);
+  assert.equal(cold.headers.get("rangecache-expires"), expires);
+  await bytes(cold);
+  await ctx.settled();
+  assert.equal(store.map.get(objectKey("ns", "expiring")).meta.expires, expires);
+  const hit = await worker.fetch(get("/ns/expiring", { range: "bytes=0-3" }), env, ctx);
+  assert.equal(hit.status, 206);
+  assert.equal(hit.headers.get("cache-status"), "edge; hit");
+  assert.equal(hit.headers.get("rangecache-expires"), expires);
+  assert.equal(await hit.text(), "expi");
+});
+
+/** An edge store whose reads fail. */
+class FailingStore extends MemoryStore {
+  async get() {
+    throw new Error("the store is down");
+  }
+}
+
+test("a store that fails is passed over for the origin and gets no copy", limits, async () => {
+  const body = randomBytes(20_000);
+  origin.put("/ns/store-down", body, { etag: '"f1"' });
+  const store = new FailingStore();
+  const env = { ORIGIN: origin.url, STORE: store };
+  const ctx = context();
+  const full = await worker.fetch(get("/ns/store-down"), env, ctx);
+  assert.equal(full.status, 200);
+  assert.equal(full.headers.get("cache-status"), "origin; hit, edge; fwd=miss; detail=error");
+  assert.deepEqual(await bytes(full), new Uint8Array(body));
+  const ranged = await worker.fetch(get("/ns/store-down", { range: "bytes=100-199" }), env, ctx);
+  assert.equal(ranged.status, 206);
+  assert.deepEqual(await bytes(ranged), new Uint8Array(body.subarray(100, 200)));
+  await ctx.settled();
+  assert.equal(store.puts, 0, "a store that just failed gets no copy");
+  // Neither tier answering: 502, each member saying so.
+  const down = { ORIGIN: "http://127.0.0.1:9", STORE: store };
+  const failed = await worker.fetch(get("/ns/store-down"), down, ctx);
+  assert.equal(failed.status, 502);
+  assert.equal(failed.headers.get("cache-status"), "origin; fwd=miss; detail=error, edge; fwd=miss; detail=error");
+  await ctx.settled();
+});
+
+test("a multipart read that misses is served part by part from one origin fetch", limits, async () => {
+  const body = Buffer.from("0123456789".repeat(100));
+  origin.put("/ns/parts", body, { etag: '"p1"' });
+  const store = new MemoryStore();
+  const env = { ORIGIN: origin.url, STORE: store };
+  const ctx = context();
+  const multi = await worker.fetch(get("/ns/parts", { range: "bytes=0-1,500-501" }), env, ctx);
+  assert.equal(multi.status, 206);
+  assert.equal(multi.headers.get("cache-status"), "origin; hit, edge; fwd=uri-miss; stored");
+  const text = new TextDecoder().decode(await bytes(multi));
+  assert.equal(text.length, Number(multi.headers.get("content-length")));
+  assert.match(text, /Content-Range: bytes 0-1\/1000\r\n\r\n01\r\n--.*\r\nContent-Type: application\/octet-stream\r\nContent-Range: bytes 500-501\/1000\r\n\r\n01\r\n/);
+  await ctx.settled();
+  assert.equal(origin.gets.get("/ns/parts"), 1);
+  assert.deepEqual(store.map.get(objectKey("ns", "parts")).body, new Uint8Array(body));
 });
