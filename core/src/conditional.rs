@@ -223,7 +223,7 @@ pub fn evaluate_preconditions(req: &RequestHeaders<'_>, meta: &ObjectMeta) -> Pr
 pub fn if_range_holds(if_range: &str, meta: &ObjectMeta) -> bool {
     let value = if_range.trim_matches([' ', '\t']);
     if value.starts_with('"') || value.starts_with("W/") {
-        return EntityTag::parse(value).is_some_and(|tag| tag.strong_eq(&meta.etag));
+        return meta.etag.strong_eq_value(value);
     }
     parse_http_date(value).is_some_and(|date| {
         meta.is_last_modified_strong() && date.as_secs() == meta.last_modified.as_secs()

@@ -47,6 +47,18 @@ impl EntityTag {
         !self.weak && !other.weak && self.opaque == other.opaque
     }
 
+    /// True if `value` is exactly one entity-tag equal to this one by strong comparison: what
+    /// `EntityTag::parse(value)` then [`EntityTag::strong_eq`] say, without allocating or
+    /// checking each character (a value spelling a valid tag's characters is valid).
+    pub fn strong_eq_value(&self, value: &str) -> bool {
+        let value = value.trim_matches(is_ows);
+        !self.weak
+            && value.len() == self.opaque.len() + 2
+            && value.starts_with('"')
+            && value.ends_with('"')
+            && value[1..value.len() - 1] == *self.opaque
+    }
+
     /// Weak comparison (RFC 9110 §8.8.3.2): the opaque parts equal, weakness ignored.
     pub fn weak_eq(&self, other: &EntityTag) -> bool {
         self.opaque == other.opaque
@@ -442,6 +454,42 @@ mod tests {
         let time = httpdate::parse_http_date(value.trim_matches(is_ows)).ok()?;
         let since_epoch = time.duration_since(std::time::UNIX_EPOCH).ok()?;
         Some(Timestamp::from_secs(since_epoch.as_secs()))
+    }
+
+    #[test]
+    fn a_value_matches_strongly_exactly_when_it_parses_to_a_strongly_equal_tag() {
+        // Each value against each tag: the shortcut must agree with parsing, valid or not.
+        let tags = [tag("\"abc\""), tag("W/\"abc\""), tag("\"\""), tag("\"é\"")];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut values: Vec<String> = [
+            "\"abc\"",
+            " \"abc\"\t",
+            "W/\"abc\"",
+            "\"abc\", \"abc\"",
+            "\"ab\"c\"",
+            "abc",
+            "\"abc",
+            "\"\"",
+            "\"",
+            "",
+            "\"é\"",
+            "\"\u{1}\"",
+            "*",
+            "\"abc\" x",
+        ]
+        .map(String::from)
+        .into();
+        let alphabet = ['"', 'a', 'b', 'c', 'W', '/', ' ', '\t', ',', 'é', '\u{7f}', '\u{1}'];
+        values.extend((0..5_000).map(|_| {
+            let len = rng.usize(..8);
+            (0..len).map(|_| alphabet[rng.usize(..alphabet.len())]).collect::<String>()
+        }));
+        for tag in &tags {
+            for value in &values {
+                let parsed = EntityTag::parse(value).is_some_and(|parsed| parsed.strong_eq(tag));
+                assert_eq!(tag.strong_eq_value(value), parsed, "{value:?} against {tag}");
+            }
+        }
     }
 
     #[test]

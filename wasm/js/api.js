@@ -34,6 +34,14 @@ export function bind(raw) {
   // The object's strings as encoded, which a plan refers to instead of sending them back:
   // entity-tag, date, expiry, then each stored name and value.
   const refs = [];
+  // The last object a plan succeeded for, as given: its number, its validators' and expiry's
+  // values, and its stored fields' names and values in order. While the module keeps it parsed
+  // (`kept`), a plan for an object holding exactly these strings sends the request alone and
+  // names the object by its number (planRaw's `object` in lib.rs).
+  const last = { kept: false, id: 0, etag: undefined, lastModified: undefined, expires: undefined, names: [], values: [] };
+  // planRaw's `object` for the input encodeInput wrote: the object's number, negated when the
+  // input holds the request alone.
+  let objectArg = 0;
   // The raw manager behind each BackfillManager, for ReadMachine.requestCopy.
   const managers = new WeakMap();
 
@@ -151,17 +159,63 @@ export function bind(raw) {
     return out;
   }
 
-  /** Checks `request` and `object` and encodes them into the input buffer; returns the length. */
+  /** True if `object` holds exactly the strings of the last object planned (`last`). */
+  function sameAsLast(object) {
+    if (!last.kept || object.etag !== last.etag || object.lastModified !== last.lastModified) return false;
+    if (object.expires !== last.expires) return false;
+    const map = object.headers;
+    if (map === undefined || map === null) return last.names.length === 0;
+    if (typeof map !== "object" || Array.isArray(map)) return false;
+    const names = Object.keys(map);
+    if (names.length !== last.names.length) return false;
+    for (let i = 0; i < names.length; i++) {
+      if (names[i] !== last.names[i] || map[names[i]] !== last.values[i]) return false;
+    }
+    return true;
+  }
+
+  /** Remembers `object`, just encoded, as `last` (kept once the module planned for it). */
+  function remember(object) {
+    last.id = ++objectIds;
+    last.etag = object.etag;
+    last.lastModified = object.lastModified;
+    last.expires = object.expires;
+    last.names.length = 0;
+    last.values.length = 0;
+    const map = object.headers;
+    if (map === undefined || map === null) return;
+    for (const name of Object.keys(map)) {
+      last.names.push(name);
+      last.values.push(map[name]);
+    }
+  }
+
+  /** Checks `request` and `object` and encodes them into the input buffer (the request alone
+   * when the object is the last one planned); returns the length. */
   function encodeInput(request, object) {
     const fields = requestFields(request);
     checkObject(object, "object");
     inputSize = checkSize(object.size, "object.size");
+    const same = sameAsLast(object);
+    last.kept = false;
+    if (same) {
+      objectArg = -last.id;
+      return encodeRequest(fields, undefined, undefined, undefined, "");
+    }
     const etag = optionalString(object.etag, "object.etag");
     const lastModified = optionalString(object.lastModified, "object.lastModified");
     const expires = optionalString(object.expires, "object.expires");
     refs.length = 0;
     refs.push(etag, lastModified, expires);
     const stored = encodeFields(object.headers, "object.headers", refs);
+    remember(object);
+    objectArg = last.id;
+    return encodeRequest(fields, etag, lastModified, expires, SEP + stored);
+  }
+
+  /** Encodes the request `fields`, then the object's validators, expiry and `stored` fields
+   * (each given or absent); returns the length. */
+  function encodeRequest(fields, etag, lastModified, expires, stored) {
     const [method, ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange] = fields;
     const text =
       method +
@@ -174,7 +228,6 @@ export function bind(raw) {
       field(etag) +
       field(lastModified) +
       field(expires) +
-      SEP +
       stored;
     const written = encode(text);
     // Where each fixed field ends is known here, in UTF-16 units: the module's byte offsets
@@ -199,8 +252,13 @@ export function bind(raw) {
   }
 
   function planResponse(request, object) {
-    const len = encodeInput(request, object);
-    const at = raw.planRaw(len, inputSize) / 8;
+    let at = raw.planRaw(encodeInput(request, object), inputSize, objectArg) / 8;
+    if (at === 0) {
+      // The module no longer keeps this object (another caller of the raw exports planned in
+      // between): send it whole.
+      at = raw.planRaw(encodeInput(request, object), inputSize, objectArg) / 8;
+    }
+    last.kept = true;
     views();
     const n = nums;
     const textPtr = n[at];
@@ -586,6 +644,10 @@ const MUTATION_KINDS = ["write", "delete", "invalidate"];
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+
+/** The number of the last object encoded for planRaw, shared by every binding in this realm so
+ * that two bindings of one module never give two objects one number. */
+let objectIds = 0;
 
 /** What `requestFields` answers, reused from call to call (planResponse runs per request). */
 const FIELDS = new Array(7);

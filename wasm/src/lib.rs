@@ -57,6 +57,20 @@ pub(crate) struct Boundary {
     /// allocation in wasm costs several times a native one).
     stored: Vec<(String, String)>,
     validators: Validators,
+    /// What the last object planned for had, while `stored` and `validators` hold it parsed;
+    /// `None` after a call that failed.
+    last: Option<Last>,
+}
+
+/// The last object a plan succeeded for: the number its caller gave it, which validators it had
+/// (their parsed and raw forms are in [`Validators`]) and its expiry. A call naming that number
+/// plans against it without the object being encoded or parsed again.
+#[derive(Clone, Copy)]
+struct Last {
+    id: f64,
+    etag: bool,
+    last_modified: bool,
+    expires: Option<Timestamp>,
 }
 
 /// The last object's validators as given and as parsed, so that planning for the same object
@@ -114,6 +128,7 @@ thread_local! {
                 date_raw: String::new(),
                 date: None,
             },
+            last: None,
         })
     };
 }
@@ -159,15 +174,60 @@ pub fn input_buffer(capacity: u32) -> u32 {
 /// value after a `=`), then the stored fields as `name, value` pairs. Answers the plan (see
 /// [`plan`]); a value it echoes from the object refers to the object's strings in that order
 /// (entity-tag 0, Last-Modified 1, expiry 2, then each stored name and value).
+///
+/// `object` numbers the object: the module keeps an object it planned for under its number, and
+/// `-object` names the kept one again, when the caller knows it to be the same object exactly
+/// (`js/api.js` compares its strings): the input then holds the request alone (the object's
+/// fields absent), so a run of requests for one object encodes and parses it once. Answers 0,
+/// planning nothing, when the object named is not the one kept; the caller then sends it whole.
 #[wasm_bindgen(js_name = planRaw, skip_typescript)]
-pub fn plan_raw(len: u32, size: f64) -> Result<u32, JsValue> {
+pub fn plan_raw(len: u32, size: f64, object: f64) -> Result<u32, JsValue> {
     with_boundary(|b| {
-        let Boundary { input, lens, answer, stored, validators } = b;
-        let parsed = parse_input(input, lens, len, size, stored, validators)?;
-        let inputs = Inputs { etag: parsed.etag, last_modified: parsed.last_modified };
-        let meta =
-            plan::plan(&parsed.request, parsed.object, &inputs, &RangeLimits::default(), answer);
-        keep(meta, parsed.etag, stored, validators);
+        let Boundary { input, lens, answer, stored, validators, last } = b;
+        let limits = RangeLimits::default();
+        if object < 0.0 {
+            let Some(kept) = last.take_if(|kept| kept.id == -object) else {
+                return Ok(0);
+            };
+            let (fixed, _) = fields_of(input, lens, len)?;
+            let request = request_of(&fixed)?;
+            let etag = if kept.etag {
+                let tag = validators.etag.take();
+                Some(tag.ok_or_else(|| type_error("no entity-tag is kept"))?)
+            } else {
+                None
+            };
+            let object = ObjectArg {
+                size: size_of(size, "object.size")?,
+                etag,
+                last_modified: if kept.last_modified { validators.date } else { None },
+                expires: kept.expires,
+                headers: std::mem::take(stored),
+            };
+            let inputs = Inputs {
+                etag: kept.etag.then_some(validators.etag_raw.as_str()),
+                last_modified: kept.last_modified.then_some(validators.date_raw.as_str()),
+            };
+            let meta = plan::plan(&request, object, &inputs, &limits, answer);
+            *stored = meta.headers;
+            if kept.etag {
+                validators.etag = Some(meta.etag);
+            }
+            *last = Some(kept);
+        } else {
+            *last = None;
+            let parsed = parse_input(input, lens, len, size, stored, validators)?;
+            let shape = Last {
+                id: object,
+                etag: parsed.etag.is_some(),
+                last_modified: parsed.last_modified.is_some(),
+                expires: parsed.object.expires,
+            };
+            let inputs = Inputs { etag: parsed.etag, last_modified: parsed.last_modified };
+            let meta = plan::plan(&parsed.request, parsed.object, &inputs, &limits, answer);
+            keep(meta, parsed.etag, stored, validators);
+            *last = Some(shape);
+        }
         Ok(answer.finish())
     })
 }
@@ -203,32 +263,9 @@ fn parse_input<'a>(
     spare: &mut Vec<(String, String)>,
     validators: &mut Validators,
 ) -> Result<Parsed<'a>, JsValue> {
-    let input = text_of(input, len)?;
-    let (fixed, rest) = match fixed_fields(input, lens) {
-        Some(found) => found,
-        None => split_fields(input),
-    };
-    let [
-        method,
-        if_match,
-        if_none_match,
-        if_modified_since,
-        if_unmodified_since,
-        range,
-        if_range,
-        etag,
-        last_modified,
-        expires,
-    ] = fixed;
-    let request = Request {
-        method: method_of(method.unwrap_or_default())?,
-        if_match,
-        if_none_match,
-        if_modified_since,
-        if_unmodified_since,
-        range,
-        if_range,
-    };
+    let (fixed, rest) = fields_of(input, lens, len)?;
+    let request = request_of(&fixed)?;
+    let [.., etag, last_modified, expires] = fixed;
     let mut stored = std::mem::take(spare);
     pairs_into(rest.split(SEP), &mut stored);
     let size = size_of(size, "object.size")?;
@@ -240,6 +277,40 @@ fn parse_input<'a>(
         headers: stored,
     };
     Ok(Parsed { request, etag, last_modified, object })
+}
+
+/// The fixed fields of `planRaw`'s input in its first `len` bytes, and the stored fields after
+/// them.
+fn fields_of<'a>(
+    input: &'a [u8],
+    lens: &[f64; FIXED],
+    len: u32,
+) -> Result<([Option<&'a str>; FIXED], &'a str), JsValue> {
+    let input = text_of(input, len)?;
+    Ok(fixed_fields(input, lens).unwrap_or_else(|| split_fields(input)))
+}
+
+/// The request of `planRaw`'s fixed fields.
+fn request_of<'a>(fixed: &[Option<&'a str>; FIXED]) -> Result<Request<'a>, JsValue> {
+    let [
+        method,
+        if_match,
+        if_none_match,
+        if_modified_since,
+        if_unmodified_since,
+        range,
+        if_range,
+        ..,
+    ] = *fixed;
+    Ok(Request {
+        method: method_of(method.unwrap_or_default())?,
+        if_match,
+        if_none_match,
+        if_modified_since,
+        if_unmodified_since,
+        range,
+        if_range,
+    })
 }
 
 /// The first `len` bytes of the input, which must be UTF-8.

@@ -338,7 +338,8 @@ test("the raw exports never trap, whatever bytes and numbers they are given", as
     const len = i % 7 === 0 ? input.length + (next() % 1_000_000) : input.length;
     const code = next() & 0xff;
     const calls = [
-      ["number", () => raw.planRaw(len, size)],
+      // A kept object named by a number, one to keep the input's under, or none.
+      ["number", () => raw.planRaw(len, size, [-1, -2, 0, 1, 2][next() % 5])],
       ["number", () => raw.resolveRaw(len, i % 2 === 0, size)],
       ["number", () => raw.objectKeyRaw(len)],
       ["number", () => raw.describeRaw(len)],
@@ -398,6 +399,58 @@ test("planResponse returns stored fields of any name and non-ASCII values exactl
   // A value the plan does not echo (a normalised date) comes from the module, not the input.
   const dated = planResponse({ method: "GET" }, { size: 1, lastModified: "Sunday, 06-Nov-94 08:49:37 GMT" });
   assert.equal(dated.headers["last-modified"], "Sun, 06 Nov 1994 08:49:37 GMT");
+});
+
+test("planResponse plans for the object it is given, also after planning for one object again and again", async () => {
+  const raw = await import("../../pkg/rangecache_wasm.js");
+  const get = (range, ifRange) => ({ method: "GET", headers: ifRange ? { range, "if-range": ifRange } : { range } });
+  const object = {
+    size: 1000,
+    etag: '"v1"',
+    lastModified: "Sun, 06 Nov 1994 08:49:37 GMT",
+    expires: "Mon, 01 Jan 2035 00:00:00 GMT",
+    headers: { "cache-control": "max-age=60", "content-type": "text/plain" },
+  };
+  const check = (plan, status, fields) => {
+    assert.equal(plan.status, status);
+    for (const [name, value] of Object.entries(fields)) assert.equal(plan.headers[name], value, name);
+  };
+  // The same object, again and again (the module keeps it), then each part of it changed in
+  // place: every answer is the one for the object as it is at the call.
+  for (let i = 0; i < 3; i++) {
+    check(planResponse(get("bytes=0-9", '"v1"'), object), 206, { etag: '"v1"', "cache-control": "max-age=60" });
+  }
+  object.headers["cache-control"] = "max-age=5";
+  check(planResponse(get("bytes=0-9", '"v1"'), object), 206, { "cache-control": "max-age=5" });
+  object.headers["x-extra"] = "1";
+  check(planResponse(get("bytes=0-9"), object), 206, { "x-extra": "1", "content-type": "text/plain" });
+  delete object.headers["x-extra"];
+  check(planResponse(get("bytes=0-9"), object), 206, { "x-extra": undefined });
+  object.etag = '"v2"';
+  check(planResponse(get("bytes=0-9", '"v1"'), object), 200, { etag: '"v2"', "content-length": "1000" });
+  object.lastModified = "Mon, 07 Nov 1994 08:49:37 GMT";
+  check(planResponse(get("bytes=0-9"), object), 206, { "last-modified": "Mon, 07 Nov 1994 08:49:37 GMT" });
+  object.expires = "Tue, 02 Jan 2035 00:00:00 GMT";
+  check(planResponse(get("bytes=0-9"), object), 206, { "rangecache-expires": "Tue, 02 Jan 2035 00:00:00 GMT" });
+  object.size = 5;
+  check(planResponse(get("bytes=0-9"), object), 206, { "content-range": "bytes 0-4/5" });
+  const { etag, lastModified, expires } = object;
+  delete object.etag;
+  delete object.lastModified;
+  delete object.expires;
+  check(planResponse(get("bytes=0-9", '"v2"'), object), 200, { etag: undefined, "last-modified": undefined });
+  Object.assign(object, { etag, lastModified, expires });
+  // A call that fails in between, then the kept object again.
+  assert.throws(() => planResponse(get("bytes=0-1"), { ...object, etag: "not a tag" }), TypeError);
+  check(planResponse(get("bytes=0-1", '"v2"'), object), 206, { etag: '"v2"', "content-range": "bytes 0-1/5" });
+  // A caller of the raw exports planning for another object in between: the module no longer
+  // keeps this one, and the package sends it whole again.
+  const input = new TextEncoder().encode('GET\0\0\0\0\0\0\0="other"\0\0');
+  new Uint8Array(raw.memoryRaw().buffer).set(input, raw.inputBuffer(input.length));
+  new Float64Array(raw.memoryRaw().buffer, raw.lensBuffer(), 10)[0] = -1;
+  assert.ok(raw.planRaw(input.length, 7, 123_456_789) > 0);
+  assert.equal(raw.planRaw(0, 7, -1), 0, "an object the module does not keep is refused");
+  check(planResponse(get("bytes=0-1", '"v2"'), object), 206, { etag: '"v2"', "cache-control": "max-age=5" });
 });
 
 /** Drains a read machine's actions into short lines, as the core's transcript tests do. */
