@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::object::{EXPIRES_HEADER, ObjectMeta, is_stored_header};
 use crate::range::{
     RangeLimits, Resolved, Window, content_range, parse_range, resolve, unsatisfied_content_range,
+    write_content_range,
 };
-use crate::validators::{EntityTag, EtagList, format_http_date, parse_http_date};
+use crate::validators::{EntityTag, EtagList, parse_http_date, write_http_date};
 
 /// The request fields a plan depends on, as raw field values (joined with `, ` when a field
 /// repeats, RFC 9110 §5.3); the core does all the parsing.
@@ -157,27 +158,88 @@ pub fn plan_response(
     meta: &ObjectMeta,
     limits: &RangeLimits,
 ) -> ResponsePlan {
+    plan_response_with(req, meta, limits, &mut PlanSpare::default())
+}
+
+/// [`plan_response`], writing the field values into the strings of `spare`, which a host that
+/// plans one answer after another refills with each plan it is done with
+/// ([`PlanSpare::recycle`]), so that a plan allocates next to nothing.
+pub fn plan_response_with(
+    req: &RequestHeaders<'_>,
+    meta: &ObjectMeta,
+    limits: &RangeLimits,
+    spare: &mut PlanSpare,
+) -> ResponsePlan {
     match evaluate_preconditions(req, meta) {
         Precondition::Proceed => {}
-        Precondition::NotModified => return not_modified(meta),
-        Precondition::Failed => return precondition_failed(),
+        Precondition::NotModified => return not_modified(meta, spare),
+        Precondition::Failed => return precondition_failed(spare),
     }
     let is_get = req.method == Method::GET;
     let range = if is_get { req.range.and_then(parse_range) } else { None };
     let Some(specs) = range else {
-        return full(meta, is_get);
+        return full(meta, is_get, spare);
     };
     // RFC 9110 §13.1.5: If-Range only matters with a Range; when it does not hold, the Range
     // is ignored and the full current representation is sent.
     let if_range_held = match req.if_range {
         None => false,
         Some(value) if if_range_holds(value, meta) => true,
-        Some(_) => return full(meta, is_get),
+        Some(_) => return full(meta, is_get, spare),
     };
     match resolve(&specs, meta.size, limits) {
-        Resolved::Full => full(meta, is_get),
-        Resolved::Unsatisfiable => unsatisfiable(meta),
-        Resolved::Partial(windows) => partial(meta, &windows, if_range_held),
+        Resolved::Full => full(meta, is_get, spare),
+        Resolved::Unsatisfiable => unsatisfiable(meta, spare),
+        Resolved::Partial(windows) => partial(meta, &windows, if_range_held, spare),
+    }
+}
+
+/// The strings and the header list of plans a host is done with, for the next plan to write
+/// into (see [`plan_response_with`]). It holds at most what the largest plan handed back held.
+#[derive(Debug, Default)]
+pub struct PlanSpare {
+    headers: Vec<(HeaderName, String)>,
+    strings: Vec<String>,
+}
+
+impl PlanSpare {
+    /// An empty one (a `const` function, for a `static` or `thread_local!` holder).
+    pub const fn new() -> PlanSpare {
+        PlanSpare { headers: Vec::new(), strings: Vec::new() }
+    }
+
+    /// Keeps `plan`'s header list and field values for the next plan.
+    pub fn recycle(&mut self, plan: ResponsePlan) {
+        let mut headers = plan.headers;
+        self.strings.extend(headers.drain(..).map(|(_, value)| value));
+        self.headers = headers;
+    }
+
+    /// An empty header list with room for `n` fields.
+    fn list(&mut self, n: usize) -> Vec<(HeaderName, String)> {
+        let mut list = std::mem::take(&mut self.headers);
+        list.clear();
+        list.reserve(n);
+        list
+    }
+
+    /// An empty string.
+    fn string(&mut self) -> String {
+        let mut string = self.strings.pop().unwrap_or_default();
+        string.clear();
+        string
+    }
+
+    /// `text` in a string.
+    fn text(&mut self, text: &str) -> String {
+        let mut string = self.string();
+        string.push_str(text);
+        string
+    }
+
+    /// `n` in decimal.
+    fn decimal(&mut self, n: u64) -> String {
+        self.text(itoa::Buffer::new().format(n))
     }
 }
 
@@ -354,15 +416,24 @@ fn describing(
     meta: &ObjectMeta,
     fields: impl ExactSizeIterator<Item = (HeaderName, String)>,
     keep: impl Fn(&str) -> bool,
+    spare: &mut PlanSpare,
 ) -> Vec<(HeaderName, String)> {
-    let mut headers = Vec::with_capacity(fields.len() + 3 + meta.headers.len());
+    let mut headers = spare.list(fields.len() + 3 + meta.headers.len());
     headers.extend(fields);
-    headers.push((ETAG, meta.etag.to_field_value()));
-    headers.push((LAST_MODIFIED, format_http_date(meta.last_modified)));
+    let mut etag = spare.string();
+    meta.etag.write_field_value(&mut etag);
+    headers.push((ETAG, etag));
+    let mut date = spare.string();
+    write_http_date(&mut date, meta.last_modified);
+    headers.push((LAST_MODIFIED, date));
     if let Some(expires) = meta.expires {
-        headers.push((HeaderName::from_static(EXPIRES_HEADER), format_http_date(expires)));
+        let mut date = spare.string();
+        write_http_date(&mut date, expires);
+        headers.push((HeaderName::from_static(EXPIRES_HEADER), date));
     }
-    headers.extend(stored(meta, keep));
+    for (name, value) in stored(meta, keep) {
+        headers.push((name, spare.text(value)));
+    }
     headers
 }
 
@@ -373,11 +444,11 @@ fn describing(
 fn stored(
     meta: &ObjectMeta,
     keep: impl Fn(&str) -> bool,
-) -> impl Iterator<Item = (HeaderName, String)> {
+) -> impl Iterator<Item = (HeaderName, &str)> {
     meta.headers.iter().filter(move |(name, _)| keep(name)).filter_map(|(name, value)| {
         let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
         let sendable = is_field_value(value) && is_stored_header(name.as_str());
-        sendable.then(|| (name, value.clone()))
+        sendable.then_some((name, value.as_str()))
     })
 }
 
@@ -387,27 +458,29 @@ fn is_field_value(value: &str) -> bool {
     value.bytes().all(|b| (b >= b' ' && b != 0x7f) || b == b'\t')
 }
 
-/// `n` in decimal, in a string of its exact length.
-fn decimal(n: u64) -> String {
-    itoa::Buffer::new().format(n).to_owned()
-}
-
-fn full(meta: &ObjectMeta, with_body: bool) -> ResponsePlan {
-    let fields = [(ACCEPT_RANGES, "bytes".to_owned()), (CONTENT_LENGTH, decimal(meta.size))];
-    let headers = describing(meta, fields.into_iter(), |_| true);
+fn full(meta: &ObjectMeta, with_body: bool, spare: &mut PlanSpare) -> ResponsePlan {
+    let fields = [(ACCEPT_RANGES, spare.text("bytes")), (CONTENT_LENGTH, spare.decimal(meta.size))];
+    let headers = describing(meta, fields.into_iter(), |_| true, spare);
     let body = if with_body { Body::Full } else { Body::None };
     ResponsePlan { status: StatusCode::OK, headers, body }
 }
 
-fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> ResponsePlan {
+fn partial(
+    meta: &ObjectMeta,
+    windows: &[Window],
+    if_range_held: bool,
+    spare: &mut PlanSpare,
+) -> ResponsePlan {
     let keep_stored = |name: &str| !if_range_held || CACHE_UPDATE.contains(&name);
     if let [window] = windows {
+        let mut range = spare.string();
+        write_content_range(&mut range, *window, meta.size);
         let fields = [
-            (ACCEPT_RANGES, "bytes".to_owned()),
-            (CONTENT_LENGTH, decimal(window.len())),
-            (CONTENT_RANGE, content_range(*window, meta.size)),
+            (ACCEPT_RANGES, spare.text("bytes")),
+            (CONTENT_LENGTH, spare.decimal(window.len())),
+            (CONTENT_RANGE, range),
         ];
-        let headers = describing(meta, fields.into_iter(), keep_stored);
+        let headers = describing(meta, fields.into_iter(), keep_stored, spare);
         return ResponsePlan {
             status: StatusCode::PARTIAL_CONTENT,
             headers,
@@ -435,17 +508,17 @@ fn partial(meta: &ObjectMeta, windows: &[Window], if_range_held: bool) -> Respon
     if multipart_len(&parts, &closing).is_none() {
         // Only an object within a few kilobytes of 2^64 bytes (a size a corrupt store or a
         // confused upstream can claim) gets here; RFC 9110 §14.2 lets a server ignore Range.
-        return full(meta, true);
+        return full(meta, true, spare);
     }
     let body = Body::Multipart { boundary: boundary.clone(), parts, closing };
     let fields = [
-        (ACCEPT_RANGES, "bytes".to_owned()),
-        (CONTENT_LENGTH, decimal(body.len(meta.size))),
+        (ACCEPT_RANGES, spare.text("bytes")),
+        (CONTENT_LENGTH, spare.decimal(body.len(meta.size))),
         (CONTENT_TYPE, format!("multipart/byteranges; boundary={boundary}")),
     ];
     // The stored Content-Type moved into the parts (RFC 9110 §14.6).
-    let headers =
-        describing(meta, fields.into_iter(), |name| name != "content-type" && keep_stored(name));
+    let keep = |name: &str| name != "content-type" && keep_stored(name);
+    let headers = describing(meta, fields.into_iter(), keep, spare);
     ResponsePlan { status: StatusCode::PARTIAL_CONTENT, headers, body }
 }
 
@@ -457,28 +530,26 @@ fn multipart_len(parts: &[Part], closing: &str) -> Option<u64> {
     })
 }
 
-fn unsatisfiable(meta: &ObjectMeta) -> ResponsePlan {
-    let headers = vec![
-        (ACCEPT_RANGES, "bytes".to_owned()),
-        (CONTENT_LENGTH, "0".to_owned()),
-        (CONTENT_RANGE, unsatisfied_content_range(meta.size)),
-    ];
+fn unsatisfiable(meta: &ObjectMeta, spare: &mut PlanSpare) -> ResponsePlan {
+    let mut headers = spare.list(3);
+    headers.push((ACCEPT_RANGES, spare.text("bytes")));
+    headers.push((CONTENT_LENGTH, spare.text("0")));
+    headers.push((CONTENT_RANGE, unsatisfied_content_range(meta.size)));
     ResponsePlan { status: StatusCode::RANGE_NOT_SATISFIABLE, headers, body: Body::None }
 }
 
-fn not_modified(meta: &ObjectMeta) -> ResponsePlan {
+fn not_modified(meta: &ObjectMeta, spare: &mut PlanSpare) -> ResponsePlan {
     // RFC 9110 §15.4.5: the validators and the cache-update fields, nothing describing a body
     // (no Content-Length: a 304 answers a conditional request whose client has the content).
-    let headers = describing(meta, std::iter::empty(), |name| CACHE_UPDATE.contains(&name));
+    let keep = |name: &str| CACHE_UPDATE.contains(&name);
+    let headers = describing(meta, std::iter::empty(), keep, spare);
     ResponsePlan { status: StatusCode::NOT_MODIFIED, headers, body: Body::None }
 }
 
-fn precondition_failed() -> ResponsePlan {
-    ResponsePlan {
-        status: StatusCode::PRECONDITION_FAILED,
-        headers: vec![(CONTENT_LENGTH, "0".to_owned())],
-        body: Body::None,
-    }
+fn precondition_failed(spare: &mut PlanSpare) -> ResponsePlan {
+    let mut headers = spare.list(1);
+    headers.push((CONTENT_LENGTH, spare.text("0")));
+    ResponsePlan { status: StatusCode::PRECONDITION_FAILED, headers, body: Body::None }
 }
 
 #[cfg(test)]

@@ -26,7 +26,10 @@ pub mod write;
 
 pub use backfill::{CopyId, Generation};
 pub use cache_status::CacheStatus;
-pub use conditional::{Body, Part, Precondition, RequestHeaders, ResponsePlan, plan_response};
+pub use conditional::{
+    Body, Part, PlanSpare, Precondition, RequestHeaders, ResponsePlan, plan_response,
+    plan_response_with,
+};
 pub use key::{Key, Namespace, ObjectKey};
 pub use object::ObjectMeta;
 pub use range::{OpenWindow, RangeLimits, RangeSpec, Resolved, Span, Window};

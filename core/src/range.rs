@@ -231,18 +231,24 @@ pub fn resolve(specs: &[RangeSpec], size: u64, limits: &RangeLimits) -> Resolved
 
 /// `Content-Range` of a 206 or of one part (RFC 9110 §14.4): `bytes S-E/SIZE`, `E` inclusive.
 pub fn content_range(window: Window, size: u64) -> String {
+    let mut value = String::new();
+    write_content_range(&mut value, window, size);
+    value
+}
+
+/// Appends the `Content-Range` of `window` (see [`content_range`]) to `out`.
+pub fn write_content_range(out: &mut String, window: Window, size: u64) {
     let (mut first, mut last, mut complete) =
         (itoa::Buffer::new(), itoa::Buffer::new(), itoa::Buffer::new());
     let (first, last, complete) =
         (first.format(window.start()), last.format(window.end() - 1), complete.format(size));
-    let mut value = String::with_capacity(8 + first.len() + last.len() + complete.len());
-    value.push_str("bytes ");
-    value.push_str(first);
-    value.push('-');
-    value.push_str(last);
-    value.push('/');
-    value.push_str(complete);
-    value
+    out.reserve(8 + first.len() + last.len() + complete.len());
+    out.push_str("bytes ");
+    out.push_str(first);
+    out.push('-');
+    out.push_str(last);
+    out.push('/');
+    out.push_str(complete);
 }
 
 /// `Content-Range` of a 416 (RFC 9110 §14.4, §15.5.17): `bytes */SIZE`.

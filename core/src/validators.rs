@@ -67,12 +67,17 @@ impl EntityTag {
     /// The tag as a field value (`"xyz"` or `W/"xyz"`), what `Display` writes, built in one
     /// allocation of the exact size: every answer about an object carries one.
     pub fn to_field_value(&self) -> String {
-        let prefix = if self.weak { "W/\"" } else { "\"" };
-        let mut value = String::with_capacity(prefix.len() + self.opaque.len() + 1);
-        value.push_str(prefix);
-        value.push_str(&self.opaque);
-        value.push('"');
+        let mut value = String::new();
+        self.write_field_value(&mut value);
         value
+    }
+
+    /// Appends the tag as a field value to `out`.
+    pub fn write_field_value(&self, out: &mut String) {
+        out.reserve(4 + self.opaque.len());
+        out.push_str(if self.weak { "W/\"" } else { "\"" });
+        out.push_str(&self.opaque);
+        out.push('"');
     }
 }
 
@@ -321,6 +326,13 @@ fn trim_whitespace(mut s: &[u8]) -> &[u8] {
 /// Written here rather than through `httpdate` (which parses): every answer about an object
 /// carries a date, and formatting it through `fmt` cost more than planning the answer.
 pub fn format_http_date(at: Timestamp) -> String {
+    let mut out = String::with_capacity(29);
+    write_http_date(&mut out, at);
+    out
+}
+
+/// Appends `at` as an IMF-fixdate to `out` (see [`format_http_date`]).
+pub fn write_http_date(out: &mut String, at: Timestamp) {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
     const MONTHS: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
@@ -332,24 +344,24 @@ pub fn format_http_date(at: Timestamp) -> String {
     let second_of_day = secs % 86_400;
     let (year, month, day) = civil_from_days(days);
     let two = |n: u64| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-    let mut out = [0u8; 29];
+    let mut buf = [0u8; 29];
     // The epoch, day 0, was a Thursday.
-    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
-    out[3..5].copy_from_slice(b", ");
-    out[5..7].copy_from_slice(&two(day));
-    out[7] = b' ';
-    out[8..11].copy_from_slice(MONTHS[month as usize - 1]);
-    out[11] = b' ';
-    out[12..14].copy_from_slice(&two(year / 100));
-    out[14..16].copy_from_slice(&two(year % 100));
-    out[16] = b' ';
-    out[17..19].copy_from_slice(&two(second_of_day / 3600));
-    out[19] = b':';
-    out[20..22].copy_from_slice(&two(second_of_day / 60 % 60));
-    out[22] = b':';
-    out[23..25].copy_from_slice(&two(second_of_day % 60));
-    out[25..].copy_from_slice(b" GMT");
-    String::from_utf8(out.to_vec()).expect("an IMF-fixdate is ASCII")
+    buf[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    buf[3..5].copy_from_slice(b", ");
+    buf[5..7].copy_from_slice(&two(day));
+    buf[7] = b' ';
+    buf[8..11].copy_from_slice(MONTHS[month as usize - 1]);
+    buf[11] = b' ';
+    buf[12..14].copy_from_slice(&two(year / 100));
+    buf[14..16].copy_from_slice(&two(year % 100));
+    buf[16] = b' ';
+    buf[17..19].copy_from_slice(&two(second_of_day / 3600));
+    buf[19] = b':';
+    buf[20..22].copy_from_slice(&two(second_of_day / 60 % 60));
+    buf[22] = b':';
+    buf[23..25].copy_from_slice(&two(second_of_day % 60));
+    buf[25..].copy_from_slice(b" GMT");
+    out.push_str(std::str::from_utf8(&buf).expect("an IMF-fixdate is ASCII"));
 }
 
 /// Days since 1970-01-01 of the proleptic Gregorian `year` (1970 or later), `month` (1–12) and

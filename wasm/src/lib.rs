@@ -35,7 +35,7 @@ use std::cell::RefCell;
 
 use http::Method;
 use rangecache_core::key::{Key, Namespace};
-use rangecache_core::{EntityTag, ObjectMeta, RangeLimits, Timestamp};
+use rangecache_core::{EntityTag, ObjectMeta, PlanSpare, RangeLimits, Timestamp};
 use wasm_bindgen::prelude::*;
 
 use crate::args::{ObjectArg, parse_date, parse_etag, quoted, size_of, type_error};
@@ -60,6 +60,8 @@ pub(crate) struct Boundary {
     /// What the last object planned for had, while `stored` and `validators` hold it parsed;
     /// `None` after a call that failed.
     last: Option<Last>,
+    /// The strings of the last plan, which the next one writes its values into.
+    spare: PlanSpare,
 }
 
 /// The last object a plan succeeded for: the number its caller gave it, which validators it had
@@ -129,6 +131,7 @@ thread_local! {
                 date: None,
             },
             last: None,
+            spare: PlanSpare::new(),
         })
     };
 }
@@ -183,7 +186,7 @@ pub fn input_buffer(capacity: u32) -> u32 {
 #[wasm_bindgen(js_name = planRaw, skip_typescript)]
 pub fn plan_raw(len: u32, size: f64, object: f64) -> Result<u32, JsValue> {
     with_boundary(|b| {
-        let Boundary { input, lens, answer, stored, validators, last } = b;
+        let Boundary { input, lens, answer, stored, validators, last, spare } = b;
         let limits = RangeLimits::default();
         if object < 0.0 {
             let Some(kept) = last.take_if(|kept| kept.id == -object) else {
@@ -208,7 +211,7 @@ pub fn plan_raw(len: u32, size: f64, object: f64) -> Result<u32, JsValue> {
                 etag: kept.etag.then_some(validators.etag_raw.as_str()),
                 last_modified: kept.last_modified.then_some(validators.date_raw.as_str()),
             };
-            let meta = plan::plan(&request, object, &inputs, &limits, answer);
+            let meta = plan::plan(&request, object, &inputs, &limits, answer, spare);
             *stored = meta.headers;
             if kept.etag {
                 validators.etag = Some(meta.etag);
@@ -224,7 +227,7 @@ pub fn plan_raw(len: u32, size: f64, object: f64) -> Result<u32, JsValue> {
                 expires: parsed.object.expires,
             };
             let inputs = Inputs { etag: parsed.etag, last_modified: parsed.last_modified };
-            let meta = plan::plan(&parsed.request, parsed.object, &inputs, &limits, answer);
+            let meta = plan::plan(&parsed.request, parsed.object, &inputs, &limits, answer, spare);
             keep(meta, parsed.etag, stored, validators);
             *last = Some(shape);
         }

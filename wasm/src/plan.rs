@@ -13,7 +13,7 @@ use http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, EXPIRES,
     HeaderName, LAST_MODIFIED,
 };
-use rangecache_core::conditional::plan_response;
+use rangecache_core::conditional::{PlanSpare, plan_response_with};
 use rangecache_core::object::{EXPIRES_HEADER, select_stored_headers};
 use rangecache_core::range::{parse_range, resolve};
 use rangecache_core::validators::parse_http_date;
@@ -74,20 +74,22 @@ fn request_headers<'a>(request: &'a Request<'a>, has_date: bool) -> RequestHeade
     req
 }
 
-/// Plans the answer to `request` for `object` with the core's `plan_response` into `out`;
-/// hands back the object's metadata for reuse.
+/// Plans the answer to `request` for `object` with the core's `plan_response` into `out`,
+/// writing the plan's values into `spare` and handing them back to it; hands back the object's
+/// metadata for reuse.
 pub(crate) fn plan(
     request: &Request<'_>,
     object: ObjectArg,
     inputs: &Inputs<'_>,
     limits: &RangeLimits,
     out: &mut Answer,
+    spare: &mut PlanSpare,
 ) -> ObjectMeta {
     let has_etag = object.etag.is_some();
     let has_date = object.last_modified.is_some();
     let req = request_headers(request, has_date);
     let meta = meta_of(object);
-    let planned = plan_response(&req, &meta, limits);
+    let planned = plan_response_with(&req, &meta, limits, spare);
     out.clear();
     write_plan(out, &planned, |name, value| {
         // Without a validator the placeholder's is never shown.
@@ -99,6 +101,7 @@ pub(crate) fn plan(
             None => Field::Value,
         }
     });
+    spare.recycle(planned);
     meta
 }
 
