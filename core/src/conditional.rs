@@ -12,7 +12,8 @@ use crate::range::{
     RangeLimits, Resolved, Window, content_range, parse_range, resolve, unsatisfied_content_range,
     write_content_range,
 };
-use crate::validators::{EntityTag, EtagList, parse_http_date, write_http_date};
+use crate::time::Timestamp;
+use crate::validators::{EntityTag, EtagList, format_http_date, parse_http_date, write_http_date};
 
 /// The request fields a plan depends on, as raw field values (joined with `, ` when a field
 /// repeats, RFC 9110 §5.3); the core does all the parsing.
@@ -217,29 +218,42 @@ impl PlanSpare {
 
     /// An empty header list with room for `n` fields.
     fn list(&mut self, n: usize) -> Vec<(HeaderName, String)> {
+        if self.headers.capacity() == 0 {
+            // Allocated at its size at once, as a plan without a spare always is.
+            return Vec::with_capacity(n);
+        }
         let mut list = std::mem::take(&mut self.headers);
         list.clear();
         list.reserve(n);
         list
     }
 
-    /// An empty string.
-    fn string(&mut self) -> String {
-        let mut string = self.strings.pop().unwrap_or_default();
-        string.clear();
-        string
+    /// A spare string with `write` written into it, or `fresh()` when none is left (which
+    /// allocates the string at its size at once, as a plan without a spare always does).
+    fn make(&mut self, fresh: impl FnOnce() -> String, write: impl FnOnce(&mut String)) -> String {
+        match self.strings.pop() {
+            Some(mut string) => {
+                string.clear();
+                write(&mut string);
+                string
+            }
+            None => fresh(),
+        }
     }
 
     /// `text` in a string.
     fn text(&mut self, text: &str) -> String {
-        let mut string = self.string();
-        string.push_str(text);
-        string
+        self.make(|| text.to_owned(), |string| string.push_str(text))
     }
 
     /// `n` in decimal.
     fn decimal(&mut self, n: u64) -> String {
         self.text(itoa::Buffer::new().format(n))
+    }
+
+    /// `at` as an IMF-fixdate.
+    fn date(&mut self, at: Timestamp) -> String {
+        self.make(|| format_http_date(at), |s| write_http_date(s, at))
     }
 }
 
@@ -420,16 +434,11 @@ fn describing(
 ) -> Vec<(HeaderName, String)> {
     let mut headers = spare.list(fields.len() + 3 + meta.headers.len());
     headers.extend(fields);
-    let mut etag = spare.string();
-    meta.etag.write_field_value(&mut etag);
+    let etag = spare.make(|| meta.etag.to_field_value(), |s| meta.etag.write_field_value(s));
     headers.push((ETAG, etag));
-    let mut date = spare.string();
-    write_http_date(&mut date, meta.last_modified);
-    headers.push((LAST_MODIFIED, date));
+    headers.push((LAST_MODIFIED, spare.date(meta.last_modified)));
     if let Some(expires) = meta.expires {
-        let mut date = spare.string();
-        write_http_date(&mut date, expires);
-        headers.push((HeaderName::from_static(EXPIRES_HEADER), date));
+        headers.push((HeaderName::from_static(EXPIRES_HEADER), spare.date(expires)));
     }
     for (name, value) in stored(meta, keep) {
         headers.push((name, spare.text(value)));
@@ -473,8 +482,9 @@ fn partial(
 ) -> ResponsePlan {
     let keep_stored = |name: &str| !if_range_held || CACHE_UPDATE.contains(&name);
     if let [window] = windows {
-        let mut range = spare.string();
-        write_content_range(&mut range, *window, meta.size);
+        let (window, size) = (*window, meta.size);
+        let range =
+            spare.make(|| content_range(window, size), |s| write_content_range(s, window, size));
         let fields = [
             (ACCEPT_RANGES, spare.text("bytes")),
             (CONTENT_LENGTH, spare.decimal(window.len())),
@@ -484,7 +494,7 @@ fn partial(
         return ResponsePlan {
             status: StatusCode::PARTIAL_CONTENT,
             headers,
-            body: Body::Window(*window),
+            body: Body::Window(window),
         };
     }
     let boundary = multipart_boundary(meta);

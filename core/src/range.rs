@@ -231,7 +231,8 @@ pub fn resolve(specs: &[RangeSpec], size: u64, limits: &RangeLimits) -> Resolved
 
 /// `Content-Range` of a 206 or of one part (RFC 9110 §14.4): `bytes S-E/SIZE`, `E` inclusive.
 pub fn content_range(window: Window, size: u64) -> String {
-    let mut value = String::new();
+    // `bytes `, three numbers of at most 20 digits, `-` and `/`.
+    let mut value = String::with_capacity(68);
     write_content_range(&mut value, window, size);
     value
 }

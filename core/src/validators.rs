@@ -67,7 +67,7 @@ impl EntityTag {
     /// The tag as a field value (`"xyz"` or `W/"xyz"`), what `Display` writes, built in one
     /// allocation of the exact size: every answer about an object carries one.
     pub fn to_field_value(&self) -> String {
-        let mut value = String::new();
+        let mut value = String::with_capacity(4 + self.opaque.len());
         self.write_field_value(&mut value);
         value
     }
@@ -326,13 +326,16 @@ fn trim_whitespace(mut s: &[u8]) -> &[u8] {
 /// Written here rather than through `httpdate` (which parses): every answer about an object
 /// carries a date, and formatting it through `fmt` cost more than planning the answer.
 pub fn format_http_date(at: Timestamp) -> String {
-    let mut out = String::with_capacity(29);
-    write_http_date(&mut out, at);
-    out
+    String::from_utf8(imf_fixdate(at).to_vec()).expect("an IMF-fixdate is ASCII")
 }
 
 /// Appends `at` as an IMF-fixdate to `out` (see [`format_http_date`]).
 pub fn write_http_date(out: &mut String, at: Timestamp) {
+    out.push_str(std::str::from_utf8(&imf_fixdate(at)).expect("an IMF-fixdate is ASCII"));
+}
+
+/// The bytes of `at` as an IMF-fixdate (see [`format_http_date`]).
+fn imf_fixdate(at: Timestamp) -> [u8; 29] {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
     const MONTHS: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
@@ -361,7 +364,7 @@ pub fn write_http_date(out: &mut String, at: Timestamp) {
     buf[22] = b':';
     buf[23..25].copy_from_slice(&two(second_of_day % 60));
     buf[25..].copy_from_slice(b" GMT");
-    out.push_str(std::str::from_utf8(&buf).expect("an IMF-fixdate is ASCII"));
+    buf
 }
 
 /// Days since 1970-01-01 of the proleptic Gregorian `year` (1970 or later), `month` (1–12) and
