@@ -203,6 +203,8 @@ pub struct PlanSpare {
     strings: Vec<String>,
 }
 
+// The helpers below are inlined into the native build, where a plan without a spare then costs
+// what it did before there was one; the module, built for size, keeps one copy of each.
 impl PlanSpare {
     /// An empty one (a `const` function, for a `static` or `thread_local!` holder).
     pub const fn new() -> PlanSpare {
@@ -217,6 +219,7 @@ impl PlanSpare {
     }
 
     /// An empty header list with room for `n` fields.
+    #[cfg_attr(not(target_family = "wasm"), inline(always))]
     fn list(&mut self, n: usize) -> Vec<(HeaderName, String)> {
         if self.headers.capacity() == 0 {
             // Allocated at its size at once, as a plan without a spare always is.
@@ -230,6 +233,7 @@ impl PlanSpare {
 
     /// A spare string with `write` written into it, or `fresh()` when none is left (which
     /// allocates the string at its size at once, as a plan without a spare always does).
+    #[cfg_attr(not(target_family = "wasm"), inline(always))]
     fn make(&mut self, fresh: impl FnOnce() -> String, write: impl FnOnce(&mut String)) -> String {
         match self.strings.pop() {
             Some(mut string) => {
@@ -242,16 +246,19 @@ impl PlanSpare {
     }
 
     /// `text` in a string.
+    #[cfg_attr(not(target_family = "wasm"), inline(always))]
     fn text(&mut self, text: &str) -> String {
         self.make(|| text.to_owned(), |string| string.push_str(text))
     }
 
     /// `n` in decimal.
+    #[cfg_attr(not(target_family = "wasm"), inline(always))]
     fn decimal(&mut self, n: u64) -> String {
         self.text(itoa::Buffer::new().format(n))
     }
 
     /// `at` as an IMF-fixdate.
+    #[cfg_attr(not(target_family = "wasm"), inline(always))]
     fn date(&mut self, at: Timestamp) -> String {
         self.make(|| format_http_date(at), |s| write_http_date(s, at))
     }
