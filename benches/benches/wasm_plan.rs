@@ -6,9 +6,9 @@
 //! and the object's description as strings, parses the validators, plans, and renders the
 //! planned fields as owned strings. The JavaScript side is `wasm/js/bench/plan.mjs` over the
 //! package in `wasm/pkg` (built first with `cargo xtask wasm` when missing), run with `node`.
-//! The module keeps the last object's parsed validators, so the JavaScript side, which plans
-//! one object over and over, does not parse them again; BENCHMARKS.md gives the cost of a call
-//! that misses.
+//! The package keeps the last object planned (`api.js` compares its strings, the module keeps it
+//! parsed), so the JavaScript side, which plans one object over and over, encodes and parses it
+//! once; BENCHMARKS.md gives the cost of a call for another object.
 
 use std::hint::black_box;
 use std::path::Path;
