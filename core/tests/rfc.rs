@@ -90,6 +90,20 @@ fn meta(object: &Object) -> ObjectMeta {
     }
 }
 
+/// The request fields of `case`, sent with `method`.
+fn request<'a>(case: &'a Case, method: &'a Method) -> RequestHeaders<'a> {
+    let field = |name: &str| case.request.headers.get(name).map(String::as_str);
+    RequestHeaders {
+        method,
+        if_match: field("if-match"),
+        if_none_match: field("if-none-match"),
+        if_modified_since: field("if-modified-since"),
+        if_unmodified_since: field("if-unmodified-since"),
+        range: field("range"),
+        if_range: field("if-range"),
+    }
+}
+
 /// Plans one case and checks everything it expects, plus what every plan must satisfy.
 #[track_caller]
 fn check(case: &Case) {
@@ -98,16 +112,7 @@ fn check(case: &Case) {
         assert!(REQUEST_FIELDS.contains(&name.as_str()), "{ctx}: unknown request field {name}");
     }
     let method = Method::from_bytes(case.request.method.as_bytes()).expect("valid method");
-    let field = |name: &str| case.request.headers.get(name).map(String::as_str);
-    let req = RequestHeaders {
-        method: &method,
-        if_match: field("if-match"),
-        if_none_match: field("if-none-match"),
-        if_modified_since: field("if-modified-since"),
-        if_unmodified_since: field("if-unmodified-since"),
-        range: field("range"),
-        if_range: field("if-range"),
-    };
+    let req = request(case, &method);
     let meta = meta(&case.object);
     let plan = plan_response(&req, &meta, &RangeLimits::default());
     let expected = &case.expected;
@@ -195,17 +200,8 @@ fn a_plan_written_into_recycled_strings_is_the_plan_made_afresh() {
     for index in order {
         let case = &table.cases[index];
         let meta = meta(&case.object);
-        let field = |name: &str| case.request.headers.get(name).map(String::as_str);
         for method in [Method::GET, Method::HEAD] {
-            let req = RequestHeaders {
-                method: &method,
-                if_match: field("if-match"),
-                if_none_match: field("if-none-match"),
-                if_modified_since: field("if-modified-since"),
-                if_unmodified_since: field("if-unmodified-since"),
-                range: field("range"),
-                if_range: field("if-range"),
-            };
+            let req = request(case, &method);
             let limits = RangeLimits::default();
             let afresh = plan_response(&req, &meta, &limits);
             let reused = plan_response_with(&req, &meta, &limits, &mut spare);
@@ -224,17 +220,8 @@ fn head_plans_exactly_as_get_without_body_or_range() {
             continue;
         }
         let meta = meta(&case.object);
-        let field = |name: &str| case.request.headers.get(name).map(String::as_str);
         let plan_for = |method: &Method| {
-            let req = RequestHeaders {
-                method,
-                if_match: field("if-match"),
-                if_none_match: field("if-none-match"),
-                if_modified_since: field("if-modified-since"),
-                if_unmodified_since: field("if-unmodified-since"),
-                range: None,
-                if_range: field("if-range"),
-            };
+            let req = RequestHeaders { range: None, ..request(&case, method) };
             plan_response(&req, &meta, &RangeLimits::default())
         };
         let get = plan_for(&Method::GET);
