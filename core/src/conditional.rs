@@ -196,7 +196,7 @@ pub fn plan_response_with(
 }
 
 /// The strings and the header list of plans a host is done with, for the next plan to write
-/// into (see [`plan_response_with`]). It holds at most what the largest plan handed back held.
+/// into (see [`plan_response_with`]). It holds at most the values of the last plan handed back.
 #[derive(Debug, Default)]
 pub struct PlanSpare {
     headers: Vec<(HeaderName, String)>,
@@ -214,7 +214,11 @@ impl PlanSpare {
     /// Keeps `plan`'s header list and field values for the next plan.
     pub fn recycle(&mut self, plan: ResponsePlan) {
         let mut headers = plan.headers;
+        let n = headers.len();
         self.strings.extend(headers.drain(..).map(|(_, value)| value));
+        // A plan may use fewer spare strings than it hands back (a value made otherwise); what
+        // is kept is bounded by the plan handed back last.
+        self.strings.truncate(n);
         self.headers = headers;
     }
 
@@ -527,11 +531,18 @@ fn partial(
         // confused upstream can claim) gets here; RFC 9110 §14.2 lets a server ignore Range.
         return full(meta, true, spare);
     }
-    let body = Body::Multipart { boundary: boundary.clone(), parts, closing };
+    let multipart_type = spare.make(
+        || format!("multipart/byteranges; boundary={boundary}"),
+        |s| {
+            s.push_str("multipart/byteranges; boundary=");
+            s.push_str(&boundary);
+        },
+    );
+    let body = Body::Multipart { boundary, parts, closing };
     let fields = [
         (ACCEPT_RANGES, spare.text("bytes")),
         (CONTENT_LENGTH, spare.decimal(body.len(meta.size))),
-        (CONTENT_TYPE, format!("multipart/byteranges; boundary={boundary}")),
+        (CONTENT_TYPE, multipart_type),
     ];
     // The stored Content-Type moved into the parts (RFC 9110 §14.6).
     let keep = |name: &str| name != "content-type" && keep_stored(name);
@@ -551,7 +562,15 @@ fn unsatisfiable(meta: &ObjectMeta, spare: &mut PlanSpare) -> ResponsePlan {
     let mut headers = spare.list(3);
     headers.push((ACCEPT_RANGES, spare.text("bytes")));
     headers.push((CONTENT_LENGTH, spare.text("0")));
-    headers.push((CONTENT_RANGE, unsatisfied_content_range(meta.size)));
+    let size = meta.size;
+    let range = spare.make(
+        || unsatisfied_content_range(size),
+        |s| {
+            s.push_str("bytes */");
+            s.push_str(itoa::Buffer::new().format(size));
+        },
+    );
+    headers.push((CONTENT_RANGE, range));
     ResponsePlan { status: StatusCode::RANGE_NOT_SATISFIABLE, headers, body: Body::None }
 }
 
@@ -642,6 +661,33 @@ mod tests {
             &[("if-unmodified-since", EARLIER), ("if-modified-since", LM)],
             Failed,
         );
+    }
+
+    #[test]
+    fn a_spare_keeps_no_more_strings_than_the_last_plan_handed_back() {
+        // Every kind of answer in turn through one spare, many times over: what it keeps must
+        // not grow with the number of plans (a 416 and a multipart 206 each make a value that
+        // no other answer does).
+        let (meta, get, limits) = (meta(), Method::GET, RangeLimits::default());
+        let with = |range| RequestHeaders { range: Some(range), ..RequestHeaders::new(&get) };
+        let requests = [
+            RequestHeaders::new(&get),
+            with("bytes=0-9"),
+            with("bytes=0-0,50-59"),
+            with("bytes=500-"),
+            RequestHeaders { if_none_match: Some("\"v1\""), ..RequestHeaders::new(&get) },
+            RequestHeaders { if_match: Some("\"v0\""), ..RequestHeaders::new(&get) },
+        ];
+        let mut spare = PlanSpare::new();
+        for _ in 0..1_000 {
+            for req in &requests {
+                let plan = plan_response_with(req, &meta, &limits, &mut spare);
+                assert_eq!(plan, plan_response(req, &meta, &limits));
+                let n = plan.headers.len();
+                spare.recycle(plan);
+                assert!(spare.strings.len() <= n, "{} strings kept", spare.strings.len());
+            }
+        }
     }
 
     #[test]

@@ -34,13 +34,13 @@ export function bind(raw) {
   // The object's strings as encoded, which a plan refers to instead of sending them back:
   // entity-tag, date, expiry, then each stored name and value.
   const refs = [];
-  // The last object a plan succeeded for, as given: its number, its validators' and expiry's
-  // values, and its stored fields' names and values in order. While the module keeps it parsed
-  // (`kept`), a plan for an object holding exactly these strings sends the request alone and
-  // names the object by its number (planRaw's `object` in lib.rs).
+  // The last object a plan succeeded for, as it was read: the number the module gave it, its
+  // validators' and expiry's values, and its stored fields' names and values in order. While the
+  // module keeps it parsed (`kept`), a plan for an object holding exactly these strings sends the
+  // request alone and names the object by its number (planRaw's `kept` in lib.rs).
   const last = { kept: false, id: 0, etag: undefined, lastModified: undefined, expires: undefined, names: [], values: [] };
-  // planRaw's `object` for the input encodeInput wrote: the object's number, negated when the
-  // input holds the request alone.
+  // planRaw's `kept` for the input encodeInput wrote: the kept object's number when the input
+  // holds the request alone, else 0.
   let objectArg = 0;
   // The raw manager behind each BackfillManager, for ReadMachine.requestCopy.
   const managers = new WeakMap();
@@ -161,8 +161,9 @@ export function bind(raw) {
 
   /** True if `object` holds exactly the strings of the last object planned (`last`). */
   function sameAsLast(object) {
-    if (!last.kept || object.etag !== last.etag || object.lastModified !== last.lastModified) return false;
-    if (object.expires !== last.expires) return false;
+    if (!last.kept || (object.etag ?? undefined) !== last.etag) return false;
+    if ((object.lastModified ?? undefined) !== last.lastModified) return false;
+    if ((object.expires ?? undefined) !== last.expires) return false;
     const map = object.headers;
     if (map === undefined || map === null) return last.names.length === 0;
     if (typeof map !== "object" || Array.isArray(map)) return false;
@@ -174,22 +175,6 @@ export function bind(raw) {
     return true;
   }
 
-  /** Remembers `object`, just encoded, as `last` (kept once the module planned for it). */
-  function remember(object) {
-    last.id = ++objectIds;
-    last.etag = object.etag;
-    last.lastModified = object.lastModified;
-    last.expires = object.expires;
-    last.names.length = 0;
-    last.values.length = 0;
-    const map = object.headers;
-    if (map === undefined || map === null) return;
-    for (const name of Object.keys(map)) {
-      last.names.push(name);
-      last.values.push(map[name]);
-    }
-  }
-
   /** Checks `request` and `object` and encodes them into the input buffer (the request alone
    * when the object is the last one planned); returns the length. */
   function encodeInput(request, object) {
@@ -199,17 +184,20 @@ export function bind(raw) {
     const same = sameAsLast(object);
     last.kept = false;
     if (same) {
-      objectArg = -last.id;
+      objectArg = last.id;
       return encodeRequest(fields, undefined, undefined, undefined, "");
     }
+    objectArg = 0;
     const etag = optionalString(object.etag, "object.etag");
     const lastModified = optionalString(object.lastModified, "object.lastModified");
     const expires = optionalString(object.expires, "object.expires");
     refs.length = 0;
     refs.push(etag, lastModified, expires);
-    const stored = encodeFields(object.headers, "object.headers", refs);
-    remember(object);
-    objectArg = last.id;
+    // What is encoded is remembered as read (`last.names` and `last.values` by encodeFields).
+    const stored = encodeFields(object.headers, "object.headers", refs, last);
+    last.etag = etag;
+    last.lastModified = lastModified;
+    last.expires = expires;
     return encodeRequest(fields, etag, lastModified, expires, SEP + stored);
   }
 
@@ -258,6 +246,7 @@ export function bind(raw) {
       // between): send it whole.
       at = raw.planRaw(encodeInput(request, object), inputSize, objectArg) / 8;
     }
+    if (objectArg === 0) last.id = raw.keptObjectRaw();
     last.kept = true;
     views();
     const n = nums;
@@ -645,10 +634,6 @@ const MUTATION_KINDS = ["write", "delete", "invalidate"];
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** The number of the last object encoded for planRaw, shared by every binding in this realm so
- * that two bindings of one module never give two objects one number. */
-let objectIds = 0;
-
 /** What `requestFields` answers, reused from call to call (planResponse runs per request). */
 const FIELDS = new Array(7);
 
@@ -735,19 +720,30 @@ function partFields(head) {
 /**
  * A plain object of string values as `name NUL value NUL ...`, each name and value also pushed
  * onto `refs` when given. A field whose name is empty or whose name or value holds NUL is left
- * out: it is no valid field (RFC 9110 §5.5), and the core would drop it.
+ * out: it is no valid field (RFC 9110 §5.5), and the core would drop it. Each value is read once,
+ * into `seen` (its `names` and `values`, in order), so that what is encoded is what `seen` says
+ * even of an object whose getters answer differently each time.
  */
-function encodeFields(map, what, refs) {
+function encodeFields(map, what, refs, seen = { names: [], values: [] }) {
+  const { names, values } = seen;
+  names.length = 0;
+  values.length = 0;
   if (map === undefined || map === null) return "";
   checkObject(map, what);
-  let out = "";
-  let lowerCase = true;
-  const first = refs?.length;
   for (const name of Object.keys(map)) {
     const value = map[name];
     if (typeof value !== "string") {
       throw new TypeError(`${what}[${JSON.stringify(name)}] must be a string, got ${describe(value)}`);
     }
+    names.push(name);
+    values.push(value);
+  }
+  let out = "";
+  let lowerCase = true;
+  const first = refs?.length;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i];
+    const value = values[i];
     if (name === "" || name.includes(SEP) || value.includes(SEP)) continue;
     lowerCase &&= name === name.toLowerCase();
     out += out === "" ? `${name}${SEP}${value}` : `${SEP}${name}${SEP}${value}`;
@@ -757,8 +753,9 @@ function encodeFields(map, what, refs) {
   if (refs) refs.length = first;
   // Names that differ only in case are one field, joined (RFC 9110 §5.3).
   const joined = Object.create(null);
-  for (const name of Object.keys(map)) {
-    const value = map[name];
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i];
+    const value = values[i];
     if (name === "" || name.includes(SEP) || value.includes(SEP)) continue;
     const low = name.toLowerCase();
     joined[low] = low in joined ? `${joined[low]}, ${value}` : value;

@@ -62,6 +62,8 @@ pub(crate) struct Boundary {
     last: Option<Last>,
     /// The strings of the last plan, which the next one writes its values into.
     spare: PlanSpare,
+    /// How many objects `planRaw` has kept: the last one's number.
+    objects: f64,
 }
 
 /// The last object a plan succeeded for: the number its caller gave it, which validators it had
@@ -132,6 +134,7 @@ thread_local! {
             },
             last: None,
             spare: PlanSpare::new(),
+            objects: 0.0,
         })
     };
 }
@@ -178,18 +181,19 @@ pub fn input_buffer(capacity: u32) -> u32 {
 /// [`plan`]); a value it echoes from the object refers to the object's strings in that order
 /// (entity-tag 0, Last-Modified 1, expiry 2, then each stored name and value).
 ///
-/// `object` numbers the object: the module keeps an object it planned for under its number, and
-/// `-object` names the kept one again, when the caller knows it to be the same object exactly
-/// (`js/api.js` compares its strings): the input then holds the request alone (the object's
-/// fields absent), so a run of requests for one object encodes and parses it once. Answers 0,
-/// planning nothing, when the object named is not the one kept; the caller then sends it whole.
+/// The module keeps the object it planned for under a number of its own ([`kept_object_raw`]);
+/// `kept` names that object again when the caller knows it to be the same exactly (`js/api.js`
+/// compares its strings): the input then holds the request alone (the object's fields absent),
+/// so a run of requests for one object encodes and parses it once. Answers 0, planning nothing,
+/// when `kept` is not the number of the object kept; the caller then sends the object whole.
+/// `kept` is 0 when the input holds the object.
 #[wasm_bindgen(js_name = planRaw, skip_typescript)]
-pub fn plan_raw(len: u32, size: f64, object: f64) -> Result<u32, JsValue> {
+pub fn plan_raw(len: u32, size: f64, kept: f64) -> Result<u32, JsValue> {
     with_boundary(|b| {
-        let Boundary { input, lens, answer, stored, validators, last, spare } = b;
+        let Boundary { input, lens, answer, stored, validators, last, spare, objects } = b;
         let limits = RangeLimits::default();
-        if object < 0.0 {
-            let Some(kept) = last.take_if(|kept| kept.id == -object) else {
+        if kept != 0.0 {
+            let Some(kept) = last.take_if(|last| last.id == kept) else {
                 return Ok(0);
             };
             let (fixed, _) = fields_of(input, lens, len)?;
@@ -220,8 +224,9 @@ pub fn plan_raw(len: u32, size: f64, object: f64) -> Result<u32, JsValue> {
         } else {
             *last = None;
             let parsed = parse_input(input, lens, len, size, stored, validators)?;
+            *objects += 1.0;
             let shape = Last {
-                id: object,
+                id: *objects,
                 etag: parsed.etag.is_some(),
                 last_modified: parsed.last_modified.is_some(),
                 expires: parsed.object.expires,
@@ -233,6 +238,13 @@ pub fn plan_raw(len: u32, size: f64, object: f64) -> Result<u32, JsValue> {
         }
         Ok(answer.finish())
     })
+}
+
+/// The number of the object the last `planRaw` call kept (see [`plan_raw`]), 0 when it kept
+/// none (the call failed).
+#[wasm_bindgen(js_name = keptObjectRaw, skip_typescript)]
+pub fn kept_object_raw() -> f64 {
+    with_boundary(|b| b.last.map_or(0.0, |last| last.id))
 }
 
 /// Keeps what the next call can reuse of an object's metadata: its stored fields' strings and,

@@ -448,9 +448,30 @@ test("planResponse plans for the object it is given, also after planning for one
   const input = new TextEncoder().encode('GET\0\0\0\0\0\0\0="other"\0\0');
   new Uint8Array(raw.memoryRaw().buffer).set(input, raw.inputBuffer(input.length));
   new Float64Array(raw.memoryRaw().buffer, raw.lensBuffer(), 10)[0] = -1;
-  assert.ok(raw.planRaw(input.length, 7, 123_456_789) > 0);
-  assert.equal(raw.planRaw(0, 7, -1), 0, "an object the module does not keep is refused");
+  assert.ok(raw.planRaw(input.length, 7, 0) > 0);
+  const other = raw.keptObjectRaw();
+  assert.ok(other > 0, "the module numbers the object it keeps");
+  assert.equal(raw.planRaw(0, 7, other + 1), 0, "an object the module does not keep is refused");
   check(planResponse(get("bytes=0-1", '"v2"'), object), 206, { etag: '"v2"', "cache-control": "max-age=5" });
+  assert.notEqual(raw.keptObjectRaw(), other, "each object kept gets a number of its own");
+  // An object whose getters answer differently each time is planned as it was read, and what is
+  // kept of it is what was read: a plain object holding the other strings is planned for itself.
+  let reads = 0;
+  const shifting = {
+    size: 100,
+    get etag() {
+      reads += 1;
+      return reads % 2 === 1 ? '"old"' : '"new"';
+    },
+  };
+  const ifNoneMatch = (tag) => ({ method: "GET", headers: { "if-none-match": tag } });
+  for (const tag of ['"old"', '"new"']) {
+    for (const plain of ['"old"', '"new"']) {
+      const plan = planResponse(ifNoneMatch(tag), shifting);
+      assert.equal(plan.status, plan.headers.etag === tag ? 304 : 200, "planned as one read of it says");
+      check(planResponse(ifNoneMatch(plain), { size: 100, etag: plain }), 304, { etag: plain });
+    }
+  }
 });
 
 /** Drains a read machine's actions into short lines, as the core's transcript tests do. */
