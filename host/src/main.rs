@@ -252,8 +252,9 @@ async fn serve(config: Config) -> ExitCode {
         request_ids: Default::default(),
         readiness: Readiness::default(),
     });
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(listener) => listener,
+    let loops = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let listeners = match rangecache::http::server::bind(config.listen, loops) {
+        Ok(listeners) => listeners,
         Err(e) => {
             return config_failure(&ConfigError {
                 field: "listen".into(),
@@ -261,7 +262,7 @@ async fn serve(config: Config) -> ExitCode {
             });
         }
     };
-    let addr = listener.local_addr().unwrap_or(config.listen);
+    let addr = listeners[0].local_addr().unwrap_or(config.listen);
     let probing = tokio::spawn({
         let state = state.clone();
         async move {
@@ -273,24 +274,29 @@ async fn serve(config: Config) -> ExitCode {
         }
     });
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rangecache::http::server::serve(listener, state.clone(), tls, async {
-        let _ = stop_rx.await;
-    });
-    let mut server = tokio::spawn(server);
-    tracing::info!(%addr, tiers = ?tiered.names(), "serving");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut ends = match rangecache::http::server::start(listeners, &state, tls.as_ref(), &stop) {
+        Ok(ends) => ends,
+        Err(e) => {
+            eprintln!("rangecache: cannot start the server's threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%addr, tiers = ?tiered.names(), threads = loops, "serving");
     println!("rangecache listening on {scheme}://{addr}");
 
+    let mut loops_left = loops;
     let signal = tokio::select! {
         signal = signals.next() => signal,
-        result = &mut server => {
-            tracing::error!(?result, "server stopped on its own");
+        _ = ends.recv() => {
+            tracing::error!("a server thread stopped on its own");
+            loops_left -= 1;
             "server exit"
         }
     };
     state.readiness.set_draining();
     probing.abort();
-    if !config.shutdown_delay.is_zero() && !server.is_finished() {
+    if !config.shutdown_delay.is_zero() && loops_left == loops {
         // Load balancers see /readyz fail and stop sending; until the delay ends, whatever
         // still arrives is served.
         tracing::info!(signal, delay = ?config.shutdown_delay,
@@ -303,16 +309,20 @@ async fn serve(config: Config) -> ExitCode {
     tracing::info!(signal, "shutting down: no new connections");
     // Graceful: the listener closes, idle connections are closed, and the server future ends
     // once every connection has finished its request.
-    let _ = stop_tx.send(());
+    stop.cancel();
     // Copies and uploads still receiving their body observe the driver's shutdown at once;
     // downloads and commits under way get a short grace.
     tiered.begin_shutdown();
-    if tokio::time::timeout(GRACE, &mut server).await.is_err() {
-        // Aborting the server's task does not end its connections' tasks; closing the tiers
-        // does what is needed: their bodies end with an error, new commits get 503, and the
-        // tiers close once the requests under way let go (or after a bound).
+    let ended = async {
+        while loops_left > 0 && ends.recv().await.is_some() {
+            loops_left -= 1;
+        }
+    };
+    if tokio::time::timeout(GRACE, ended).await.is_err() {
+        // Closing the tiers does what is needed: the bodies still streaming end with an error,
+        // new commits get 503, and the tiers close once the requests under way let go (or after
+        // a bound).
         tracing::warn!("requests still in flight after {GRACE:?}; cutting them off the tiers");
-        server.abort();
     }
     tiered.shutdown().await;
     tracing::info!("stopped");

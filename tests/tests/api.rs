@@ -445,6 +445,49 @@ fn a_configuration_error_exits_2_with_one_line_naming_the_field() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_will_not_start_where_something_already_listens() {
+    // Each serving thread has a listener of its own on the one address (SO_REUSEPORT), which
+    // alone would let a second server share the port of the first and take half its clients.
+    let first = server();
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = [first.addr, plain.local_addr().unwrap()];
+    let dir = tempdir();
+    let path = dir.join("second.toml");
+    std::fs::write(&path, "[[tier]]\nname = \"m\"\nkind = \"memory\"\nmax_size = \"1MiB\"\n")
+        .unwrap();
+    for addr in taken {
+        let mut second = std::process::Command::new(common::binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", &addr.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = second.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                second.kill().unwrap();
+                panic!("a second server started on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{addr}: {stderr}");
+        assert!(stderr.contains("cannot listen on"), "{addr}: {stderr}");
+    }
+    // The first server still answers every connection.
+    for _ in 0..20 {
+        let response = reqwest::Client::new().get(first.url("/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }

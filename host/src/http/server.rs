@@ -10,20 +10,95 @@
 //!
 //! With TLS, the handshake runs in the connection's own task, bounded by the header timeout,
 //! so a client that is slow to shake hands holds its connection slot, never the accept loop.
+//!
+//! The server runs one loop per core, each on a single-threaded runtime of its own thread with a
+//! listener of its own bound to the same address (`SO_REUSEPORT`, so the kernel spreads new
+//! connections over them): a connection's requests are served on the thread that accepted it,
+//! with no work-stealing scheduler and no wake-up crossing threads on the way.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+
+/// The length of each listener's queue of connections not yet accepted.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `n` listeners to `addr` with `SO_REUSEPORT`, all on one port (the first one's, when
+/// `addr` asks for any). Must be called on a runtime; the listeners are handed back detached
+/// from it, for [`start`] to give each to a runtime of its own.
+///
+/// A plain listener is bound first and closed again, so that the server still fails to start,
+/// as it always did, where anything already listens on `addr` (another rangecache included,
+/// which `SO_REUSEPORT` alone would let share the port).
+pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let addr = std::net::TcpListener::bind(addr)?.local_addr()?;
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        listeners.push(socket.listen(LISTEN_BACKLOG)?.into_std()?);
+    }
+    Ok(listeners)
+}
+
+/// Starts one accept loop per listener ([`serve`]), each on a single-threaded runtime of its
+/// own thread, sharing `state.limits.max_connections` connection slots, until `stop` is
+/// cancelled. The receiver hears once from each loop when it has ended (every connection it
+/// served closed), or failed.
+///
+/// A loop's runtime lasts as long as the process once its loop ended: what was started on it
+/// (an upstream connection a tier's client pools, say) may still serve the shutdown.
+pub fn start(
+    listeners: Vec<std::net::TcpListener>,
+    state: &Arc<AppState>,
+    tls: Option<&TlsAcceptor>,
+    stop: &CancellationToken,
+) -> io::Result<mpsc::UnboundedReceiver<()>> {
+    let slots = Arc::new(Semaphore::new(state.limits.max_connections));
+    let (ended, ends) = mpsc::unbounded_channel();
+    for (n, listener) in listeners.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (state, tls, slots, stop) = (state.clone(), tls.cloned(), slots.clone(), stop.clone());
+        let ended = Ended(ended.clone());
+        std::thread::Builder::new().name(format!("rangecache-http-{n}")).spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        serve(listener, state, tls, slots, stop.cancelled_owned()).await
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot serve on a listener"),
+                }
+                drop(ended);
+                std::future::pending::<()>().await;
+            });
+        })?;
+    }
+    Ok(ends)
+}
+
+/// Tells [`start`]'s receiver that a loop ended when dropped, also by a panic.
+struct Ended(mpsc::UnboundedSender<()>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
 
 /// How long the loop pauses after an accept error that is not about one connection (out of
 /// file descriptors, say), so it does not spin while nothing can be accepted.
@@ -32,30 +107,27 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Serves `listener` until `stop` resolves, then stops accepting, lets every connection finish
 /// the request it is serving (idle ones are closed at once) and returns when all are closed.
 ///
-/// At most `state.limits.max_connections` connections are served at once: past it the loop
-/// accepts nothing until one closes, and new clients wait in the kernel's accept queue. A
-/// request's head must arrive within `state.limits.header_timeout` of the server starting to
-/// wait for it (hyper's header read timeout, which also ends idle keep-alive connections).
-/// With `tls`, every connection is a TLS one; a handshake must end within the header timeout.
+/// A connection is served only with one of `slots`, which every loop of the server shares
+/// (`state.limits.max_connections` of them): past it a loop holds the one connection it
+/// accepted until a slot frees, and accepts nothing more, so new clients wait in the kernel's
+/// accept queue. (A loop that took its slot first could wait on an empty queue of its own while
+/// the connection the slot freed for sat in another loop's.) A request's head must arrive within
+/// `state.limits.header_timeout` of the server starting to wait for it (hyper's header read
+/// timeout, which also ends idle keep-alive connections). With `tls`, every connection is a TLS
+/// one; a handshake must end within the header timeout.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     tls: Option<TlsAcceptor>,
+    slots: Arc<Semaphore>,
     stop: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(state.limits.header_timeout);
-    let slots = Arc::new(Semaphore::new(state.limits.max_connections));
     let handshake_timeout = state.limits.header_timeout;
     tokio::pin!(stop);
     loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => {
-                slot.expect("the connection semaphore is never closed")
-            }
-            () = &mut stop => break,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
@@ -68,6 +140,12 @@ pub async fn serve(
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
+        };
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => {
+                slot.expect("the connection semaphore is never closed")
+            }
+            () = &mut stop => break,
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");

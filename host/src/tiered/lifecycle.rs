@@ -169,7 +169,7 @@ impl Tiered {
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         // Reap finished copies so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(task);
+        tasks.spawn_on(task, &self.runtime);
     }
 }
 

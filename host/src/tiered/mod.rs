@@ -177,6 +177,10 @@ pub struct Tiered {
     open_latency: Vec<TierOpenLatency>,
     backfills: Mutex<copy::Backfills>,
     tasks: Mutex<JoinSet<()>>,
+    /// The runtime the driver was made on, where every copy runs: a copy outlives the request
+    /// that started it, whichever runtime served that request, and is drained before the tiers
+    /// close.
+    runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
     drained: Notify,
     /// Cancelled when the tiers start closing: no operation may begin or commit after it.
@@ -191,7 +195,10 @@ pub struct Tiered {
 }
 
 impl Tiered {
-    /// A driver over `slots`, nearest first.
+    /// A driver over `slots`, nearest first; its copies run on the current runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
     pub fn new(slots: Vec<TierSlot>, metrics: Arc<Metrics>) -> Tiered {
         assert!(!slots.is_empty(), "configuration guarantees at least one tier");
         let tier_0_max_size = slots[0].tier.max_object_size();
@@ -215,6 +222,7 @@ impl Tiered {
                 exported: backfill::Counters::default(),
             }),
             tasks: Mutex::new(JoinSet::new()),
+            runtime: tokio::runtime::Handle::current(),
             shutdown: CancellationToken::new(),
             drained: Notify::new(),
             closing: CancellationToken::new(),
