@@ -279,6 +279,8 @@ async fn serve(config: Config) -> ExitCode {
         Ok(ends) => ends,
         Err(e) => {
             eprintln!("rangecache: cannot start the server's threads: {e}");
+            stop.cancel();
+            tiered.shutdown().await;
             return ExitCode::FAILURE;
         }
     };
@@ -286,11 +288,15 @@ async fn serve(config: Config) -> ExitCode {
     println!("rangecache listening on {scheme}://{addr}");
 
     let mut loops_left = loops;
+    // Whether a loop failed or stopped on its own: the exit status says so.
+    let mut failed = false;
     let signal = tokio::select! {
         signal = signals.next() => signal,
-        _ = ends.recv() => {
-            tracing::error!("a server thread stopped on its own");
+        outcome = ends.recv() => {
+            let why = outcome.and_then(Result::err).unwrap_or_else(|| "it ended".to_owned());
+            tracing::error!(why, "a server thread stopped on its own; shutting down");
             loops_left -= 1;
+            failed = true;
             "server exit"
         }
     };
@@ -314,8 +320,14 @@ async fn serve(config: Config) -> ExitCode {
     // downloads and commits under way get a short grace.
     tiered.begin_shutdown();
     let ended = async {
-        while loops_left > 0 && ends.recv().await.is_some() {
+        while loops_left > 0
+            && let Some(outcome) = ends.recv().await
+        {
             loops_left -= 1;
+            if let Err(why) = outcome {
+                tracing::error!(why, "a server thread failed while stopping");
+                failed = true;
+            }
         }
     };
     if tokio::time::timeout(GRACE, ended).await.is_err() {
@@ -326,7 +338,7 @@ async fn serve(config: Config) -> ExitCode {
     }
     tiered.shutdown().await;
     tracing::info!("stopped");
-    ExitCode::SUCCESS
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// Descriptors a server needs beside its connections: listening socket, log, tiers' open files

@@ -20,9 +20,11 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -58,46 +60,52 @@ pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
 
 /// Starts one accept loop per listener ([`serve`]), each on a single-threaded runtime of its
 /// own thread, sharing `state.limits.max_connections` connection slots, until `stop` is
-/// cancelled. The receiver hears once from each loop when it has ended (every connection it
-/// served closed), or failed.
+/// cancelled. The receiver hears once from each loop when it has ended: `Ok` when it stopped
+/// with every connection it served closed, `Err` when it could not start or failed (a panic
+/// included). An error here (a thread that cannot be made) leaves the loops already started
+/// running; the caller stops them with `stop`.
 ///
-/// A loop's runtime lasts as long as the process once its loop ended: what was started on it
-/// (an upstream connection a tier's client pools, say) may still serve the shutdown.
+/// A loop's runtime lasts as long as the process once its loop ended, also after a panic: what
+/// was started on it (an upstream connection a tier's client pools, say) may still serve the
+/// shutdown.
 pub fn start(
     listeners: Vec<std::net::TcpListener>,
     state: &Arc<AppState>,
     tls: Option<&TlsAcceptor>,
     stop: &CancellationToken,
-) -> io::Result<mpsc::UnboundedReceiver<()>> {
+) -> io::Result<mpsc::UnboundedReceiver<Result<(), String>>> {
     let slots = Arc::new(Semaphore::new(state.limits.max_connections));
     let (ended, ends) = mpsc::unbounded_channel();
     for (n, listener) in listeners.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (state, tls, slots, stop) = (state.clone(), tls.cloned(), slots.clone(), stop.clone());
-        let ended = Ended(ended.clone());
+        let ended = ended.clone();
+        // The runtime is made in the thread: one dropped here, on the caller's runtime, would
+        // panic.
         std::thread::Builder::new().name(format!("rangecache-http-{n}")).spawn(move || {
-            runtime.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        serve(listener, state, tls, slots, stop.cancelled_owned()).await
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot serve on a listener"),
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ended.send(Err(format!("cannot start a runtime: {e}")));
+                    return;
                 }
-                drop(ended);
+            };
+            runtime.block_on(async move {
+                let outcome = match TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        let serving = serve(listener, state, tls, slots, stop.cancelled_owned());
+                        AssertUnwindSafe(serving)
+                            .catch_unwind()
+                            .await
+                            .map_err(|_| "the accept loop panicked".to_owned())
+                    }
+                    Err(e) => Err(format!("cannot serve on its listener: {e}")),
+                };
+                let _ = ended.send(outcome);
                 std::future::pending::<()>().await;
             });
         })?;
     }
     Ok(ends)
-}
-
-/// Tells [`start`]'s receiver that a loop ended when dropped, also by a panic.
-struct Ended(mpsc::UnboundedSender<()>);
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        let _ = self.0.send(());
-    }
 }
 
 /// How long the loop pauses after an accept error that is not about one connection (out of
