@@ -1,7 +1,8 @@
-//! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN]`: one object from any
-//! server that honours Range and If-Range (rangecache, cachew, nginx serving a file), fetched as
-//! parallel ranged GETs pinned to one revision and written in place into `FILE`
-//! (`rangecache_download::file`).
+//! `rangecache get URL -o FILE [--parallel N] [--resume] [--token TOKEN] [--ca-file FILE]`: one
+//! object from any server that honours Range and If-Range (rangecache, cachew, nginx serving a
+//! file), fetched as parallel ranged GETs pinned to one revision and written in place into
+//! `FILE` (`rangecache_download::file`); over HTTPS, trusting the system's roots and those of
+//! `--ca-file`.
 //!
 //! On a terminal, stderr shows a progress bar; otherwise the command prints nothing but errors.
 
@@ -30,6 +31,8 @@ pub struct GetArgs {
     pub resume: bool,
     /// Sent as `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
+    /// PEM certificates trusted beside the system's roots (`--ca-file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A stalled connection fails its part (which is then asked for again) instead of hanging the
@@ -39,9 +42,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Downloads `args.url` into `args.output`, with a progress bar when stderr is a terminal.
 pub async fn get(args: &GetArgs) -> Result<Outcome, Error> {
+    let extra_roots = match &args.ca_file {
+        Some(file) => crate::tls::extra_roots(file).map_err(Error::Request)?,
+        None => Vec::new(),
+    };
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
+        .tls_certs_merge(extra_roots)
         .build()
         .map_err(|e| Error::Request(e.to_string()))?;
     let mut headers = HeaderMap::new();

@@ -90,6 +90,9 @@ enum Command {
         /// Sent as `Authorization: Bearer TOKEN`.
         #[arg(long, value_name = "TOKEN", env = "RANGECACHE_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// PEM certificates to trust beside the system's for an HTTPS URL (a private CA).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
     },
     /// Check the files of the disk tiers (run it while no server uses them).
     Fsck {
@@ -106,10 +109,10 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config, listen, log_format } => serve_command(config, listen, log_format),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Get { url, output, parallel, resume, token } => {
+        Command::Get { url, output, parallel, resume, token, ca_file } => {
             // A command run by hand: only warnings, unless RANGECACHE_LOG asks for more.
             let _flush_on_exit = init_logging("warn", LogFormat::Human);
-            get_command(&GetArgs { url, output, parallel, resume, token })
+            get_command(&GetArgs { url, output, parallel, resume, token, ca_file })
         }
         Command::Fsck { config, repair } => {
             let _flush_on_exit = init_logging("warn", LogFormat::Human);

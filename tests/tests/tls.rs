@@ -71,6 +71,42 @@ async fn curl_and_reqwest_read_and_write_over_https() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rangecache_get_downloads_over_https_with_its_ca_file_and_refuses_without() {
+    let certs = tempdir();
+    let pki = Pki::make(&certs);
+    let server =
+        Server::start_with(|dir| format!("{}\n{}", pki.tls_table(), memory_and_disk_tiers(dir)));
+    let url = server.object("tls", "download");
+    let big = data(20 << 20, 7);
+    let response = pki.client().put(&url).body(big.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let get = |out: &std::path::Path, ca: Option<&std::path::Path>| {
+        let mut command = Command::new(common::binary());
+        command.args(["get", &url, "-o"]).arg(out);
+        if let Some(ca) = ca {
+            command.arg("--ca-file").arg(ca);
+        }
+        command.output().expect("run rangecache get")
+    };
+    // With the authority: the whole object, in parallel parts over TLS.
+    let out = certs.join("download.bin");
+    let trusted = get(&out, Some(&pki.ca));
+    assert!(trusted.status.success(), "{trusted:?}\n{}", server.log());
+    assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&big));
+    // Without it, the certificate is refused and nothing is written.
+    let refused = certs.join("refused.bin");
+    let untrusted = get(&refused, None);
+    assert!(!untrusted.status.success(), "{untrusted:?}");
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(stderr.to_ascii_lowercase().contains("certificate"), "{stderr}");
+    assert!(!refused.exists(), "a refused download wrote {}", refused.display());
+    // A file that holds no certificate is a clear error too.
+    let garbage = get(&refused, Some(&certs.join("download.bin")));
+    assert!(!garbage.status.success(), "{garbage:?}");
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("download.bin"), "{garbage:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_tier_reaches_its_upstream_over_https_with_its_ca_file() {
     let certs = tempdir();
     let pki = Pki::make(&certs);
