@@ -182,9 +182,9 @@ class Read {
     this.fill = fill;
     fill.hold();
     const head = await fill.head;
-    if (head.status !== 200) {
+    if (head !== "opened") {
       fill.release(false);
-      return { kind: head.status === 404 ? "missed" : "failed" };
+      return { kind: head };
     }
     // Without a Content-Length nothing can be planned before the end: the whole body is read
     // first.
@@ -319,22 +319,24 @@ class Fill {
     this.head = this.fetchHead(env, path);
   }
 
+  /** What the origin answered, as the read machine hears it: "opened" (a 200, whose body is
+   * then pumped), "missed" (a 404) or "failed" (unreachable, or any other answer). */
   async fetchHead(env, path) {
     let response;
     try {
       response = await fetch(new URL(path, env.ORIGIN), { signal: this.abort.signal });
     } catch {
       this.close();
-      return { status: 502 };
+      return "failed";
     }
     if (response.status !== 200) {
       await response.body?.cancel();
       this.close();
-      return { status: response.status };
+      return response.status === 404 ? "missed" : "failed";
     }
     this.meta = describeObject(Object.fromEntries(response.headers));
     this.pump(response.body.getReader());
-    return { status: 200 };
+    return "opened";
   }
 
   /** The object's description once its size is known: at once with a Content-Length, else at
