@@ -744,7 +744,7 @@ function encodeFields(map, what, refs, seen = { names: [], values: [] }) {
   for (let i = 0; i < names.length; i++) {
     const name = names[i];
     const value = values[i];
-    if (name === "" || name.includes(SEP) || value.includes(SEP)) continue;
+    if (!isField(name, value)) continue;
     lowerCase &&= name === name.toLowerCase();
     out += out === "" ? `${name}${SEP}${value}` : `${SEP}${name}${SEP}${value}`;
     refs?.push(name, value);
@@ -756,13 +756,18 @@ function encodeFields(map, what, refs, seen = { names: [], values: [] }) {
   for (let i = 0; i < names.length; i++) {
     const name = names[i];
     const value = values[i];
-    if (name === "" || name.includes(SEP) || value.includes(SEP)) continue;
+    if (!isField(name, value)) continue;
     const low = name.toLowerCase();
     joined[low] = low in joined ? `${joined[low]}, ${value}` : value;
   }
   const entries = Object.entries(joined);
   for (const [name, value] of entries) refs?.push(name, value);
   return entries.map(([name, value]) => `${name}${SEP}${value}`).join(SEP);
+}
+
+/** False for a field encodeFields leaves out: an empty name, or NUL in the name or value. */
+function isField(name, value) {
+  return name !== "" && !name.includes(SEP) && !value.includes(SEP);
 }
 
 /**
