@@ -493,19 +493,13 @@ mod tests {
     use std::time::Duration;
 
     use rangecache_core::backfill::MutationKind;
-    use rangecache_core::{EntityTag, Key, Namespace, Timestamp};
+    use rangecache_core::{EntityTag, Timestamp};
 
     use super::*;
     use crate::metrics::Metrics;
     use crate::storage::{CommitFence, MemoryTier, Tier, TierError, TierStats};
+    use crate::tiered::test_key as key;
     use crate::tiered::{ReadRequest, TierSlot};
-
-    fn key(name: &str) -> ObjectKey {
-        ObjectKey {
-            namespace: Namespace::parse("ns").expect("valid"),
-            key: Key::from_segment(name),
-        }
-    }
 
     /// Stores `bytes` under `key` in `tier`, tagged `etag`.
     async fn store(tier: &dyn Tier, key: &ObjectKey, etag: &str, bytes: Vec<u8>) {

@@ -273,6 +273,15 @@ impl Tiered {
     }
 }
 
+/// `ns/{name}`: the key the tests of these modules read and write.
+#[cfg(test)]
+fn test_key(name: &str) -> rangecache_core::ObjectKey {
+    rangecache_core::ObjectKey {
+        namespace: rangecache_core::Namespace::parse("ns").expect("valid"),
+        key: rangecache_core::Key::from_segment(name),
+    }
+}
+
 fn millis(duration: Option<Duration>) -> Option<u64> {
     duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -395,16 +395,8 @@ async fn abort_all(writers: &mut [Option<Box<dyn TierWriter>>]) {
 mod tests {
     use std::time::Duration;
 
-    use rangecache_core::{Key, Namespace};
-
     use super::*;
-
-    fn key(name: &str) -> ObjectKey {
-        ObjectKey {
-            namespace: Namespace::parse("ns").expect("valid"),
-            key: Key::from_segment(name),
-        }
-    }
+    use crate::tiered::test_key as key;
 
     #[tokio::test]
     async fn a_key_lock_serializes_one_key_only_and_leaves_nothing_behind() {
