@@ -15,7 +15,7 @@ use rangecache::storage::{
 };
 use rangecache_core::range::Span;
 use rangecache_core::validators::format_http_date;
-use rangecache_core::{ObjectMeta, Timestamp};
+use rangecache_core::{ObjectKey, ObjectMeta, Timestamp};
 use storage_support::{
     CountingProxy, Got, S3Env, collect, etag, key, new_object, now, pattern, put, put_with, read,
     request, try_read,
@@ -425,6 +425,34 @@ fn revision_body(n: u64) -> Vec<u8> {
     vec![n as u8; 20_000 + n as usize * 100]
 }
 
+/// Once the four readers have counted 4 answers in `answered` (so reads and commits interleave;
+/// at most 10 s), writes revisions 1 to `revisions` of `k`, tells the readers it is `done` and
+/// waits for them to end.
+async fn overwrite_once_reading(
+    tier: &dyn Tier,
+    k: &ObjectKey,
+    revisions: u64,
+    answered: &AtomicU64,
+    done: &AtomicBool,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while answered.load(Ordering::Relaxed) < 4 {
+        assert!(std::time::Instant::now() < deadline, "the readers never started");
+        tokio::task::yield_now().await;
+    }
+    for n in 1..=revisions {
+        let body = revision_body(n);
+        let new =
+            NewObject { expected_size: Some(body.len() as u64), ..new_object(&format!("r{n}")) };
+        put_with(tier, k, new, &body, 4_096).await.unwrap();
+    }
+    done.store(true, Ordering::Release);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
+
 async fn readers_during_overwrites_see_one_whole_revision(tier: Arc<dyn Tier>) {
     const REVISIONS: u64 = 20;
     let k = key("ns", "contended");
@@ -474,22 +502,7 @@ async fn readers_during_overwrites_see_one_whole_revision(tier: Arc<dyn Tier>) {
             }
         }));
     }
-    // Start overwriting once every reader is reading, so reads and commits interleave.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while reads.load(Ordering::Relaxed) < 4 {
-        assert!(std::time::Instant::now() < deadline, "the readers never started");
-        tokio::task::yield_now().await;
-    }
-    for n in 1..=REVISIONS {
-        let body = revision_body(n);
-        let new =
-            NewObject { expected_size: Some(body.len() as u64), ..new_object(&format!("r{n}")) };
-        put_with(tier.as_ref(), &k, new, &body, 4_096).await.unwrap();
-    }
-    done.store(true, Ordering::Release);
-    for reader in readers {
-        reader.await.unwrap();
-    }
+    overwrite_once_reading(tier.as_ref(), &k, REVISIONS, &reads, &done, readers).await;
     let (reads, refused) = (reads.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
     assert!(reads >= 4, "every reader read whole revisions ({reads} reads, {refused} refused)");
     assert!(refused == 0 || tier.name() == "s3", "only s3 may refuse, {refused} refusals");
@@ -530,21 +543,7 @@ async fn stats_during_overwrites_describe_one_revision(tier: Arc<dyn Tier>) {
             }
         }));
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while stats.load(Ordering::Relaxed) < 4 {
-        assert!(std::time::Instant::now() < deadline, "the readers never started");
-        tokio::task::yield_now().await;
-    }
-    for n in 1..=REVISIONS {
-        let body = revision_body(n);
-        let new =
-            NewObject { expected_size: Some(body.len() as u64), ..new_object(&format!("r{n}")) };
-        put_with(tier.as_ref(), &k, new, &body, 4_096).await.unwrap();
-    }
-    done.store(true, Ordering::Release);
-    for reader in readers {
-        reader.await.unwrap();
-    }
+    overwrite_once_reading(tier.as_ref(), &k, REVISIONS, &stats, &done, readers).await;
     let (stats, refused) = (stats.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
     assert!(stats >= 4, "every reader described revisions ({stats} stats, {refused} refused)");
     assert!(refused == 0 || tier.name() == "s3", "only s3 may refuse, {refused} refusals");
